@@ -1,0 +1,32 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+CORES  ?= 4
+
+.PHONY: install demo test lint bench report clean
+
+install: $(VENV)/.installed
+
+# Re-install when the dependencies change; torch comes from PyPI (or a local wheel cache).
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml
+	$(BIN)/snakemake --cores 1 --configfile config/demo.yaml --report results/report.html
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/snakemake --lint --configfile config/demo.yaml
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf results/*/ results/*.tsv results/*.md resources logs benchmarks .snakemake
