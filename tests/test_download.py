@@ -1,0 +1,474 @@
+"""Tests of aesthetic_mtl.download against a real HTTP server on 127.0.0.1 (no internet needed).
+
+The server misbehaves on request (5xx, 404, stalls, cut connections, ignored Range, Drive-like
+interstitials, unexpected HTML) so the retry / resume / HTML paths run over real sockets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import re
+import stat
+import threading
+import time
+import zipfile
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from aesthetic_mtl.download import (download, drive_confirm_url, drive_download_url, join_parts,
+                                    obtain_files, safe_extract_zip, sha256_file)
+from aesthetic_mtl.errors import DataError, DownloadError
+
+FAST = {"backoff": 0.01, "timeout": 5}
+
+
+# ------------------------------------------------------------------------------------------ server
+
+@dataclass
+class ServerState:
+    """Switches of the test server and what it saw."""
+
+    data: bytes
+    honour_range: bool = True
+    fail_first: int = 0                  # answer 500 to the first N requests
+    status: int | None = None            # answer this status to every request (404)
+    stall_s: float = 0.0                 # sleep this long instead of answering
+    stall_in_body: bool = True           # stall after the headers and some bytes (else before)
+    cut_after: int | None = None         # close the connection after K body bytes ...
+    cut_times: int = 1                   # ... on this many responses
+    drive_interstitial: bool = False     # answer non-/download paths with a Drive confirm form
+    html_page: bool = False              # answer with an unexpected HTML page
+    base: str = ""
+    requests: list[dict] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Serves `state.data` honouring (or not) `Range`, with the failure modes of ServerState."""
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+    def do_GET(self) -> None:
+        st: ServerState = self.server.state
+        with st.lock:
+            st.requests.append({"path": self.path, "range": self.headers.get("Range")})
+            n = len(st.requests)
+        parts = urlsplit(self.path)
+        if st.status:
+            self.send_error(st.status)
+        elif n <= st.fail_first:
+            self.send_error(500)
+        elif st.stall_s and not st.stall_in_body:
+            st.release.wait(st.stall_s)
+        elif st.html_page:
+            self._html("<html><head><title>Google Drive - Quota exceeded</title></head>"
+                       "<body>Too many users have viewed or downloaded this file.</body></html>")
+        elif st.drive_interstitial and parts.path != "/download":
+            self._html(self._interstitial(parse_qs(parts.query).get("id", ["?"])[0]))
+        elif st.drive_interstitial and not self._confirmed(parse_qs(parts.query)):
+            self.send_error(400, "missing confirm/uuid")
+        else:
+            self._file(st)
+
+    def _confirmed(self, query: dict) -> bool:
+        return query.get("confirm") == ["t"] and query.get("uuid") == ["u-123"]
+
+    def _interstitial(self, file_id: str) -> str:
+        return f"""<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head>
+<body><div class="uc-main"><p class="uc-warning-caption">Google Drive can't scan this file for
+viruses.</p><form id="download-form" action="{self.server.state.base}/download" method="get">
+<input type="submit" id="uc-download-link" value="Download anyway"/>
+<input type="hidden" name="id" value="{file_id}"><input type="hidden" name="export" value="download">
+<input type="hidden" name="confirm" value="t"><input type="hidden" name="uuid" value="u-123">
+</form></div></body></html>"""
+
+    def _html(self, page: str) -> None:
+        body = page.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _file(self, st: ServerState) -> None:
+        data, start = st.data, 0
+        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        if match and st.honour_range:
+            start = int(match.group(1))
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self._send_body(st, body)
+
+    def _send_body(self, st: ServerState, body: bytes) -> None:
+        if st.stall_s:
+            self.wfile.write(body[:1000])
+            self.wfile.flush()
+            st.release.wait(st.stall_s)
+            return
+        with st.lock:
+            cut = st.cut_after is not None and st.cut_times > 0
+            st.cut_times -= cut
+        if cut:
+            self.wfile.write(body[:st.cut_after])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:  # client went away: expected here
+        pass
+
+
+@pytest.fixture
+def server():
+    """A ThreadingHTTPServer on 127.0.0.1:<free port> serving 300 kB of seeded random bytes."""
+    state = ServerState(data=random.Random(0).randbytes(300_000))
+    httpd = Server(("127.0.0.1", 0), Handler)
+    httpd.state = state
+    state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield state
+    state.release.set()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------- download
+
+def test_download_ok_with_sha256(server, tmp_path):
+    dest = tmp_path / "sub" / "file.zip"
+    logs: list[str] = []
+    out = download(server.url("/file.zip"), dest, sha256=digest(server.data), log=logs.append,
+                   **FAST)
+    assert out == dest and dest.read_bytes() == server.data
+    assert sha256_file(dest) == digest(server.data)
+    assert not dest.with_name("file.zip.part").exists()
+    assert len(server.requests) == 1 and server.requests[0]["range"] is None
+
+
+def test_checksum_mismatch_deletes_and_names_everything(server, tmp_path):
+    dest = tmp_path / "file.zip"
+    wrong = "0" * 64
+    with pytest.raises(DownloadError) as err:
+        download(server.url("/file.zip"), dest, sha256=wrong, log=lambda m: None, **FAST)
+    msg = str(err.value)
+    assert "file.zip" in msg and wrong in msg and digest(server.data) in msg
+    assert not dest.exists() and not dest.with_name("file.zip.part").exists()
+
+
+def test_truncated_transfer_resumes_with_range(server, tmp_path):
+    server.cut_after = 120_000
+    dest = tmp_path / "file.zip"
+    logs: list[str] = []
+    download(server.url("/file.zip"), dest, sha256=digest(server.data), log=logs.append, **FAST)
+    assert dest.read_bytes() == server.data
+    assert [r["range"] for r in server.requests] == [None, "bytes=120000-"]
+    assert any("retrying" in m for m in logs)
+
+
+def test_retries_after_500_then_succeeds(server, tmp_path):
+    server.fail_first = 2
+    dest = tmp_path / "file.zip"
+    logs: list[str] = []
+    download(server.url("/file.zip"), dest, retries=3, log=logs.append, **FAST)
+    assert dest.read_bytes() == server.data
+    assert len(server.requests) == 3
+    assert sum("HTTP 500" in m for m in logs) == 2
+
+
+def test_404_raises_after_retries_naming_url_and_status(server, tmp_path):
+    server.status = 404
+    url = server.url("/missing.zip")
+    with pytest.raises(DownloadError) as err:
+        download(url, tmp_path / "missing.zip", retries=2, log=lambda m: None, **FAST)
+    assert url in str(err.value) and "404" in str(err.value)
+    assert len(server.requests) == 3
+    assert not (tmp_path / "missing.zip").exists()
+
+
+@pytest.mark.parametrize("in_body", [True, False], ids=["stall-in-body", "stall-before-headers"])
+def test_stalled_server_times_out(server, tmp_path, in_body):
+    server.stall_s, server.stall_in_body = 10, in_body
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match="timed out"):
+        download(server.url("/file.zip"), tmp_path / "file.zip", retries=1, timeout=0.5,
+                 backoff=0.01, log=lambda m: None)
+    assert time.monotonic() - start < 4
+    assert len(server.requests) == 2
+
+
+def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
+    server.honour_range = False
+    dest = tmp_path / "file.zip"
+    dest.with_name("file.zip.part").write_bytes(b"x" * 5000)   # stale partial download
+    logs: list[str] = []
+    download(server.url("/file.zip"), dest, sha256=digest(server.data), log=logs.append, **FAST)
+    assert dest.read_bytes() == server.data
+    assert server.requests[0]["range"] == "bytes=5000-"
+    assert any("ignored the Range" in m for m in logs)
+
+
+def test_416_on_complete_part_finishes(server, tmp_path):
+    dest = tmp_path / "file.zip"
+    dest.with_name("file.zip.part").write_bytes(server.data)
+    download(server.url("/file.zip"), dest, sha256=digest(server.data), log=lambda m: None,
+             **FAST)
+    assert dest.read_bytes() == server.data and len(server.requests) == 1
+
+
+def test_416_on_oversized_part_restarts(server, tmp_path):
+    dest = tmp_path / "file.zip"
+    dest.with_name("file.zip.part").write_bytes(server.data + b"junk")
+    download(server.url("/file.zip"), dest, sha256=digest(server.data), log=lambda m: None,
+             **FAST)
+    assert dest.read_bytes() == server.data
+    assert [r["range"] for r in server.requests] == [f"bytes={len(server.data) + 4}-", None]
+
+
+# ---------------------------------------------------------------------------------------- drive
+
+DIRECT = "https://drive.usercontent.google.com/download?id=ABC_-1&export=download&confirm=t"
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("https://drive.google.com/uc?export=download&id=ABC_-1", DIRECT),
+    ("https://drive.google.com/open?id=ABC_-1", DIRECT),
+    ("https://drive.google.com/file/d/ABC_-1/view?usp=sharing", DIRECT),
+    ("https://drive.google.com/file/d/ABC_-1", DIRECT),
+    ("https://docs.google.com/uc?export=download&id=ABC_-1", DIRECT),
+    ("https://drive.google.com/uc?export=download&id=ABC_-1&resourcekey=0-ld4H3VhRKKiSUOklGnF1Uw",
+     DIRECT + "&resourcekey=0-ld4H3VhRKKiSUOklGnF1Uw"),
+    ("https://drive.google.com/drive/folders/XYZ", "https://drive.google.com/drive/folders/XYZ"),
+    ("https://example.org/uc?export=download&id=A", "https://example.org/uc?export=download&id=A"),
+    (DIRECT, DIRECT),
+])
+def test_drive_url_rewriting(url, expected):
+    assert drive_download_url(url) == expected
+
+
+def test_drive_confirm_url_relative_form_and_legacy_link():
+    page = ('<form id="download-form" action="/download" method="get">'
+            '<input type="hidden" name="id" value="F"><input type="hidden" name="confirm" '
+            'value="t"><input type="hidden" name="uuid" value="U&amp;V"></form>')
+    assert (drive_confirm_url(page, "https://drive.usercontent.google.com/download?id=F")
+            == "https://drive.usercontent.google.com/download?id=F&confirm=t&uuid=U%26V")
+    legacy = '<a id="uc-download-link" href="/uc?export=download&amp;confirm=AbC&amp;id=F">x</a>'
+    assert (drive_confirm_url(legacy, "https://drive.google.com/uc?id=F")
+            == "https://drive.google.com/uc?export=download&confirm=AbC&id=F")
+    assert drive_confirm_url("<html><form action='/login'></form></html>", "https://x/") is None
+
+
+def test_drive_interstitial_form_is_followed(server, tmp_path):
+    server.drive_interstitial = True
+    dest = tmp_path / "file.zip"
+    download(server.url("/uc?export=download&id=FILEID"), dest, sha256=digest(server.data),
+             log=lambda m: None, **FAST)
+    assert dest.read_bytes() == server.data
+    second = parse_qs(urlsplit(server.requests[1]["path"]).query)
+    assert second == {"id": ["FILEID"], "export": ["download"], "confirm": ["t"],
+                      "uuid": ["u-123"]}
+
+
+def test_unexpected_html_page_is_an_error(server, tmp_path):
+    server.html_page = True
+    url = server.url("/file.zip")
+    with pytest.raises(DownloadError, match="got an HTML page instead of the file") as err:
+        download(url, tmp_path / "file.zip", log=lambda m: None, **FAST)
+    assert url in str(err.value) and "Quota exceeded" in str(err.value)
+    assert len(server.requests) == 1          # not retried: a quota page will not go away
+    assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------------ obtain_files
+
+def test_obtain_files_records_then_verifies_lock(server, tmp_path):
+    files = {"a.zip": {"url": server.url("/a.zip"), "sha256": None}}
+    archives, lock = tmp_path / "archives", tmp_path / "archives.lock"
+    logs: list[str] = []
+    got = obtain_files(files, ["a.zip"], archives, lock, log=logs.append, **FAST)
+    assert got == {"a.zip": digest(server.data)}
+    assert json.loads(lock.read_text()) == got
+    assert any("recorded" in m and "every later use" in m for m in logs)
+    # second use: verified against the lock, nothing downloaded
+    assert obtain_files(files, ["a.zip"], archives, lock, log=logs.append, **FAST) == got
+    assert len(server.requests) == 1
+    # tampered archive: error naming the file, file left for the user to inspect
+    (archives / "a.zip").write_bytes(b"tampered")
+    with pytest.raises(DownloadError) as err:
+        obtain_files(files, ["a.zip"], archives, lock, log=logs.append, **FAST)
+    assert "a.zip" in str(err.value) and got["a.zip"] in str(err.value)
+    assert "left in place" in str(err.value) and (archives / "a.zip").exists()
+
+
+def test_obtain_files_uses_hand_placed_file_without_download(server, tmp_path):
+    archives, lock = tmp_path / "archives", tmp_path / "archives.lock"
+    archives.mkdir()
+    (archives / "votes.csv").write_bytes(b"image,score\n1,5\n")
+    files = {"votes.csv": {"url": server.url("/votes.csv"), "sha256": None},
+             "unused.zip": {"url": server.url("/unused.zip"), "sha256": None}}
+    got = obtain_files(files, ["votes.csv"], archives, lock, log=lambda m: None, **FAST)
+    assert got == {"votes.csv": digest(b"image,score\n1,5\n")}
+    assert server.requests == []
+    assert json.loads(lock.read_text()) == got
+
+
+def test_obtain_files_config_digest_mismatch(server, tmp_path):
+    archives, lock = tmp_path / "archives", tmp_path / "archives.lock"
+    wrong = "f" * 64
+    files = {"a.zip": {"url": server.url("/a.zip"), "sha256": wrong}}
+    with pytest.raises(DownloadError, match="sha256 mismatch"):
+        obtain_files(files, ["a.zip"], archives, lock, log=lambda m: None, **FAST)
+    assert not (archives / "a.zip").exists() and not lock.exists()   # downloaded: deleted
+    archives.mkdir(exist_ok=True)
+    (archives / "a.zip").write_bytes(server.data)                     # hand-placed: kept
+    with pytest.raises(DownloadError, match="left in place"):
+        obtain_files(files, ["a.zip"], archives, lock, log=lambda m: None, **FAST)
+    assert (archives / "a.zip").exists()
+    # a correct config digest passes and is written to the lock
+    files["a.zip"]["sha256"] = digest(server.data).upper()
+    assert obtain_files(files, ["a.zip"], archives, lock, log=lambda m: None) == {
+        "a.zip": digest(server.data)}
+
+
+def test_obtain_files_unknown_name(tmp_path):
+    with pytest.raises(DownloadError, match="not listed"):
+        obtain_files({"a.zip": {"url": "http://127.0.0.1:9/a", "sha256": None}}, ["b.zip"],
+                     tmp_path, tmp_path / "lock", log=lambda m: None)
+
+
+# ------------------------------------------------------------------------------------- extraction
+
+def make_zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+NESTED = {"labels/train.txt": b"a 1\nb 2\n", "images/a/1.jpg": b"\xff\xd8" + b"1" * 500,
+          "images/b/2.jpg": b"\xff\xd8" + b"2" * 700, "images/empty/": b"", "README": b"hi"}
+
+
+def test_safe_extract_nested_archive(tmp_path):
+    archive = make_zip(tmp_path / "data.zip", NESTED)
+    dest = tmp_path / "raw"
+    for _ in range(2):                      # idempotent: a rerun replaces files in place
+        got = safe_extract_zip(archive, dest)
+        assert sorted(p.relative_to(dest).as_posix() for p in got) == sorted(
+            n for n in NESTED if not n.endswith("/"))
+        for name, data in NESTED.items():
+            target = dest / name
+            assert target.is_dir() if name.endswith("/") else target.read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.zip", "raw"]   # no staging left
+
+
+@pytest.mark.parametrize("bad", ["../evil.txt", "/abs.txt", "C:\\win.txt", "a/../../evil.txt"])
+def test_safe_extract_refuses_traversal(tmp_path, bad):
+    archive = make_zip(tmp_path / "bad.zip", {"ok.txt": b"fine", bad: b"evil"})
+    dest = tmp_path / "out" / "raw"
+    with pytest.raises(DataError) as err:
+        safe_extract_zip(archive, dest)
+    assert "bad.zip" in str(err.value) and repr(bad) in str(err.value)
+    assert not dest.exists() and not (tmp_path / "evil.txt").exists()
+
+
+def test_safe_extract_refuses_symlink(tmp_path):
+    info = zipfile.ZipInfo("link")
+    info.create_system = 3
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with zipfile.ZipFile(tmp_path / "link.zip", "w") as zf:
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(DataError, match="symbolic link"):
+        safe_extract_zip(tmp_path / "link.zip", tmp_path / "raw")
+
+
+def test_safe_extract_refuses_zip_bomb(tmp_path):
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        zf.writestr("zeros.bin", bytes(50 * 2**20))
+    with pytest.raises(DataError, match="compression ratio") as err:
+        safe_extract_zip(archive, tmp_path / "raw", max_ratio=50)
+    assert "bomb.zip" in str(err.value) and "zeros.bin" in str(err.value)
+    with pytest.raises(DataError, match="declares"):
+        safe_extract_zip(make_zip(tmp_path / "big.zip", NESTED), tmp_path / "raw",
+                         max_total_bytes=100)
+    assert not (tmp_path / "raw").exists()
+
+
+def test_safe_extract_member_larger_than_declared(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("big.bin", b"a" * 1000)
+    raw = bytearray(buf.getvalue())
+    central = raw.index(b"PK\x01\x02")
+    raw[central + 24:central + 28] = (10).to_bytes(4, "little")   # declared size: 10 bytes
+    (tmp_path / "liar.zip").write_bytes(raw)
+    with pytest.raises(DataError, match="liar.zip"):
+        safe_extract_zip(tmp_path / "liar.zip", tmp_path / "raw")
+    assert not (tmp_path / "raw" / "big.bin").exists()
+
+
+# ------------------------------------------------------------------------------------- join_parts
+
+def split_zip(tmp_path: Path) -> list[Path]:
+    data = make_zip(tmp_path / "whole.zip", NESTED).read_bytes()
+    (tmp_path / "whole.zip").unlink()
+    cut = [0, len(data) // 3, 2 * len(data) // 3, len(data)]
+    parts = []
+    for i in range(3):
+        part = tmp_path / f"EVA_together.zip.{i + 1:03d}"
+        part.write_bytes(data[cut[i]:cut[i + 1]])
+        parts.append(part)
+    return parts
+
+
+def test_join_parts_round_trip(tmp_path):
+    parts = split_zip(tmp_path)
+    joined = join_parts(parts, tmp_path / "EVA_together.zip")
+    assert joined.read_bytes() == b"".join(p.read_bytes() for p in parts)
+    safe_extract_zip(joined, tmp_path / "raw")
+    assert (tmp_path / "raw" / "images" / "b" / "2.jpg").read_bytes() == NESTED["images/b/2.jpg"]
+
+
+def test_join_parts_missing_or_out_of_order(tmp_path):
+    parts = split_zip(tmp_path)
+    parts[1].unlink()
+    with pytest.raises(DataError, match="missing") as err:
+        join_parts(parts, tmp_path / "EVA_together.zip")
+    assert "EVA_together.zip.002" in str(err.value)
+    with pytest.raises(DataError, match="consecutively"):
+        join_parts([parts[0], parts[2]], tmp_path / "EVA_together.zip")
+    assert not (tmp_path / "EVA_together.zip").exists()

@@ -1,0 +1,116 @@
+"""The paper's architecture, the stage-wise freezing and the checkpoint format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from aesthetic_mtl.model import AestheticModel, build_model, load_model, read_checkpoint, save_checkpoint
+from aesthetic_mtl.train import Split, StageConfig, fit, stage_params
+
+AADB = ["BalacingElements", "ColorHarmony", "Content", "DoF", "Light", "MotionBlur", "Object",
+        "Repetition", "RuleOfThirds", "Symmetry", "VividColor", "score"]
+
+
+@pytest.fixture
+def vgg() -> AestheticModel:
+    torch.manual_seed(0)
+    return build_model("vgg16", AADB, None)
+
+
+def test_head_is_the_papers(vgg):
+    layers = list(vgg.head.layers)
+    kinds = [type(m) for m in layers]
+    assert kinds == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear, nn.Sigmoid]
+    assert (layers[0].in_features, layers[0].out_features) == (512, 128)
+    assert (layers[2].in_features, layers[2].out_features) == (128, 64)
+    assert layers[4].p == pytest.approx(0.35)
+    assert layers[5].out_features == 12
+
+
+def test_output_shapes_and_range(vgg, tiny_images):
+    vgg.eval()
+    with torch.no_grad():
+        out = vgg(torch.from_numpy(tiny_images[:4]))
+    assert out.shape == (4, 12)
+    assert bool(((out > 0) & (out < 1)).all())
+    eva = build_model("vgg16", ["score", "visual", "composition", "quality", "semantic"], None).eval()
+    with torch.no_grad():
+        assert eva(torch.from_numpy(tiny_images[:3])).shape == (3, 5)
+
+
+def test_three_entry_points_agree(vgg, tiny_images):
+    vgg.eval()
+    x = torch.from_numpy(tiny_images[:4])
+    with torch.no_grad():
+        prefix = vgg.prefix(x)
+        pooled = vgg.pooled_from_prefix(prefix)
+        torch.testing.assert_close(vgg(x), vgg.forward_from_prefix(prefix))
+        torch.testing.assert_close(vgg(x), vgg.forward_from_pooled(pooled))
+
+
+def _trainable(model: AestheticModel) -> set[str]:
+    return {n for n, p in model.features.named_parameters() if p.requires_grad}
+
+
+def test_stage1_freezes_the_whole_trunk(vgg):
+    stage_params(vgg, "stage1")
+    assert _trainable(vgg) == set()
+    assert all(p.requires_grad for p in vgg.head.parameters())
+
+
+def test_stage2_unfreezes_exactly_block4_last_two_convs(vgg):
+    stage_params(vgg, "stage2")
+    assert _trainable(vgg) == {"19.weight", "19.bias", "21.weight", "21.bias"}
+    assert isinstance(vgg.features[19], nn.Conv2d) and isinstance(vgg.features[21], nn.Conv2d)
+
+
+def test_stage2_changes_nothing_outside_its_layers(vgg, tiny_images):
+    before = {k: v.clone() for k, v in vgg.state_dict().items()}
+    y = np.random.default_rng(1).random((16, 12), dtype=np.float32)
+    data = Split(np.arange(16), y)
+    fit(vgg, vgg.forward, tiny_images, data, Split(np.arange(0), y[:0]), StageConfig(1, 1e-3, 8),
+        seed=0, params=stage_params(vgg, "stage2"), loss_weights=[1.0] * 12, log=lambda m: None)
+    after = vgg.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    trained = ("features.19.", "features.21.", "head.")
+    assert changed and all(k.startswith(trained) for k in changed)
+    assert any(k.startswith("features.19.") for k in changed) and any(k.startswith("features.21.") for k in changed)
+    for k in before:
+        if not k.startswith(trained):
+            assert torch.equal(before[k], after[k]), k
+
+
+def test_trunk_stays_in_eval_mode(vgg):
+    vgg.train()
+    assert vgg.head.training and not vgg.features.training
+
+
+def test_checkpoint_round_trip(tmp_path, vgg, tiny_images):
+    stage_params(vgg, "stage2")
+    with torch.no_grad():
+        vgg.features[19].weight.add_(0.01)  # something a stage-1 trunk would not have
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, vgg, stage="stage2", ranges={t: [-1, 1] for t in AADB}, image_size=32,
+                    head={"hidden": [128, 64], "dropout": 0.35}, weights={"spec": "none", "file": None},
+                    config={"a": 1}, provenance={"code_version": "x"})
+    ckpt = read_checkpoint(path)
+    assert ckpt["targets"] == AADB and ckpt["stage"] == "stage2" and ckpt["image_size"] == 32
+    assert "features.19.weight" in ckpt["state_dict"] and "features.0.weight" not in ckpt["state_dict"]
+    loaded, _ = load_model(path)
+    vgg.eval()
+    x = torch.from_numpy(tiny_images[:4])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), vgg(x))
+
+
+def test_efficientnet_lite0_loads_packaged_imagenet_weights(tiny_images):
+    from aesthetic_mtl.backbones import weights_source
+
+    kind, path = weights_source("efficientnet_lite0")
+    model = build_model("efficientnet_lite0", ["score"], path).eval()
+    assert kind == "file" and model.head.layers[0].in_features == 1280
+    stage_params(model, "stage2")
+    assert {n.split(".")[0] for n in _trainable(model)} == {str(i) for i in model.stage2_layers}

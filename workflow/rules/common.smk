@@ -1,0 +1,79 @@
+# Helpers shared by all rules: config validation, wildcard constraints and the file lists of the DAG.
+from snakemake.utils import validate
+
+from aesthetic_mtl.config import check_config, settings
+from aesthetic_mtl.datasets import get_format
+
+
+validate(config, "../schemas/config.schema.yaml")
+check_config(config)
+
+DATASETS = list(config["datasets"])
+BACKBONE = config["backbone"]["name"]
+SIZE = config["images"]["size"]
+SEEDS = config["training"]["seeds"]
+STAGES = ["stage1", "stage2"]
+CACHE = "results/cache/{dataset}/{backbone}_{size}"
+MODEL = "results/models/{dataset}/{backbone}/{setting}/seed{seed}"
+PREDICTIONS = "results/predictions/{dataset}/{backbone}/{setting}/seed{seed}/{stage}"
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    test="|".join(DATASETS),
+    seed=r"\d+",
+    size=r"\d+",
+    stage="stage1|stage2",
+    setting=r"[A-Za-z0-9_]+",
+
+
+def dataset_cfg(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def archive_names(dataset):
+    """Release files one dataset needs (AADB: depends on image_source)."""
+    return get_format(config["datasets"][dataset]["format"]).required_files(config["datasets"][dataset])
+
+
+def weights_file(wildcards=None):
+    """Trunk weights: fetched ImageNet weights, a user-given file, or none (random trunk)."""
+    weights = config["backbone"]["weights"]
+    if weights == "none":
+        return []
+    if weights == "imagenet":
+        return f"resources/weights/{BACKBONE}.pth"
+    return weights
+
+
+def cache_dir(dataset):
+    return CACHE.format(dataset=dataset, backbone=BACKBONE, size=SIZE)
+
+
+def setting_targets(wildcards):
+    return settings(config, wildcards.dataset)[wildcards.setting]
+
+
+def model_runs():
+    """(dataset, setting, seed) of every trained model."""
+    return [(ds, s, seed) for ds in DATASETS for s in settings(config, ds) for seed in SEEDS]
+
+
+def prediction_files():
+    """Every predictions table with the metadata the metrics table records."""
+    files = []
+    for ds, setting, seed in model_runs():
+        for stage in STAGES:
+            for test in DATASETS:
+                path = PREDICTIONS.format(dataset=ds, backbone=BACKBONE, setting=setting, seed=seed, stage=stage)
+                meta = {"dataset": test, "train_dataset": ds, "setting": setting, "stage": stage, "seed": seed}
+                files.append((meta, f"{path}/{test}.tsv"))
+    return files
+
+
+def all_outputs():
+    return (
+        expand("results/{dataset}/label_distributions.png", dataset=DATASETS)
+        + expand("results/{dataset}/split_report.json", dataset=DATASETS)
+        + ["results/metrics.tsv"]
+    )

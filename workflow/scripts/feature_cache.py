@@ -1,0 +1,12 @@
+"""Rule feature_cache: frozen-prefix activations and pooled features of every image."""
+from pathlib import Path
+
+from aesthetic_mtl.caching import build_feature_cache
+from aesthetic_mtl.gpu import gpu_slot
+from aesthetic_mtl.io import logging_to
+
+with logging_to(snakemake.log[0]) as log, gpu_slot():
+    build_feature_cache(Path(snakemake.input.index).parent, Path(snakemake.output.index).parent,
+                        snakemake.wildcards.backbone, snakemake.input.weights or None,
+                        batch_size=snakemake.params.batch_size, dtype=snakemake.params.dtype,
+                        threads=snakemake.threads, bf16_cuda=snakemake.params.bf16, log=log)

@@ -1,0 +1,7 @@
+"""Rule metrics: score every predictions table into results/metrics.tsv."""
+from aesthetic_mtl.evaluate import write_metrics
+from aesthetic_mtl.io import logging_to
+
+with logging_to(snakemake.log[0]):
+    write_metrics(snakemake.output.metrics, zip(snakemake.params.meta, snakemake.input.predictions),
+                  snakemake.params.cross, snakemake.params.bootstrap, snakemake.params.seed)
