@@ -1,0 +1,87 @@
+"""A bad config stops before any job runs, with a message that names the key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from aesthetic_mtl.config import deep_update, load_config, settings, validate_config
+from aesthetic_mtl.errors import ConfigError
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def paper() -> dict:
+    return load_config(REPO / "config.yaml")
+
+
+def _bad(config: dict, change) -> str:
+    config = copy.deepcopy(config)
+    change(config)
+    with pytest.raises(ConfigError) as err:
+        validate_config(config)
+    return str(err.value)
+
+
+def test_shipped_configs_are_valid(paper):
+    assert paper["backbone"]["name"] == "vgg16"
+    demo = load_config(REPO / "config.yaml", REPO / "config" / "demo.yaml")
+    assert demo["datasets"]["AADB"]["source"] == "synthetic"
+    assert demo["datasets"]["AADB"]["targets"] == paper["datasets"]["AADB"]["targets"]  # overlay merges
+    load_config(REPO / "config.yaml", REPO / "tests" / "configs" / "tiny.yaml")
+
+
+@pytest.mark.parametrize("change, key", [
+    (lambda c: c.update(unknown_key=1), "unknown_key"),
+    (lambda c: c["training"].update(batch_size="big"), "training.batch_size"),
+    (lambda c: c["training"].update(seeds=[]), "training.seeds"),
+    (lambda c: c["images"].update(size=-3), "images.size"),
+    (lambda c: c["datasets"]["EVA"].update(format="ava"), "datasets.EVA.format"),
+    (lambda c: c["training"]["stage1"].update(lr=0), "training.stage1.lr"),
+    (lambda c: c["training"]["stage2"].update(typo=1), "training.stage2"),
+])
+def test_schema_errors_name_the_key(paper, change, key):
+    assert f"'{key}'" in _bad(paper, change)
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda c: c["backbone"].update(name="vgg17"), "backbone.name"),
+    (lambda c: c["experiment"]["subsets"]["AADB"].update(bad=["Lite"]), "unknown target 'Lite'"),
+    (lambda c: c["experiment"]["cross_dataset"]["AADB->EVA"].update(Light="colour"), "unknown target 'colour'"),
+    (lambda c: c["experiment"]["cross_dataset"].update({"AADB->AVA": {}}), "AADB->AVA"),
+    (lambda c: c["datasets"]["AADB"].update(overall="Overall"), "datasets.AADB.overall"),
+    (lambda c: c["datasets"]["EVA"]["split"].update(fractions={"train": 0.5, "validation": 0.1, "test": 0.1}),
+     "datasets.EVA.split.fractions"),
+    (lambda c: c["head"].update(loss_weights={"Sharpness": 2}), "head.loss_weights.Sharpness"),
+    (lambda c: c["datasets"]["AADB"]["files"].pop("imgListFiles_label.zip"), "imgListFiles_label.zip"),
+])
+def test_semantic_errors_name_the_key(paper, change, needle):
+    assert needle in _bad(paper, change)
+
+
+def test_settings_expand_to_multitask_singles_and_subsets(paper):
+    aadb = settings(paper, "AADB")
+    assert aadb["multitask"] == list(paper["datasets"]["AADB"]["targets"])
+    assert aadb["single_score"] == ["score"] and aadb["single_BalacingElements"] == ["BalacingElements"]
+    assert "MotionBlur" not in aadb["no_neutral"]
+    assert len(aadb) == 1 + 12 + 1
+    assert len(settings(paper, "EVA")) == 1 + 5
+    tiny = deep_update(paper, {"experiment": {"single_targets": {"EVA": ["score"]}}})
+    assert [s for s in settings(tiny, "EVA") if s.startswith("single_")] == ["single_score"]
+
+
+def test_deep_update_merges_nested_keys():
+    base = {"a": {"b": 1, "c": 2}, "d": [1]}
+    assert deep_update(base, {"a": {"b": 5}, "d": [2]}) == {"a": {"b": 5, "c": 2}, "d": [2]}
+    assert base["a"]["b"] == 1
+
+
+def test_paper_values_are_the_defaults(paper):
+    t = paper["training"]
+    assert (t["stage1"]["epochs"], t["stage1"]["lr"]) == (5, 1e-3)
+    assert (t["stage2"]["epochs"], t["stage2"]["lr"], t["stage2"]["halve_every_steps"]) == (3, 1e-4, 125)
+    assert paper["head"] == {"hidden": [128, 64], "dropout": 0.35, "loss_weights": {}}
+    text = (REPO / "config.yaml").read_text()
+    assert text.count("# ours") >= 5  # our own choices are marked as such

@@ -1,0 +1,48 @@
+"""Splits, the overlap report and target scaling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aesthetic_mtl.errors import DataError
+from aesthetic_mtl.splits import make_splits, random_splits, split_report, targets_table
+from aesthetic_mtl.targets import from_unit, scale_table, to_unit, unscale_table
+
+
+def test_random_split_is_seeded_and_exact():
+    images = [f"{i}.jpg" for i in range(100)]
+    fr = {"train": 0.7, "validation": 0.1, "test": 0.2}
+    a, b = random_splits(images, fr, 3), random_splits(images[::-1], fr, 3)
+    assert a.equals(b)
+    assert a["split"].value_counts().to_dict() == {"train": 70, "test": 20, "validation": 10}
+    assert not a.equals(random_splits(images, fr, 4))
+
+
+def test_official_split_keeps_and_reports_overlap():
+    labels = pd.DataFrame({"image": ["a", "b", "c", "c", "d"],
+                           "split": ["train", "train", "validation", "test", "test"], "score": [.1] * 5})
+    splits = make_splits(labels, {"method": "official"})
+    report = split_report(splits)
+    assert report["counts"] == {"train": 2, "validation": 1, "test": 2}
+    assert report["overlaps"]["validation&test"] == {"count": 1, "examples": ["c"]}
+    assert report["overlaps"]["train&test"]["count"] == 0
+
+
+def test_targets_table_joins_and_drops_skipped_images_everywhere():
+    labels = pd.DataFrame({"image": ["a", "b", "c"], "split": ["", "", ""], "score": [1.0, 2.0, 3.0]})
+    splits = pd.DataFrame({"image": ["a", "b", "c"], "split": ["train", "test", "validation"]})
+    table = targets_table(labels, splits, ["score"], skipped={"b"})
+    assert table["image"].tolist() == ["a", "c"] and table["score"].tolist() == [1.0, 3.0]
+    with pytest.raises(DataError, match="no labels"):
+        targets_table(labels.iloc[:2], splits, ["score"])
+
+
+def test_scaling_round_trip():
+    ranges = {"score": [0, 10], "Light": [-1, 1]}
+    raw = pd.DataFrame({"image": ["x", "y"], "score": [0.0, 7.5], "Light": [-1.0, 0.2]})
+    unit = scale_table(raw, ranges)
+    assert unit["score"].tolist() == [0.0, 0.75] and unit["Light"].tolist() == pytest.approx([0.0, 0.6])
+    pd.testing.assert_frame_equal(unscale_table(unit, ranges), raw)
+    assert from_unit(to_unit(np.array([1.0, 4.0]), 1, 4), 1, 4).tolist() == [1.0, 4.0]
