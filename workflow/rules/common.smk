@@ -16,6 +16,7 @@ STAGES = ["stage1", "stage2"]
 CACHE = "results/cache/{dataset}/{backbone}_{size}"
 MODEL = "results/models/{dataset}/{backbone}/{setting}/seed{seed}"
 PREDICTIONS = "results/predictions/{dataset}/{backbone}/{setting}/seed{seed}/{stage}"
+CONDA_ENV = "../../envs/aesthetic-mtl.yaml"  # for --software-deployment-method conda (clusters)
 
 
 wildcard_constraints:

@@ -10,6 +10,8 @@ rule obtain_archives:
     log:
         "logs/obtain_archives/{dataset}.log",
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../scripts/obtain_archives.py"
 
@@ -23,6 +25,8 @@ rule extract:
         ds=dataset_cfg,
     log:
         "logs/extract/{dataset}.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/extract.py"
 
@@ -36,6 +40,8 @@ rule parse_labels:
         ds=dataset_cfg,
     log:
         "logs/parse_labels/{dataset}.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/parse_labels.py"
 
@@ -50,6 +56,8 @@ rule split:
         split=lambda wc: config["datasets"][wc.dataset]["split"],
     log:
         "logs/split/{dataset}.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/split.py"
 
@@ -69,6 +77,8 @@ rule image_cache:
         mem_mb=2000,
     log:
         "logs/image_cache/{dataset}_{size}.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/image_cache.py"
 
@@ -84,6 +94,8 @@ rule normalize:
         ranges=lambda wc: config["datasets"][wc.dataset]["targets"],
     log:
         "logs/normalize/{dataset}.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/normalize.py"
 
@@ -103,5 +115,7 @@ rule label_figure:
     log:
         "logs/label_figure/{dataset}.log",
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../scripts/label_figure.py"

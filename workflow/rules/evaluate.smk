@@ -24,6 +24,8 @@ rule predict:
         mem_mb=3000,
     log:
         "logs/predict/{dataset}_{backbone}_{setting}_seed{seed}_{stage}.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/predict.py"
 
@@ -40,5 +42,7 @@ rule metrics:
         seed=config["evaluation"].get("bootstrap_seed", 0),
     log:
         "logs/metrics/metrics.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/metrics.py"

@@ -8,6 +8,8 @@ rule fetch_weights:
     log:
         "logs/fetch_weights/{backbone}.log",
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../scripts/fetch_weights.py"
 
@@ -31,5 +33,7 @@ rule feature_cache:
         mem_mb=4000,
     log:
         "logs/feature_cache/{dataset}_{backbone}_{size}.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/feature_cache.py"

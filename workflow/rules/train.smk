@@ -18,6 +18,8 @@ rule train_stage1:
         mem_mb=3000,
     log:
         "logs/train_stage1/{dataset}_{backbone}_{setting}_seed{seed}.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/train.py"
 
