@@ -114,3 +114,13 @@ def test_efficientnet_lite0_loads_packaged_imagenet_weights(tiny_images):
     assert kind == "file" and model.head.layers[0].in_features == 1280
     stage_params(model, "stage2")
     assert {n.split(".")[0] for n in _trainable(model)} == {str(i) for i in model.stage2_layers}
+
+
+def test_vgg16_trunk_matches_torchvision_layout():
+    from torchvision.models import vgg16
+
+    from aesthetic_mtl.backbones import vgg16_features
+
+    ours, theirs = vgg16_features(), vgg16(weights=None).features
+    assert [type(m) for m in ours] == [type(m) for m in theirs]
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}

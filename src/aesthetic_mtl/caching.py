@@ -34,7 +34,7 @@ def build_feature_cache(image_dir: Path, out_dir: Path, backbone_name: str, weig
     model = AestheticModel(build_backbone(backbone_name, weights_file), ["_"]).to(device).eval()
     n = len(images)
     with torch.inference_mode():
-        probe = model.prefix(torch.from_numpy(np.ascontiguousarray(images[:1])).to(device))
+        probe = model.prefix(torch.from_numpy(np.array(images[:1])).to(device))
     prefix_shape = (n, *probe.shape[1:])
     log(f"feature cache: {n} images, prefix {tuple(prefix_shape[1:])} {dtype}, pooled {model.head.layers[0].in_features}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -46,7 +46,7 @@ def build_feature_cache(image_dir: Path, out_dir: Path, backbone_name: str, weig
                                            shape=(n, model.head.layers[0].in_features))
         with torch.inference_mode(), autocast(device, bf16_cuda):
             for start in tqdm(range(0, n, batch_size), desc="feature cache", unit="batch", mininterval=5):
-                batch = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
+                batch = torch.from_numpy(np.array(images[start:start + batch_size])).to(device)
                 acts = model.prefix(batch)
                 prefix[start:start + len(batch)] = acts.float().cpu().numpy().astype(dtype)
                 pooled[start:start + len(batch)] = model.pooled_from_prefix(acts).float().cpu().numpy()

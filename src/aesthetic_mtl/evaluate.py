@@ -15,7 +15,6 @@ import pandas as pd
 from .caching import open_feature_cache
 from .device import pick_device
 from .io import read_tsv, write_tsv
-from .metrics import all_metrics
 from .model import load_model
 from .train import predict, split_rows
 
@@ -55,6 +54,14 @@ def predict_all(checkpoint: Path, tests: Mapping[str, dict], outputs: Mapping[st
         write_tsv(outputs[name], table)
 
 
+def predict_models(outputs: Mapping[str, str], tests: Mapping[str, dict], *, weights_file: Path | None = None,
+                   threads: int | None = None, log: Callable = print) -> None:
+    """Predict with many checkpoints: `outputs` maps checkpoint -> folder of its `<test>.tsv` tables."""
+    for checkpoint, folder in outputs.items():
+        predict_all(Path(checkpoint), tests, {t: Path(folder) / f"{t}.tsv" for t in tests},
+                    weights_file=weights_file, threads=threads, log=log)
+
+
 def target_pairs(model_targets: Iterable[str], train: str, test: str, cross: Mapping) -> list[tuple[str, str, str]]:
     """(pred target, true target, label) pairs to score for one model on one test dataset."""
     model_targets = list(model_targets)
@@ -67,6 +74,8 @@ def target_pairs(model_targets: Iterable[str], train: str, test: str, cross: Map
 def score_predictions(pred: pd.DataFrame, meta: Mapping, cross: Mapping, bootstrap: int = 1000,
                       seed: int = 0) -> list[dict]:
     """Long-format metric rows for one predictions table."""
+    from .metrics import all_metrics  # scipy: imported only by the job that scores
+
     model_targets = [c[len("pred_"):] for c in pred.columns if c.startswith("pred_")]
     rows = []
     for src, dst, label in target_pairs(model_targets, meta["train_dataset"], meta["dataset"], cross):

@@ -1,4 +1,6 @@
 # Helpers shared by all rules: config validation, wildcard constraints and the file lists of the DAG.
+import itertools
+
 from snakemake.utils import validate
 
 from aesthetic_mtl.config import check_config, settings
@@ -55,20 +57,24 @@ def setting_targets(wildcards):
     return settings(config, wildcards.dataset)[wildcards.setting]
 
 
-def model_runs():
-    """(dataset, setting, seed) of every trained model."""
-    return [(ds, s, seed) for ds in DATASETS for s in settings(config, ds) for seed in SEEDS]
+def model_keys(dataset):
+    """(setting, seed) of every model trained on `dataset`."""
+    return [(s, seed) for s in settings(config, dataset) for seed in SEEDS]
+
+
+def model_dir(dataset, setting, seed):
+    return MODEL.format(dataset=dataset, backbone=BACKBONE, setting=setting, seed=seed)
 
 
 def prediction_files():
     """Every predictions table with the metadata the metrics table records."""
     files = []
-    for ds, setting, seed in model_runs():
-        for stage in STAGES:
+    for ds in DATASETS:
+        for (setting, seed), stage in itertools.product(model_keys(ds), STAGES):
             for test in DATASETS:
                 path = PREDICTIONS.format(dataset=ds, backbone=BACKBONE, setting=setting, seed=seed, stage=stage)
                 meta = {"dataset": test, "train_dataset": ds, "setting": setting, "stage": stage, "seed": seed}
-                files.append((meta, f"{path}/{test}.tsv"))
+                files.append([meta, f"{path}/{test}.tsv"])
     return files
 
 

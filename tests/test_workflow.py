@@ -1,0 +1,80 @@
+"""A full tiny `snakemake` run: synthetic AADB/EVA -> caches -> both stages -> metrics.
+
+The run happens once per test session in a copy of the repository (the paper's VGG16 with a random
+trunk at 64 px, one epoch per stage); the tests below assert on what it produced.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from aesthetic_mtl.config import load_config, settings
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+TINY = ["--configfile", "tests/configs/tiny.yaml"]
+IGNORE = shutil.ignore_patterns(".git", ".venv", "results", "resources", "logs", "benchmarks", ".snakemake",
+                                "__pycache__", "*.egg-info", ".pytest_cache", "bench")
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run snakemake in `workdir` and keep its output for the assertion message."""
+    proc = subprocess.run([*SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True, timeout=1800)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("workflow") / "repo"
+    shutil.copytree(REPO, workdir, ignore=IGNORE)
+    run_snakemake(workdir, "--cores", "2", *TINY)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> dict:
+    return load_config(REPO / "config.yaml", REPO / "tests" / "configs" / "tiny.yaml")
+
+
+def test_metrics_cover_every_setting_stage_and_cross_pair(tiny_run, tiny_config):
+    metrics = pd.read_csv(tiny_run / "results" / "metrics.tsv", sep="\t")
+    assert list(metrics.columns) == ["dataset", "train_dataset", "setting", "stage", "seed", "target", "metric", "value"]
+    own = metrics[metrics["dataset"] == metrics["train_dataset"]]
+    for ds in tiny_config["datasets"]:
+        for setting, targets in settings(tiny_config, ds).items():
+            for stage in ("stage1", "stage2"):
+                rows = own[(own["train_dataset"] == ds) & (own["setting"] == setting) & (own["stage"] == stage)]
+                assert set(rows["target"]) == set(targets), (ds, setting, stage)
+                assert set(rows["metric"]) == {"srcc", "plcc", "krcc", "mse", "rmse", "srcc_ci_low", "srcc_ci_high"}
+    cross = metrics[metrics["dataset"] != metrics["train_dataset"]]
+    multi = cross[(cross["setting"] == "multitask") & (cross["metric"] == "srcc")]
+    for pair, mapping in tiny_config["experiment"]["cross_dataset"].items():
+        train, test = pair.split("->")
+        got = set(multi[(multi["train_dataset"] == train) & (multi["dataset"] == test)]["target"])
+        assert got == {f"{a}->{b}" for a, b in mapping.items()}, pair
+    mse = metrics[metrics["metric"] == "mse"]["value"]
+    assert mse.between(0, 1).all()
+
+
+def test_data_outputs(tiny_run):
+    report = (tiny_run / "results" / "AADB" / "split_report.json").read_text()
+    assert '"validation&test": {\n      "count": 2' in report
+    log = (tiny_run / "logs" / "split" / "AADB.log").read_text()
+    assert "2 images are in both validation and test" in log
+    targets = pd.read_csv(tiny_run / "results" / "EVA" / "targets.tsv", sep="\t")
+    assert targets.drop(columns=["image", "split"]).stack().between(0, 1).all()
+    assert (tiny_run / "results" / "AADB" / "label_distributions.png").stat().st_size > 10_000
+
+
+def test_rerun_has_nothing_to_do(tiny_run):
+    proc = run_snakemake(tiny_run, "-n", *TINY)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
