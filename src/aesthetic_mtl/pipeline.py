@@ -18,13 +18,13 @@ from .io import read_tsv, write_json, write_tsv
 def obtain_archives(ds: dict, names: list[str], ok_path: Path, *, log: Callable = print) -> None:
     """Synthesize the release files, or download / verify them; then record their digests."""
     from .download import obtain_files, sha256_file
-    from .synthetic import generate
+    from .synthetic import generate, params_for
 
     archives = ok_path.parent / "archives"
     archives.mkdir(parents=True, exist_ok=True)
     if ds["source"] == "synthetic":
         log(f"generating synthetic {ds['format']} release files in {archives}")
-        generate(ds["format"], archives, ds["synthetic"])
+        generate(ds["format"], archives, params_for(ds))
         digests = {name: sha256_file(archives / name) for name in names}
     else:
         digests = obtain_files(ds.get("files", {}), names, archives, ok_path.parent / "archives.lock", log=log)

@@ -1,0 +1,137 @@
+"""Release formats: one module per dataset release, looked up by the config's `format:` key.
+
+Every format module exposes the same small interface (see ARCHITECTURE.md, "Contracts"):
+
+* `TARGETS` - the release's target names in their default order, `RANGES` - their raw ranges;
+* `required_files(ds_cfg) -> list[str]` - archive names needed for this dataset config;
+* `extract(archives, raw, ds_cfg)` - unpack the archives into `raw`;
+* `parse(raw, ds_cfg) -> DataFrame` - columns `image`, `path`, `split`, then the configured targets
+  (raw scale, config order); malformed input raises `DataError` naming the file, line and text;
+* a writer used by `aesthetic_mtl.synthetic` to emit the official files (AADB
+  `write_label_archive`, EVA `write_votes`), so that write -> extract -> parse round-trips.
+
+The helpers below are shared by the format modules: deterministic zip writing (fixed timestamps and
+permissions, so a seeded synthetic release is byte-identical on every run), recursive file indexing
+that ignores macOS resource forks, and the "first few offenders" error formatting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import math
+import zipfile
+from pathlib import Path
+from types import ModuleType
+from typing import Callable, Iterator, Sequence
+
+from ..errors import ConfigError
+from ..io import atomic_path
+
+FORMATS = ("aadb", "eva")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)   # the earliest date a zip can hold: fixed, so bytes are reproducible
+MAX_LISTED = 5                      # offenders listed in an error message
+
+
+def get_format(name: str) -> ModuleType:
+    """The module implementing release format `name` (`aadb`, `eva`)."""
+    if name not in FORMATS:
+        raise ConfigError(f"unknown dataset format {name!r}; known formats: {', '.join(FORMATS)}")
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def target_ranges(ds_cfg: dict, module: ModuleType) -> dict[str, tuple[float, float]]:
+    """Configured targets (config order) with their declared ranges; the module's defaults if none."""
+    targets = ds_cfg.get("targets") or {t: module.RANGES[t] for t in module.TARGETS}
+    out = {}
+    for name, rng in targets.items():
+        if rng is None:
+            rng = module.RANGES.get(name)
+        if rng is None or len(rng) != 2 or not float(rng[0]) < float(rng[1]):
+            raise ConfigError(f"target {name!r}: range must be [low, high] with low < high, "
+                              f"got {rng!r}")
+        out[str(name)] = (float(rng[0]), float(rng[1]))
+    return out
+
+
+def offenders(problems: Sequence[str], limit: int = MAX_LISTED) -> str:
+    """'first few' listing of problems for an error message."""
+    shown = "\n  ".join(problems[:limit])
+    more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
+    return f"\n  {shown}{more}"
+
+
+def parse_value(text: str, low: float, high: float) -> tuple[float | None, str | None]:
+    """A number from `text` checked against [low, high]; (value, None) or (None, reason)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None, f"not a number: {text!r}"
+    if math.isnan(value):
+        return None, f"NaN value: {text!r}"
+    if math.isinf(value):
+        return None, f"infinite value: {text!r}"
+    tol = 1e-6 * (high - low)
+    if value < low - tol or value > high + tol:
+        return None, f"value {text!r} outside the declared range [{low:g}, {high:g}]"
+    return value, None
+
+
+def read_text_lines(path: Path) -> list[str]:
+    """Lines of a text file: UTF-8 (a BOM is dropped; Latin-1 as fallback), CR/CRLF/LF endings."""
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def is_junk(path: Path) -> bool:
+    """macOS resource forks and metadata folders that zips made on a Mac carry."""
+    return path.name.startswith("._") or "__MACOSX" in path.parts or path.name == ".DS_Store"
+
+
+def iter_files(root: Path, suffixes: Sequence[str] | None = None) -> Iterator[Path]:
+    """Files under `root`, recursively and sorted (deterministic), without macOS junk."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if is_junk(rel) or not path.is_file():
+            continue
+        if suffixes is not None and path.suffix.lower() not in suffixes:
+            continue
+        yield path
+
+
+@contextlib.contextmanager
+def deterministic_zip(path: Path) -> Iterator[Callable[[str, bytes, bool], None]]:
+    """Write a zip atomically with fixed timestamps/permissions; yields `add(name, data, compress)`."""
+    with atomic_path(path, suffix=".zip") as tmp:
+        with zipfile.ZipFile(tmp, "w") as zf:
+            def add(name: str, data: bytes, compress: bool = True) -> None:
+                info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+                info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+                info.create_system = 3                 # unix, whatever the writing platform
+                info.external_attr = 0o644 << 16
+                zf.writestr(info, data, compresslevel=6 if compress else None)
+            yield add
+
+
+def replace_dir(path: Path) -> Path:
+    """Remove a previous extraction at `path` so stale files cannot survive a re-extraction."""
+    import shutil
+
+    path = Path(path)
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+    return path
