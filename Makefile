@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 CORES  ?= 4
 
-.PHONY: install demo test lint bench report clean
+.PHONY: install demo test test-slurm lint bench clean
 
 install: $(VENV)/.installed
 
@@ -20,7 +20,11 @@ demo: install
 	$(BIN)/snakemake --cores 1 --configfile config/demo.yaml --report results/report.html
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not slurm"
+
+# The tiny workflow through a real SLURM cluster (tests/test_slurm.py); start one first: .ci/slurm-up.sh
+test-slurm: install
+	AESTHETIC_MTL_SLURM_REQUIRED=1 $(BIN)/python -m pytest -m slurm -rA tests/test_slurm.py
 
 lint: install
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
