@@ -160,15 +160,27 @@ def build_backbone(name: str, weights_file: str | Path | None = None) -> Backbon
 
 def load_trunk_weights(backbone: Backbone, path: Path) -> None:
     """Load a classifier checkpoint (torchvision or EfficientNet-Lite layout) into the trunk."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    target = backbone.features.state_dict()
-    mapped = _map_state(backbone.name, state, target)
-    missing = sorted(set(target) - set(mapped))
-    if missing:
-        raise ValueError(f"{path}: weights do not fit backbone '{backbone.name}' "
-                         f"(missing {len(missing)} tensors, e.g. {missing[:3]})")
-    backbone.features.load_state_dict(mapped)
+    backbone.features.load_state_dict(_trunk_state(backbone.name, str(path), backbone.features))
+
+
+def _trunk_state(name: str, path: str, features: nn.Sequential) -> dict:
+    """The trunk's tensors from a weights file, read once per process (predict loads dozens of models)."""
+    key = (name, path, Path(path).stat().st_mtime_ns)
+    if key not in _TRUNK_STATES:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        target = features.state_dict()
+        mapped = _map_state(name, state, target)
+        missing = sorted(set(target) - set(mapped))
+        if missing:
+            raise ValueError(f"{path}: weights do not fit backbone '{name}' "
+                             f"(missing {len(missing)} tensors, e.g. {missing[:3]})")
+        _TRUNK_STATES.clear()
+        _TRUNK_STATES[key] = mapped
+    return _TRUNK_STATES[key]
+
+
+_TRUNK_STATES: dict[tuple, dict] = {}
 
 
 def _map_state(name: str, state: dict, target: dict) -> dict:
