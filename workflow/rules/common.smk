@@ -79,8 +79,20 @@ def prediction_files():
 
 
 def all_outputs():
+    # workflow/rules/report.smk: the paper's tables (4 formats each), figures, Grad-CAM and the summary
+    tables = lambda stem: [f"results/tables/{stem}.{ext}" for ext in ("csv", "md", "tex", "html")]
+    products = []
+    for ds in DATASETS:
+        products += tables(f"{ds}_multitask_vs_single") + [f"results/figures/{ds}_srcc_bars.png"]
+        if "multitask" in settings(config, ds):
+            products += tables(f"{ds}_stage1_vs_stage2")
+            products += [f"results/figures/{ds}_{name}.png" for name in ("training_curves", "scatter", "gradcam")]
+    if len(DATASETS) > 1 and config["experiment"].get("cross_dataset"):
+        products += tables("cross_dataset") + ["results/figures/cross_dataset_heatmap.png"]
+    products += tables("published") + ["results/summary.md", "results/summary.html"]
     return (
         expand("results/{dataset}/label_distributions.png", dataset=DATASETS)
         + expand("results/{dataset}/split_report.json", dataset=DATASETS)
         + ["results/metrics.tsv"]
+        + products
     )

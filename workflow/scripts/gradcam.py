@@ -1,0 +1,12 @@
+"""Rule gradcam: Grad-CAM of the best- and worst-predicted test images on the overall score."""
+from pathlib import Path
+
+from aesthetic_mtl.figures import gradcam_examples
+from aesthetic_mtl.io import logging_to
+
+with logging_to(snakemake.log[0]) as log:
+    picks = gradcam_examples(snakemake.input.model, Path(snakemake.input.index).parent, snakemake.params.predictions,
+                             snakemake.wildcards.dataset, snakemake.output.figure,
+                             weights_file=snakemake.input.weights or None, k=snakemake.params.k,
+                             device=snakemake.params.device, threads=snakemake.threads)
+    log(picks[["group", "image", "error"]].to_string(index=False))

@@ -1,0 +1,8 @@
+"""Rules table_*: one paper table from results/metrics.tsv as CSV, Markdown, LaTeX and HTML."""
+from aesthetic_mtl.io import logging_to
+from aesthetic_mtl.tables import write_table
+
+with logging_to(snakemake.log[0]):
+    write_table(snakemake.params.kind, snakemake.input.metrics, dict(snakemake.output.items()),
+                snakemake.params.datasets, dataset=snakemake.wildcards.get("dataset"),
+                backbone=snakemake.params.backbone, head=snakemake.params.head)
