@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,3 +26,53 @@ def _single_thread():
 def tiny_images() -> np.ndarray:
     """16 random uint8 images of 32 x 32 px (NHWC, as the image cache stores them)."""
     return np.random.default_rng(0).integers(0, 256, size=(16, 32, 32, 3), dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------------------------------
+# the tiny workflow in a copy of the repository (shared by test_workflow, test_crash_safety, test_config)
+# --------------------------------------------------------------------------------------------------
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+TINY = ["--configfile", "tests/configs/tiny.yaml"]
+COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", "results", "resources", "logs", "benchmarks", ".snakemake",
+                                     "__pycache__", "*.egg-info", ".pytest_cache", "bench")
+CRASH_ENV = "AESTHETIC_MTL_CRASH_AFTER"   # aesthetic_mtl.io.crash_point
+
+
+def copy_repo(dest: Path) -> Path:
+    """The workflow files (not results, caches or the venv) copied to `dest`, to run snakemake there."""
+    shutil.copytree(REPO, dest, ignore=COPY_IGNORE)
+    return dest
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True, crash: str | None = None,
+                  timeout: float = 1800) -> subprocess.CompletedProcess:
+    """Run snakemake in `workdir` and keep its output for the assertion message.
+
+    `crash`: value of AESTHETIC_MTL_CRASH_AFTER for the jobs (never inherited otherwise). Snakemake
+    runs in its own session, so a `<step>:<K>:group` crash kills snakemake and its jobs, not pytest.
+    """
+    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+    if crash:
+        env[CRASH_ENV] = crash
+    proc = subprocess.run([*SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True, timeout=timeout,
+                          env=env, start_new_session=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One complete, uninterrupted tiny run (every output), shared by all slow tests of a session."""
+    workdir = copy_repo(tmp_path_factory.mktemp("workflow") / "repo")
+    run_snakemake(workdir, "--cores", "2", *TINY)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> dict:
+    """The resolved config of the tiny run (config.yaml + tests/configs/tiny.yaml)."""
+    from aesthetic_mtl.config import load_config
+
+    return load_config(REPO / "config.yaml", REPO / "tests" / "configs" / "tiny.yaml")

@@ -9,7 +9,7 @@ import pytest
 from aesthetic_mtl.config import deep_update, load_config, settings, validate_config
 from aesthetic_mtl.errors import ConfigError
 
-from conftest import REPO
+from conftest import REPO, TINY, copy_repo, run_snakemake
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,7 @@ def test_schema_errors_name_the_key(paper, change, key):
      "datasets.EVA.split.fractions"),
     (lambda c: c["head"].update(loss_weights={"Sharpness": 2}), "head.loss_weights.Sharpness"),
     (lambda c: c["datasets"]["AADB"]["files"].pop("imgListFiles_label.zip"), "imgListFiles_label.zip"),
+    (lambda c: c["experiment"].update(single_targets={"EVA": ["beauty"]}), "experiment.single_targets.EVA"),
 ])
 def test_semantic_errors_name_the_key(paper, change, needle):
     assert needle in _bad(paper, change)
@@ -85,3 +86,23 @@ def test_paper_values_are_the_defaults(paper):
     assert paper["head"] == {"hidden": [128, 64], "dropout": 0.35, "loss_weights": {}}
     text = (REPO / "config.yaml").read_text()
     assert text.count("# ours") >= 5  # our own choices are marked as such
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory):
+    return copy_repo(tmp_path_factory.mktemp("badconfig") / "repo")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overlay, needle", [
+    ("training: {batch_sise: 8}\n", "'batch_sise' was unexpected"),       # schema: unknown key
+    ("backbone: {name: vgg17}\n", "backbone.name"),                      # check_config: unknown backbone
+])
+def test_snakemake_stops_on_a_bad_config_before_any_job(repo_copy, overlay, needle):
+    (repo_copy / "bad.yaml").write_text(overlay)
+    proc = run_snakemake(repo_copy, "-n", "--cores", "1", *TINY, "--configfile", "bad.yaml", check=False,
+                         timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and needle in out, out[-3000:]
+    assert "Job stats" not in out                                   # no DAG, nothing scheduled
+    assert not any((repo_copy / d).exists() for d in ("results", "resources", "logs"))

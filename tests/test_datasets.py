@@ -377,3 +377,71 @@ def test_eva_other_numeric_column_as_target(tmp_path):
     out = eva.parse(_eva_raw(tmp_path, HEADER + "\n" + _row() + "\n", ids=("1",)), cfg)
     assert list(out.columns) == ["image", "path", "split", "difficulty", "score"]
     assert out.loc[0, "difficulty"] == 2.0
+
+
+# ------------------------------------------------------- on_bad_image for labels without an image file
+
+def _pipeline_to_targets(raw: Path, ds: dict, tmp: Path, split_cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame,
+                                                                                   list[str]]:
+    """parse_labels -> image_cache -> split -> normalize with on_bad_image: skip, as the workflow runs them."""
+    from aesthetic_mtl import pipeline
+    from aesthetic_mtl.io import read_tsv
+
+    messages: list[str] = []
+    res = tmp / "results"
+    pipeline.parse_labels(ds, raw, res / "labels.tsv", on_bad_image="skip", log=messages.append)
+    pipeline.image_cache(res / "labels.tsv", res / "images_16", {"size": 16}, "skip", workers=1,
+                         log=messages.append)
+    pipeline.split(res / "labels.tsv", split_cfg, res / "splits.tsv", res / "split_report.json",
+                   log=messages.append)
+    pipeline.normalize(res / "labels.tsv", res / "splits.tsv", res / "images_16" / "skipped.tsv",
+                       ds["targets"], res / "targets.tsv", log=messages.append)
+    return read_tsv(res / "images_16" / "skipped.tsv"), read_tsv(res / "targets.tsv"), messages
+
+
+def test_aadb_label_without_image_follows_on_bad_image(tmp_path):
+    from aesthetic_mtl import pipeline
+
+    # b.jpg (train) and d.jpg (validation and test) have labels but no file; zz.jpg has a file only
+    raw = _aadb_raw_dir(tmp_path, _small_lists("a.jpg 0.2\nb.jpg 0\nc.jpg 0.4\n"), ["a.jpg", "c.jpg", "zz.jpg"])
+    ds = {**SMALL_CFG, "format": "aadb"}
+    with pytest.raises(DataError, match="cannot be resolved") as err:             # error (default): stop
+        pipeline.parse_labels(ds, raw, tmp_path / "labels.tsv", log=lambda m: None)
+    assert "imgListTrainRegression_Light.txt line 2" in str(err.value) and "'b.jpg'" in str(err.value)
+    assert not (tmp_path / "labels.tsv").exists()
+
+    skipped, targets, messages = _pipeline_to_targets(raw, ds, tmp_path, {"method": "official"})
+    assert sorted(skipped["image"]) == ["b.jpg", "d.jpg"]                       # listed, with the reason
+    assert skipped["reason"].str.contains("missing file").all()
+    assert skipped["reason"].str.contains("b.jpg").any()
+    assert list(targets["image"]) == ["a.jpg", "c.jpg"]                         # gone from every split
+    assert any("2 labelled image(s) have no file" in m for m in messages)
+    assert any("1 image file(s)" in m and "have no label: ignored" in m for m in messages)
+
+
+def test_eva_votes_without_image_follow_on_bad_image(tmp_path):
+    text = "\n".join([HEADER, _row("1"), _row("2"), _row("77"), _row("2", user="E2")]) + "\n"
+    raw = _eva_raw(tmp_path, text, ids=("1", "2", "5"))                     # 77: votes only; 5: file only
+    with pytest.raises(DataError, match="1 voted image"):
+        eva.parse(raw, EVA_CFG)
+    parsed = eva.parse(raw, EVA_CFG, on_bad_image="skip")
+    assert list(parsed["image"]) == ["1", "2", "77"] and not Path(parsed["path"][2]).exists()
+    assert parsed.attrs["unlabelled_images"] == 1
+    split = {"method": "random", "seed": 0, "fractions": {"train": 0.4, "validation": 0.3, "test": 0.3}}
+    skipped, targets, messages = _pipeline_to_targets(raw, {**EVA_CFG, "format": "eva"}, tmp_path, split)
+    assert list(skipped["image"]) == ["77"] and "missing file" in skipped["reason"][0]
+    assert sorted(targets["image"]) == ["1", "2"]
+    assert any("1 image file(s)" in m and "have no label: ignored" in m for m in messages)
+
+
+def test_aadb_images_without_labels_are_ignored_and_counted(tmp_path):
+    table = _aadb_table()
+    archives = _aadb_archives(tmp_path, table)
+    with zipfile.ZipFile(archives / aadb.ORIGINAL_ZIP, "a") as zf:                # e.g. the old test set
+        zf.writestr("datasetImages_originalSize/farm1_unlisted_1_b.jpg", _jpeg(1))
+        zf.writestr("datasetImages_originalSize/farm1_unlisted_2_b.jpg", _jpeg(2))
+    aadb.extract(archives, tmp_path / "raw", AADB_CFG)
+    out = aadb.parse(tmp_path / "raw", AADB_CFG)
+    assert not out["image"].str.contains("unlisted").any() and len(out) == len(table)
+    # the overlap images' second copies (new-test archive) are used files, not unlabelled ones
+    assert out.attrs["unlabelled_images"] == 2

@@ -219,6 +219,17 @@ def test_404_raises_after_retries_naming_url_and_status(server, tmp_path):
     assert not (tmp_path / "missing.zip").exists()
 
 
+def test_persistent_500_raises_after_retries_naming_url_and_status(server, tmp_path):
+    server.fail_first = 10**6
+    url = server.url("/file.zip")
+    logs: list[str] = []
+    with pytest.raises(DownloadError) as err:
+        download(url, tmp_path / "file.zip", retries=2, log=logs.append, **FAST)
+    assert url in str(err.value) and "500" in str(err.value)
+    assert len(server.requests) == 3 and sum("HTTP 500" in m for m in logs) >= 2
+    assert not (tmp_path / "file.zip").exists()
+
+
 @pytest.mark.parametrize("in_body", [True, False], ids=["stall-in-body", "stall-before-headers"])
 def test_stalled_server_times_out(server, tmp_path, in_body):
     server.stall_s, server.stall_in_body = 10, in_body

@@ -226,6 +226,26 @@ def test_corrupt_png(tmp_path):
     assert str(bad) in str(err.value)
 
 
+@pytest.mark.parametrize("damage, reason", [
+    ("stray SOF marker in the scan", "corrupt image data"),
+    ("zeroed frame header", "not an image file"),
+])
+def test_corrupt_jpeg(tmp_path, jpeg, damage, reason):
+    """Corruption libjpeg detects is a DataError. (Garbage inside the entropy-coded data that still
+    parses is decoded to wrong pixels, as by any viewer: JPEG has no checksum to detect it.)"""
+    data = bytearray(jpeg.read_bytes())
+    sos = data.index(b"\xff\xda")
+    if damage.startswith("stray"):
+        mid = sos + (len(data) - sos) // 3
+        data[mid:mid + 2] = b"\xff\xc0"
+    else:
+        sof = data.index(b"\xff\xc0")
+        data[sof + 2:sof + 10] = bytes(8)
+    bad = tmp_path / "corrupt.jpg"
+    bad.write_bytes(bytes(data))
+    _raises(bad, reason)
+
+
 def test_empty_file(tmp_path):
     path = tmp_path / "zero.jpg"
     path.write_bytes(b"")

@@ -198,7 +198,7 @@ def test_summary_sentences_follow_the_numbers(metrics, tmp_path):
     assert "multi − single = +0.030" in md            # on the overall score
     assert "from 0.650 ± 0.010 to 0.700 ± 0.010 (+0.050" in md   # stage 2 vs stage 1
     assert "Trained on AADB and tested on EVA" in md
-    assert "2 images could not be read" in md and "EVA: every image could be read" in md
+    assert "2 images were missing or could not be read" in md and "EVA: every image could be read" in md
     assert "2 images are in both the validation and the test split" in md
     assert "<li>" in render_html(blocks) and len(tables) == 5
     out = tmp_path / "summary.md"

@@ -6,43 +6,13 @@ trunk at 64 px, one epoch per stage); the tests below assert on what it produced
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
-from aesthetic_mtl.config import load_config, settings
-from conftest import REPO
+from aesthetic_mtl.config import settings
+from conftest import TINY, run_snakemake
 
 pytestmark = pytest.mark.slow
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-TINY = ["--configfile", "tests/configs/tiny.yaml"]
-IGNORE = shutil.ignore_patterns(".git", ".venv", "results", "resources", "logs", "benchmarks", ".snakemake",
-                                "__pycache__", "*.egg-info", ".pytest_cache", "bench")
-
-
-def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run snakemake in `workdir` and keep its output for the assertion message."""
-    proc = subprocess.run([*SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True, timeout=1800)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
-    return proc
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("workflow") / "repo"
-    shutil.copytree(REPO, workdir, ignore=IGNORE)
-    run_snakemake(workdir, "--cores", "2", *TINY)
-    return workdir
-
-
-@pytest.fixture(scope="session")
-def tiny_config() -> dict:
-    return load_config(REPO / "config.yaml", REPO / "tests" / "configs" / "tiny.yaml")
 
 
 def test_metrics_cover_every_setting_stage_and_cross_pair(tiny_run, tiny_config):

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from .device import autocast, pick_device
 from .errors import DataError
 from .images import open_image_cache
-from .io import atomic_path, read_tsv, write_json, write_tsv
+from .io import atomic_path, crash_point, read_tsv, write_json, write_tsv
 from .model import AestheticModel
 from .backbones import build_backbone
 
@@ -50,6 +50,7 @@ def build_feature_cache(image_dir: Path, out_dir: Path, backbone_name: str, weig
                 acts = model.prefix(batch)
                 prefix[start:start + len(batch)] = acts.float().cpu().numpy().astype(dtype)
                 pooled[start:start + len(batch)] = model.pooled_from_prefix(acts).float().cpu().numpy()
+                crash_point("feature_cache", start // batch_size + 1)  # test hook; no-op normally
         prefix.flush()
         pooled.flush()
         del prefix, pooled

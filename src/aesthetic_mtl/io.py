@@ -10,6 +10,8 @@ import contextlib
 import json
 import os
 import platform
+import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -17,6 +19,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
+
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)   # read once at import (os.umask can only be read by setting it)
 
 
 @contextlib.contextmanager
@@ -27,14 +33,32 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path, suffix or ".tmp")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.is_file():
+            os.chmod(tmp_path, 0o666 & ~_UMASK)   # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _remove_stale_temps(path: Path, suffix: str) -> None:
+    """Delete temporary files a killed writer of `path` left behind (`kill -9` skips `finally`).
+
+    Only names `atomic_path` itself makes for this very target match (`.<name>.<8 random
+    characters><suffix>`, as `tempfile.mkstemp` draws them); each output has one writer at a time in
+    a workflow, so nothing alive owns them. Without this, every crash of the feature cache would leave
+    a multi-GB hidden file next to the cache.
+    """
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}{re.escape(suffix)}")
+    with os.scandir(path.parent) as entries:
+        stale = [e.path for e in entries if pattern.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
+    for old in stale:
+        Path(old).unlink(missing_ok=True)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -93,11 +117,26 @@ def provenance(config: dict | None = None) -> dict:
     }
 
 
+def write_provenance(path: str | os.PathLike, config: dict | None) -> None:
+    """`provenance(config)` as JSON next to an output (results/metrics.provenance.json)."""
+    write_json(path, provenance(config))
+
+
+def provenance_header(prov: dict | None = None) -> str:
+    """Lines starting with '# ' that open every rule log: code version, Python, package versions."""
+    prov = prov or provenance()
+    packages = ", ".join(f"{name} {version}" for name, version in prov["packages"].items())
+    return (f"# aesthetic-mtl {prov['code_version']} | python {prov['python']} | {prov['platform']}\n"
+            f"# packages: {packages}\n")
+
+
 @contextlib.contextmanager
 def logging_to(path: str | os.PathLike | None) -> Iterator:
     """Send a job's stdout/stderr (progress bars, warnings, tracebacks) to its log file.
 
-    Yields a `log(msg)` function that prints a line and flushes, so logs are readable while a job runs.
+    The log opens with `provenance_header()` (code version and package versions), so every rule's
+    log records what produced its outputs. Yields a `log(msg)` function that prints a line and
+    flushes, so logs are readable while a job runs.
     """
     def log(message: str) -> None:
         print(message, flush=True)
@@ -107,6 +146,7 @@ def logging_to(path: str | os.PathLike | None) -> Iterator:
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", buffering=1) as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+        fh.write(provenance_header())
         try:
             yield log
         except BaseException:
@@ -114,3 +154,28 @@ def logging_to(path: str | os.PathLike | None) -> Iterator:
 
             traceback.print_exc()
             raise
+
+
+CRASH_ENV = "AESTHETIC_MTL_CRASH_AFTER"
+
+
+def crash_point(step: str, done: int) -> None:
+    """Test hook (tests/test_crash_safety.py): simulate `kill -9` part-way through a long step.
+
+    With `AESTHETIC_MTL_CRASH_AFTER=<step>:<K>` in the environment, the process SIGKILLs itself
+    right after unit K of `step` (`feature_cache`: batches written; `stage1` / `stage2`: training
+    steps). `<step>:<K>:group` kills its whole process group instead: Snakemake too, as a node failure
+    or `scancel` would, so nothing gets to clean up. Unset (always, outside that test) it does nothing.
+    """
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return
+    name, _, rest = spec.partition(":")
+    count, _, scope = rest.partition(":")
+    if name != step or int(count) != done:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if scope == "group":
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -43,12 +43,22 @@ def extract(ds: dict, archives: Path, raw: Path, *, log: Callable = print) -> No
     log(f"extracted {sum(1 for p in raw.rglob('*') if p.is_file())} files into {raw}")
 
 
-def parse_labels(ds: dict, raw: Path, out: Path, *, log: Callable = print) -> pd.DataFrame:
-    """The release's labels as one tidy table."""
+def parse_labels(ds: dict, raw: Path, out: Path, *, on_bad_image: str = "error",
+                 log: Callable = print) -> pd.DataFrame:
+    """The release's labels as one tidy table.
+
+    Labelled images without a file stop the job (`on_bad_image: error`) or stay in the table for the
+    image cache to skip and list (`skip`); image files without labels are ignored and counted here.
+    """
     from .datasets import get_format
 
-    labels = get_format(ds["format"]).parse(raw, ds)
+    labels = get_format(ds["format"]).parse(raw, ds, on_bad_image=on_bad_image)
     log(f"{len(labels)} label rows, {labels['image'].nunique()} images, targets {list(ds['targets'])}")
+    absent = labels.loc[~labels["path"].map(lambda p: Path(p).is_file()), "image"].unique()
+    if len(absent):
+        log(f"{len(absent)} labelled image(s) have no file (on_bad_image: skip): the image cache skips "
+            f"them and lists them in skipped.tsv; e.g. {list(absent[:3])}")
+    log(f"{labels.attrs.get('unlabelled_images', 0)} image file(s) under {raw} have no label: ignored")
     write_tsv(out, labels)
     return labels
 

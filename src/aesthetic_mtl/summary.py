@@ -105,8 +105,8 @@ def data_findings(datasets: Sequence[str], split_reports: Mapping[str, str | Pat
             table = read_tsv(path)
             if len(table):
                 examples = ", ".join(f"`{i}`" for i in table["image"].astype(str).head(3))
-                out.append(f"{ds}: {len(table)} image{'s' if len(table) != 1 else ''} could not be read and "
-                           f"{'were' if len(table) != 1 else 'was'} left out of every split "
+                out.append(f"{ds}: {len(table)} image{'s' if len(table) != 1 else ''} were missing or could "
+                           f"not be read and {'were' if len(table) != 1 else 'was'} left out of every split "
                            f"(listed in `{path}`), e.g. {examples}.")
             else:
                 out.append(f"{ds}: every image could be read (no skipped images).")

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from .device import autocast
 from .errors import DataError, TrainingError
+from .io import crash_point
 from .model import AestheticModel
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -116,6 +117,7 @@ def fit(model: AestheticModel, forward: Forward, inputs: np.ndarray, train: Spli
                 scheduler.step()
             step += 1
             losses.append(loss.item())
+            crash_point(desc, step)  # test hook (tests/test_crash_safety.py); no-op normally
         val_loss = evaluate_loss(model, forward, inputs, val, stage.batch_size, weights, device, bf16_cuda)
         row = {"epoch": epoch, "steps": step, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
                "lr": optimizer.param_groups[0]["lr"]}

@@ -3,12 +3,12 @@ import itertools
 
 from snakemake.utils import validate
 
-from aesthetic_mtl.config import check_config, settings
+from aesthetic_mtl.config import settings, validate_config
 from aesthetic_mtl.datasets import get_format
 
 
-validate(config, "../schemas/config.schema.yaml")
-check_config(config)
+validate_config(config)  # schema + cross-key checks; one line naming the bad key, before any job runs
+validate(config, "../schemas/config.schema.yaml")  # Snakemake's own check of the same schema
 
 DATASETS = list(config["datasets"])
 BACKBONE = config["backbone"]["name"]

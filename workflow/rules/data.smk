@@ -38,6 +38,7 @@ rule parse_labels:
         labels="results/{dataset}/labels.tsv",
     params:
         ds=dataset_cfg,
+        on_bad_image=config.get("on_bad_image", "error"),  # skip: rows without a file go on, for image_cache to list
     log:
         "logs/parse_labels/{dataset}.log",
     conda:

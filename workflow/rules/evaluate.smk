@@ -41,6 +41,7 @@ rule metrics:
                     backbone=BACKBONE, stage=STAGES),
     output:
         metrics="results/metrics.tsv",
+        provenance="results/metrics.provenance.json",  # code version, package versions, resolved config
     params:
         predictions=prediction_files(),
         cross=config["experiment"].get("cross_dataset", {}),

@@ -5,8 +5,12 @@ Every format module exposes the same small interface (see ARCHITECTURE.md, "Cont
 * `TARGETS` - the release's target names in their default order, `RANGES` - their raw ranges;
 * `required_files(ds_cfg) -> list[str]` - archive names needed for this dataset config;
 * `extract(archives, raw, ds_cfg)` - unpack the archives into `raw`;
-* `parse(raw, ds_cfg) -> DataFrame` - columns `image`, `path`, `split`, then the configured targets
-  (raw scale, config order); malformed input raises `DataError` naming the file, line and text;
+* `parse(raw, ds_cfg, *, on_bad_image="error") -> DataFrame` - columns `image`, `path`, `split`,
+  then the configured targets (raw scale, config order); malformed input raises `DataError` naming
+  the file, line and text. A labelled image without a file is such an error, unless
+  `on_bad_image="skip"`: then its row stays, with the path where the file was expected, and the image
+  cache skips it and lists it in skipped.tsv like any bad image. `attrs["unlabelled_images"]` counts
+  the image files no label names (ignored);
 * a writer used by `aesthetic_mtl.synthetic` to emit the official files (AADB
   `write_label_archive`, EVA `write_votes`), so that write -> extract -> parse round-trips.
 

@@ -24,7 +24,10 @@ Harmless variants that are normalised (not errors): CRLF or CR line endings, a U
 trailing / repeated spaces and tabs between the two fields, blank lines. Errors (DataError naming file,
 line and text, first few offenders): a line without exactly two fields, a value that is not a number,
 NaN/inf, a value outside the configured range, an image listed twice in one file, per-target files of
-one split listing different images, a configured target without a label file, images without a file.
+one split listing different images, a configured target without a label file, images without a file
+(with `on_bad_image: skip` these are kept with their expected path instead, and the image cache skips
+and lists them in skipped.tsv). Image files that no list names (e.g. the old test set's) are ignored
+and counted: `parse` returns the count in `attrs["unlabelled_images"]` and the parse_labels log says it.
 """
 
 from __future__ import annotations
@@ -175,12 +178,19 @@ def _resolve(name: str, indexes: list[_ImageIndex]) -> tuple[Path | None, str | 
     return None, None
 
 
-def parse(raw: Path, ds_cfg: dict) -> pd.DataFrame:
-    """Tidy labels: image, path, split (train/validation/test), configured targets (raw scale)."""
+def parse(raw: Path, ds_cfg: dict, *, on_bad_image: str = "error") -> pd.DataFrame:
+    """Tidy labels: image, path, split (train/validation/test), configured targets (raw scale).
+
+    A listed image without a file stops with a DataError (`on_bad_image="error"`), or keeps its row
+    with the path where it was expected (`"skip"`): the image cache then skips and lists it.
+    `attrs["unlabelled_images"]`: image files in the archives that no label list names (ignored).
+    """
     raw = Path(raw).resolve()
     ranges = target_ranges(ds_cfg, sys.modules[__name__])
     files = _find_label_files(raw)
     cache: dict[Path, _ImageIndex] = {}
+    missing: dict[str, str] = {}
+    used: set[Path] = set()
     frames = []
     for split in SPLITS:
         tables: dict[str, dict[str, tuple[float, int]]] = {}
@@ -209,9 +219,14 @@ def parse(raw: Path, ds_cfg: dict) -> pd.DataFrame:
         ref_file = files[(split, first)]
         for name, (_, lineno) in ref.items():
             path, why = _resolve(name, indexes)
+            if path is None and why is None and on_bad_image == "skip":
+                missing[name] = str(dirs[0] / name)     # no file at all: the image cache lists it
+                paths.append(None)
+                continue
             if path is None:
                 detail = why or f"no image file named {name!r} or ending in '_{name}'"
                 problems.append(f"{ref_file.name} line {lineno}: {detail}")
+            used.add(path)
             paths.append(str(path))
         if problems:
             where = ", ".join(str(d) for d in dirs)
@@ -226,6 +241,9 @@ def parse(raw: Path, ds_cfg: dict) -> pd.DataFrame:
     # An image listed in two splits (validation and TestNew) ships once per archive; both files are the
     # same photo, so every row of it points at the first copy and the image cache decodes it once.
     out["path"] = out.groupby("image", sort=False)["path"].transform("first")
+    out["path"] = out["path"].fillna(out["image"].map(missing))
+    found = {p for index in cache.values() for hits in index.exact.values() for p in hits}
+    out.attrs["unlabelled_images"] = len(found - used)
     return out
 
 

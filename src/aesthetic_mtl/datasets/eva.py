@@ -21,7 +21,10 @@ Parts: for `source: official` the parts are the `files:` keys matching `EVA_toge
 Harmless variants that are normalised: CRLF / CR line endings, a UTF-8 BOM, spaces or tabs around
 fields, blank lines. Errors (DataError naming the file, line and text): a header that is not
 `=`-delimited or lacks a needed column, a row with the wrong number of fields, a non-numeric, NaN or
-out-of-range vote, voted images without an image file (first few listed).
+out-of-range vote, voted images without an image file (first few listed; with `on_bad_image: skip`
+they are kept with their expected path instead, and the image cache skips and lists them in
+skipped.tsv). Several rows of one image_id are its votes (by design, not duplicates). Image files
+nobody voted on are ignored and counted (`attrs["unlabelled_images"]`, said in the parse_labels log).
 """
 
 from __future__ import annotations
@@ -177,8 +180,13 @@ def _image_index(raw: Path) -> dict[str, Path]:
     return index
 
 
-def parse(raw: Path, ds_cfg: dict) -> pd.DataFrame:
-    """Per-image vote means: image, path, split (""), configured targets (raw scale)."""
+def parse(raw: Path, ds_cfg: dict, *, on_bad_image: str = "error") -> pd.DataFrame:
+    """Per-image vote means: image, path, split (""), configured targets (raw scale).
+
+    A voted image without a file stops with a DataError (`on_bad_image="error"`), or keeps its row
+    with the path where it was expected (`"skip"`): the image cache then skips and lists it.
+    `attrs["unlabelled_images"]`: image files nobody voted on (ignored, as the release intends).
+    """
     raw = Path(raw).resolve()
     ranges = target_ranges(ds_cfg, sys.modules[__name__])
     path = _find_votes(raw)
@@ -188,7 +196,9 @@ def parse(raw: Path, ds_cfg: dict) -> pd.DataFrame:
     first_line = grouped["line"].min()
     index = _image_index(raw)
     missing = [img for img in means.index if img not in index]
-    if missing:
+    if missing and on_bad_image == "skip":
+        index = index | {img: raw / ZIP_STEM / f"{img}.jpg" for img in missing}   # listed by the cache
+    elif missing:
         problems = [f"image_id {img!r} (first vote at {path.name} line {first_line[img]}): no file "
                     f"{img}.jpg" for img in missing]
         raise DataError(f"EVA: {len(missing)} voted image(s) have no image file under "
@@ -197,7 +207,9 @@ def parse(raw: Path, ds_cfg: dict) -> pd.DataFrame:
                         "path": [str(index[i]) for i in means.index], "split": ""})
     for target in ranges:
         out[target] = means[target].to_numpy(dtype="float64")
-    return out.reset_index(drop=True)
+    out = out.reset_index(drop=True)
+    out.attrs["unlabelled_images"] = len(set(index) - set(means.index))
+    return out
 
 
 # ----------------------------------------------------------------------------------------- writing
