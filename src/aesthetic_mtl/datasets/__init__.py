@@ -45,6 +45,13 @@ def get_format(name: str) -> ModuleType:
     return importlib.import_module(f"{__name__}.{name}")
 
 
+def require_archives(archives: Path, names: Sequence[str], release: str) -> None:
+    """Stop before extracting anything when a release file is absent, naming every missing one."""
+    missing = [n for n in names if not (Path(archives) / n).is_file()]
+    if missing:
+        raise DataError(f"{release} archives missing in {archives}: {', '.join(missing)}")
+
+
 def target_ranges(ds_cfg: dict, module: ModuleType) -> dict[str, tuple[float, float]]:
     """Configured targets (config order) with their declared ranges; the module's defaults if none."""
     targets = ds_cfg.get("targets") or {t: module.RANGES[t] for t in module.TARGETS}

@@ -40,7 +40,7 @@ import pandas as pd
 
 from ..errors import ConfigError, DataError
 from . import (IMAGE_SUFFIXES, deterministic_zip, iter_files, offenders, parse_value,
-               read_text_lines, replace_dir, target_ranges)
+               read_text_lines, replace_dir, require_archives, target_ranges)
 
 TARGETS = ["BalacingElements", "ColorHarmony", "Content", "DoF", "Light", "MotionBlur", "Object",
            "Repetition", "RuleOfThirds", "Symmetry", "VividColor", "score"]
@@ -83,9 +83,7 @@ def extract(archives: Path, raw: Path, ds_cfg: dict) -> None:
     from ..download import safe_extract_zip
 
     archives, raw = Path(archives), Path(raw)
-    missing = [n for n in required_files(ds_cfg) if not (archives / n).is_file()]
-    if missing:
-        raise DataError(f"AADB archives missing in {archives}: {', '.join(missing)}")
+    require_archives(archives, required_files(ds_cfg), "AADB")
     raw.mkdir(parents=True, exist_ok=True)
     for name in required_files(ds_cfg):
         safe_extract_zip(archives / name, replace_dir(raw / _stem(name)))

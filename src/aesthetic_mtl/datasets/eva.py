@@ -39,7 +39,7 @@ import pandas as pd
 from ..errors import DataError
 from ..io import atomic_path
 from . import (IMAGE_SUFFIXES, iter_files, offenders, parse_value, read_text_lines, replace_dir,
-               target_ranges)
+               require_archives, target_ranges)
 
 TARGETS = ["score", "visual", "composition", "quality", "semantic"]
 RANGES = {"score": (0.0, 10.0), "visual": (1.0, 4.0), "composition": (1.0, 4.0),
@@ -80,9 +80,7 @@ def extract(archives: Path, raw: Path, ds_cfg: dict) -> None:
     from ..download import join_parts, safe_extract_zip
 
     archives, raw = Path(archives), Path(raw)
-    missing = [n for n in required_files(ds_cfg) if not (archives / n).is_file()]
-    if missing:
-        raise DataError(f"EVA archives missing in {archives}: {', '.join(missing)}")
+    require_archives(archives, required_files(ds_cfg), "EVA")
     raw.mkdir(parents=True, exist_ok=True)
     with atomic_path(raw / VOTES) as tmp:
         shutil.copyfile(archives / VOTES, tmp)
