@@ -29,7 +29,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable, Iterator, Sequence
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..io import atomic_path
 
 FORMATS = ("aadb", "eva")
