@@ -1,0 +1,84 @@
+"""Backbone efficiency on this CPU: images/s of the feature-cache forward pass (`model.prefix` then
+`model.pooled_from_prefix`, exactly what caching.build_feature_cache computes per batch) in fp32 and
+under CPU bf16 autocast, the FLOPs it does (torch.utils.flop_counter.FlopCounterMode: 2 per
+multiply-add of every convolution and matmul) and the GFLOP/s achieved, against a large matmul measured
+in the same process (the practical peak of this CPU for each dtype).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+
+from common import Timing
+
+
+def autocast_ctx(dtype: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+
+
+def build(name: str, weights: str | None):
+    from aesthetic_mtl.backbones import build_backbone
+    from aesthetic_mtl.model import AestheticModel
+
+    return AestheticModel(build_backbone(name, weights), ["_"]).eval()
+
+
+def flops_per_image(model, size: int) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, size, size, 3, dtype=torch.uint8)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model.pooled_from_prefix(model.prefix(x))
+    return float(counter.get_total_flops())
+
+
+def images_per_second(model, size: int, batch: int, dtype: str, batches: int) -> Timing:
+    """Per-batch throughput over `batches` timed batches after one warm-up batch."""
+    x = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
+    out = Timing()
+    with torch.inference_mode(), autocast_ctx(dtype):
+        model.pooled_from_prefix(model.prefix(x)).float()
+        for _ in range(batches):
+            t0 = time.perf_counter()
+            model.pooled_from_prefix(model.prefix(x)).float()
+            out.add(batch / (time.perf_counter() - t0))
+    return out
+
+
+def matmul_gflops(n: int, dtype: str, repeats: int) -> Timing:
+    """GFLOP/s of an n x n @ n x n matmul (2 n^3 FLOPs) in fp32 or bf16."""
+    dt = torch.bfloat16 if dtype == "bf16" else torch.float32
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g).to(dt), torch.randn(n, n, generator=g).to(dt)
+    out = Timing()
+    torch.mm(a, b)
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        out.add(2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return out
+
+
+def run(backbones: list[tuple[str, str | None]], size: int, batch: int, batches: int, matmul_n: int,
+        repeats: int, log=print) -> dict:
+    """`backbones`: (name, weights file or None). Returns matmul peaks and per-(backbone, dtype) rows."""
+    peaks = {}
+    for dtype in ("fp32", "bf16"):
+        peaks[dtype] = matmul_gflops(matmul_n, dtype, repeats)
+        log(f"  matmul {matmul_n}^3 {dtype}: {peaks[dtype].fmt(1)} GFLOP/s")
+    rows = []
+    for name, weights in backbones:
+        model = build(name, weights)
+        flops = flops_per_image(model, size)
+        for dtype in ("fp32", "bf16"):
+            rate = images_per_second(model, size, batch, dtype, batches)
+            gflops = Timing([r * flops / 1e9 for r in rate.values])
+            rows.append({"backbone": name, "dtype": dtype, "gflop_per_image": flops / 1e9, "images_per_s": rate,
+                         "gflops": gflops, "fraction_of_peak": gflops.median / peaks[dtype].median})
+            log(f"  {name} {size}px {dtype}: {rate.fmt(2)} img/s, {gflops.median:.1f} GFLOP/s "
+                f"({100 * gflops.median / peaks[dtype].median:.0f}% of the {dtype} matmul)")
+        del model
+    return {"size": size, "batch": batch, "batches": batches, "matmul_n": matmul_n, "peaks": peaks, "rows": rows}

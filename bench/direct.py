@@ -1,0 +1,198 @@
+"""The paper's procedure as a straightforward PyTorch port would write it: the reference the fast path
+is measured against.
+
+For every (dataset, setting, seed): a fresh network (the same trunk and weights as the pipeline, the
+paper's head), a `torch.utils.data.Dataset` that opens and fully decodes each JPEG with PIL and resizes
+it every time an image is used, the whole network run on every batch, stage 1 (head only, Adam 1e-3)
+then stage 2 (stage-2 layers + head, Adam 1e-4 halved every `halve_every_steps` steps), a validation
+loss after every epoch, and test predictions + SRCC after each stage.
+
+It shares no code with the pipeline's training (train.py, caching.py, images.py); it only reuses the
+backbone registry, so that both build exactly the same trunk. To make the two comparable number by
+number it also follows the same conventions:
+
+- pixels: full decode, RGB, then the same antialiased bicubic resize as `images.load_image` (Pillow's
+  `reducing_gap=3`); `images.load_image` adds JPEG draft decoding only for photos >= 2x the input
+  size, which the benchmark's 256 px photos at 160 px are not, so the pixels are identical (checked);
+- normalisation `(x - offset) / scale` on 0..255 values, the backbone's own constants;
+- the trunk stays in eval mode (frozen BatchNorm statistics), as in the pipeline;
+- random numbers: `torch.manual_seed(seed)` before the head is built and before each stage (dropout
+  masks come from the global generator), and one `torch.randperm` per epoch from a generator seeded
+  with `seed` for the batch order. `DataLoader(shuffle=True)` would draw a worker base seed from the
+  same stream and `RandomSampler` draws one extra permutation per epoch, so the port uses a
+  three-line sampler and gives the loader its own generator.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from design import DesignRun, weights_file
+
+
+def decode(path: str | Path, size: int) -> np.ndarray:
+    """Open, fully decode, convert to RGB, resize to size x size (bicubic, antialiased)."""
+    with Image.open(path) as im:
+        rgb = im.convert("RGB")
+    return np.asarray(rgb.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0))
+
+
+class JpegDataset(Dataset):
+    """Images decoded from their files on every access, normalised, as float CHW tensors."""
+
+    def __init__(self, paths: Sequence[str], y: np.ndarray, size: int, offset, scale) -> None:
+        self.paths, self.y, self.size = list(paths), torch.from_numpy(np.asarray(y, np.float32)), size
+        self.offset = torch.tensor(offset, dtype=torch.float32).view(3, 1, 1)
+        self.scale = torch.tensor(scale, dtype=torch.float32).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        x = torch.from_numpy(decode(self.paths[i], self.size)).permute(2, 0, 1).float()
+        return (x - self.offset) / self.scale, self.y[i]
+
+
+class EpochShuffle(Sampler):
+    """One permutation per epoch from its own seeded generator."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.generator = n, torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        yield from torch.randperm(self.n, generator=self.generator).tolist()
+
+
+class Net(nn.Module):
+    """Trunk -> global average pooling -> Dense 128 ReLU -> Dense 64 ReLU -> Dropout -> sigmoid outputs."""
+
+    def __init__(self, features: nn.Sequential, width: int, n_out: int, hidden=(128, 64), dropout=0.35) -> None:
+        super().__init__()
+        self.features = features
+        layers, w = [], width
+        for h in hidden:
+            layers += [nn.Linear(w, h), nn.ReLU()]
+            w = h
+        self.head = nn.Sequential(*layers, nn.Dropout(dropout), nn.Linear(w, n_out), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+    def train(self, mode: bool = True) -> "Net":
+        super().train(mode)
+        self.features.eval()  # frozen BatchNorm statistics, in both stages
+        return self
+
+
+def _loader(ds: Dataset, batch_size: int, num_workers: int, sampler: Sampler | None = None) -> DataLoader:
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=num_workers,
+                      generator=torch.Generator().manual_seed(0))
+
+
+@torch.no_grad()
+def _predict(net: Net, ds: Dataset, batch_size: int, num_workers: int) -> np.ndarray:
+    net.eval()
+    out = [net(x) for x, _ in _loader(ds, batch_size, num_workers)]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def train_stage(net: Net, params: list[nn.Parameter], train: JpegDataset, val: JpegDataset, *, epochs: int,
+                lr: float, batch_size: int, halve_every: int | None, seed: int, num_workers: int) -> list[dict]:
+    torch.manual_seed(seed)
+    sampler = EpochShuffle(len(train), seed)
+    loader = _loader(train, batch_size, num_workers, sampler)
+    optimizer = torch.optim.Adam(params, lr=lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, halve_every, gamma=0.5) if halve_every else None
+    mse = nn.MSELoss()
+    history = []
+    for epoch in range(epochs):
+        net.train()
+        losses = []
+        for x, y in loader:
+            loss = mse(net(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            losses.append(loss.item())
+        val_pred = _predict(net, val, batch_size, num_workers)
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+                        "val_loss": float(np.mean((val_pred - val.y.numpy()) ** 2))})
+    net.eval()
+    return history
+
+
+def direct_path(cfg: dict, data: dict, *, threads: int) -> DesignRun:
+    """Every (dataset, setting, seed), both stages, from the JPEG files, on the CPU."""
+    from aesthetic_mtl.backbones import build_backbone
+    from aesthetic_mtl.config import settings
+    from aesthetic_mtl.metrics import srcc
+
+    torch.set_num_threads(threads)
+    run = DesignRun()
+    tcfg, hcfg = cfg["training"], cfg["head"]
+    size, name_bb, wfile = cfg["images"]["size"], cfg["backbone"]["name"], weights_file(cfg)
+    workers = int(tcfg.get("num_workers", 0))
+    for name, ds in data.items():
+        path_of = dict(zip(ds.labels["image"], ds.labels["path"]))
+        for setting, targets in settings(cfg, name).items():
+            parts = {}
+            for split in ("train", "validation", "test"):
+                rows = ds.targets[ds.targets["split"] == split]
+                parts[split] = ([path_of[i] for i in rows["image"]], rows[list(targets)].to_numpy(np.float32))
+            for seed in tcfg["seeds"]:
+                t0 = time.perf_counter()
+                torch.manual_seed(seed)
+                backbone = build_backbone(name_bb, wfile)
+                net = Net(backbone.features, backbone.pooled_width, len(targets), hcfg["hidden"], hcfg["dropout"])
+                sets = {s: JpegDataset(p, y, size, backbone.offset, backbone.scale) for s, (p, y) in parts.items()}
+                run.add_time("build_model", time.perf_counter() - t0)
+                for stage in ("stage1", "stage2"):
+                    for p in net.features.parameters():
+                        p.requires_grad_(False)
+                    params = list(net.head.parameters())
+                    if stage == "stage2":
+                        for i in backbone.stage2_layers:
+                            for p in net.features[i].parameters():
+                                p.requires_grad_(True)
+                                params.append(p)
+                    st = tcfg[stage]
+                    t0 = time.perf_counter()
+                    train_stage(net, params, sets["train"], sets["validation"], epochs=st["epochs"], lr=st["lr"],
+                                batch_size=tcfg["batch_size"], halve_every=st.get("halve_every_steps"), seed=seed,
+                                num_workers=workers)
+                    run.add_time(f"train_{stage}", time.perf_counter() - t0, st["epochs"] * len(sets["train"]))
+                    t0 = time.perf_counter()
+                    pred = _predict(net, sets["test"], 64, workers)
+                    run.add_time("predict", time.perf_counter() - t0, len(sets["test"]))
+                    run.preds[(name, setting, seed, stage)] = pred
+                    y = parts["test"][1]
+                    for j, target in enumerate(targets):
+                        run.srcc[(name, setting, seed, stage, target)] = srcc(pred[:, j], y[:, j])
+    return run
+
+
+def pixel_check(data: dict, fast_workdir: Path, size: int) -> dict:
+    """Compare this port's decoded pixels with the fast path's image cache, image by image."""
+    from aesthetic_mtl.images import open_image_cache
+
+    worst, differing, n = 0, 0, 0
+    for name, ds in data.items():
+        images, index = open_image_cache(fast_workdir / name / f"images_{size}")
+        path_of = dict(zip(ds.labels["image"], ds.labels["path"]))
+        for row, image in zip(index["row"], index["image"]):
+            diff = np.abs(decode(path_of[image], size).astype(np.int16) - images[row].astype(np.int16)).max()
+            worst, differing, n = max(worst, int(diff)), differing + int(diff > 0), n + 1
+    return {"images": n, "differing": differing, "max_abs": worst}

@@ -1,0 +1,57 @@
+"""The benchmark code (bench/) runs end to end at a tiny size. No timing assertions: only that every
+benchmark runs, writes its report section, and that the fast path and the direct implementation agree
+(bench/run.py exits non-zero when their SRCC differ by more than 0.01)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+RUN = REPO / "bench" / "run.py"
+GPU = REPO / "bench" / "gpu.py"
+
+
+def _run(script: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO, env=env)
+    assert proc.returncode == 0, f"{script.name} {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def test_quick_benchmarks_run_and_write_the_report(tmp_path):
+    out = tmp_path / "results.md"
+    committed = REPO / "bench" / "results.md"
+    before = committed.stat().st_mtime_ns if committed.exists() else None
+    proc = _run(RUN, "--quick", "--threads", "1", "--workdir", str(tmp_path / "work"), "--out", str(out))
+    text = out.read_text()
+    for section in ("## Summary", "## 1. The whole experiment design", "## 2. Image decode", "## 3. Backbone",
+                    "## 4. Memory", "## Reproduce"):
+        assert section in text, section
+    assert "bench/run.py --quick" in text  # the exact command is recorded
+    assert "AMD" in text or "Intel" in text or "CPU" in text
+    assert "== 1. whole design" in proc.stdout  # a table row per benchmark on stdout
+    after = committed.stat().st_mtime_ns if committed.exists() else None
+    assert before == after  # a quick run never overwrites the committed figures
+
+
+def test_gpu_script_runs_on_the_cpu(tmp_path):
+    proc = _run(GPU, "--device", "cpu", "--quick", "--threads", "1", "--workdir", str(tmp_path / "work"))
+    assert "whole design" in proc.stdout
+    assert "feature_cache" in proc.stdout and "train_stage2" in proc.stdout
+
+
+@pytest.mark.slow
+def test_snakemake_and_thread_benchmarks_run(tmp_path):
+    out = tmp_path / "results.md"
+    _run(RUN, "--quick", "--only", "design", "--only", "snakemake", "--only", "threads", "--threads", "1",
+         "--workdir", str(tmp_path / "work"), "--out", str(out), timeout=1800)
+    text = out.read_text()
+    assert "## 1b. The same design through the real `snakemake`" in text
+    assert "## 5. OpenMP waiting policy" in text
