@@ -64,21 +64,38 @@ def matmul_gflops(n: int, dtype: str, repeats: int) -> Timing:
 
 def run(backbones: list[tuple[str, str | None]], size: int, batch: int, batches: int, matmul_n: int,
         repeats: int, log=print) -> dict:
-    """`backbones`: (name, weights file or None). Returns matmul peaks and per-(backbone, dtype) rows."""
-    peaks = {}
-    for dtype in ("fp32", "bf16"):
-        peaks[dtype] = matmul_gflops(matmul_n, dtype, repeats)
-        log(f"  matmul {matmul_n}^3 {dtype}: {peaks[dtype].fmt(1)} GFLOP/s")
+    """`backbones`: (name, weights file or None). Each repeat measures the fp32 and bf16 matmul, then one
+    batch of every (backbone, dtype), so that every fraction of peak pairs a batch with a matmul measured
+    moments before it, under the same load from other processes."""
+    models = [(name, build(name, weights)) for name, weights in backbones]
+    flops = {name: flops_per_image(model, size) for name, model in models}
+    x = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
+    peaks = {d: Timing() for d in ("fp32", "bf16")}
+    rates = {(name, d): Timing() for name, _ in models for d in ("fp32", "bf16")}
+    fractions = {k: Timing() for k in rates}
+    for name, model in models:  # warm-up: oneDNN primitive creation, first-touch allocations
+        for d in ("fp32", "bf16"):
+            with torch.inference_mode(), autocast_ctx(d):
+                model.pooled_from_prefix(model.prefix(x)).float()
+    for d in peaks:
+        matmul_gflops(matmul_n, d, 1)
+    for r in range(max(batches, repeats)):
+        for d in ("fp32", "bf16"):
+            peaks[d].add(matmul_gflops(matmul_n, d, 1).median)
+        for name, model in models:
+            for d in ("fp32", "bf16"):
+                with torch.inference_mode(), autocast_ctx(d):
+                    t0 = time.perf_counter()
+                    model.pooled_from_prefix(model.prefix(x)).float()
+                    rate = batch / (time.perf_counter() - t0)
+                rates[(name, d)].add(rate)
+                fractions[(name, d)].add(rate * flops[name] / 1e9 / peaks[d].values[-1])
+        log(f"  repeat {r + 1}: matmul fp32 {peaks['fp32'].values[-1]:.0f}, bf16 {peaks['bf16'].values[-1]:.0f} "
+            f"GFLOP/s; " + ", ".join(f"{n} {d} {t.values[-1]:.2f} img/s" for (n, d), t in rates.items()))
     rows = []
-    for name, weights in backbones:
-        model = build(name, weights)
-        flops = flops_per_image(model, size)
-        for dtype in ("fp32", "bf16"):
-            rate = images_per_second(model, size, batch, dtype, batches)
-            gflops = Timing([r * flops / 1e9 for r in rate.values])
-            rows.append({"backbone": name, "dtype": dtype, "gflop_per_image": flops / 1e9, "images_per_s": rate,
-                         "gflops": gflops, "fraction_of_peak": gflops.median / peaks[dtype].median})
-            log(f"  {name} {size}px {dtype}: {rate.fmt(2)} img/s, {gflops.median:.1f} GFLOP/s "
-                f"({100 * gflops.median / peaks[dtype].median:.0f}% of the {dtype} matmul)")
-        del model
-    return {"size": size, "batch": batch, "batches": batches, "matmul_n": matmul_n, "peaks": peaks, "rows": rows}
+    for (name, d), rate in rates.items():
+        rows.append({"backbone": name, "dtype": d, "gflop_per_image": flops[name] / 1e9, "images_per_s": rate,
+                     "gflops": Timing([v * flops[name] / 1e9 for v in rate.values]),
+                     "fraction_of_peak": fractions[(name, d)].median, "fractions": fractions[(name, d)]})
+    return {"size": size, "batch": batch, "batches": max(batches, repeats), "matmul_n": matmul_n, "peaks": peaks,
+            "rows": rows}

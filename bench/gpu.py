@@ -1,4 +1,6 @@
-"""The whole demo design on a GPU, in-process (the pipeline's fast path), in well under 5 minutes.
+"""The whole demo design on a GPU, in-process (the pipeline's fast path); meant to finish well within 5 minutes
+on a lent GPU machine (the same design takes about 100 s in-process on 2 CPU cores, plus ~30 s to
+synthesize the data).
 
     .venv/bin/python bench/gpu.py                         # CUDA: config.yaml + config/demo.yaml, every setting and seed
     .venv/bin/python bench/gpu.py --device cpu --quick    # the same code on the CPU at a tiny size (tests)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import datetime
 
 from common import md_table
 
@@ -21,6 +21,12 @@ def _load(r: dict) -> str:
     state = "nearly idle" if others < 0.2 else "shared"
     return (f"*Load while this benchmark ran ({r.get('wall_s', 0):.0f} s): other processes used {others:.2f} "
             f"cores on average ({state}).*")
+
+
+def _pct_range(t, median: float) -> str:
+    if t is None or len(t.values) < 2:
+        return f"{100 * median:.0f}%"
+    return f"{100 * t.median:.0f}% ({100 * t.min:.0f}-{100 * t.max:.0f})"
 
 
 def _pct(x: float) -> str:
@@ -97,7 +103,8 @@ def _summary(results: dict) -> str:
     dec = results.get("decode")
     if dec:
         rows.append(["2", "decode + resize 1600x1200 JPEG, image cache / plain PIL",
-                     dec["speedup"].fmt(2, "x"), ">= 3x", _goal(dec["speedup"].median >= 3)])
+                     dec["speedup"].fmt(2, "x") + f"; {dec['cpu_ratio']:.2f}x less CPU per image", ">= 3x",
+                     _decode_verdict(dec)])
     bb = results.get("backbone")
     if bb:
         txt = "; ".join(f"{r['backbone']} {r['dtype']} {100 * r['fraction_of_peak']:.0f}%" for r in bb["rows"])
@@ -155,6 +162,16 @@ def _best_fraction(bb: dict) -> dict[str, float]:
     for r in bb["rows"]:
         out[r["backbone"]] = max(out.get(r["backbone"], 0.0), r["fraction_of_peak"])
     return out
+
+
+def _decode_verdict(dec: dict) -> str:
+    if dec["speedup"].median >= 3:
+        return "met"
+    others = (dec.get("share") or {}).get("others_cores", 0.0)
+    if others > 0.3:
+        return (f"**missed** while other processes used {others:.2f} of the {dec['workers']} cores (the "
+                f"{dec['workers']}-thread decoder lost its second core; best repeat {dec['speedup'].max:.2f}x)")
+    return f"**missed** by {3 / dec['speedup'].median:.2f}x"
 
 
 def _bf16_verdict(speedup: float, diff: float) -> str:
@@ -334,7 +351,12 @@ def _decode(dec: dict, results: dict, args) -> str:
         ["`images.build_image_cache`, 1 thread", r['cache_1worker'].fmt(1)],
         ["**speed-up, cache / plain**", f"**{dec['speedup'].fmt(2, 'x')}**"]])}
 
-Goal >= 3x: {_goal(dec['speedup'].median >= 3)}. The gain comes from libjpeg's reduced-DCT decoding
+CPU time per image (all threads, `time.process_time`), which load from other processes barely changes:
+plain {dec['cpu_ms']['plain'].fmt(1)} ms, image cache {dec['cpu_ms']['cache'].fmt(1)} ms, 1-thread image
+cache {dec['cpu_ms']['cache_1worker'].fmt(1)} ms: the cache needs **{dec['cpu_ratio']:.2f}x less CPU** per
+image than the plain loop, and spreads it over {dec['workers']} decoder thread(s) when the cores are free.
+
+Goal >= 3x: {_decode_verdict(dec)}. The gain comes from libjpeg's reduced-DCT decoding
 (`Image.draft`: a 1600 x 1200 JPEG is decoded at 1/2 or 1/4 scale, never below twice the target) and
 from decoding on {dec['workers']} thread(s) (Pillow releases the GIL); the 1-thread row separates the two.
 The cache also writes the result into the uint8 memmap, which the plain loop does not. The pixels are not
@@ -348,7 +370,7 @@ def _backbone(bb: dict, results: dict, args) -> str:
     rows = [[f"matmul {bb['matmul_n']} x {bb['matmul_n']} {d}", "-", "-", peaks[d].fmt(1), "100%"]
             for d in ("fp32", "bf16")]
     rows += [[f"{r['backbone']} {bb['size']} px, {r['dtype']}", f"{r['gflop_per_image']:.2f}",
-              r["images_per_s"].fmt(2), r["gflops"].fmt(1), f"{100 * r['fraction_of_peak']:.0f}%"]
+              r["images_per_s"].fmt(2), r["gflops"].fmt(1), _pct_range(r.get("fractions"), r["fraction_of_peak"])]
              for r in bb["rows"]]
     by = {(r["backbone"], r["dtype"]): r for r in bb["rows"]}
     gains = []
@@ -376,7 +398,9 @@ def _backbone(bb: dict, results: dict, args) -> str:
 Images/s of the feature-cache forward pass (`model.prefix` then `model.pooled_from_prefix`, what
 `caching.build_feature_cache` computes per batch; batch {bb['batch']}, uint8 input at {bb['size']} px,
 one warm-up batch then {bb['batches']} timed batches), in fp32 and under `torch.autocast("cpu",
-torch.bfloat16)`. FLOPs from `torch.utils.flop_counter.FlopCounterMode` (2 per multiply-add of every
+torch.bfloat16)`. Every timed batch follows a matmul of each dtype measured moments before, and the
+fraction of peak is computed per such pair (then the median), so that load from other processes hits
+numerator and denominator alike. FLOPs from `torch.utils.flop_counter.FlopCounterMode` (2 per multiply-add of every
 convolution and matmul; BatchNorm, activations and pooling not counted). The peak is a
 {bb['matmul_n']} x {bb['matmul_n']} matmul of the same dtype, measured in the same process. VGG16 has a
 random trunk here (its ImageNet weights cannot be downloaded offline; the speed does not depend on the
