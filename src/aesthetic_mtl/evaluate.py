@@ -1,65 +1,21 @@
-"""Predictions on test splits and the long metrics table every table and figure reads.
+"""The long metrics table every table and figure reads, from the test-split predictions.
 
-A model predicts the test split of its own dataset and of every other dataset (cross-dataset
-evaluation). Own-dataset rows compare each target with itself; cross-dataset rows compare the
-attribute pairs configured in `experiment.cross_dataset` (e.g. AADB Light vs EVA visual).
+Each training job writes a model's predictions for the test split of its own dataset and of every other
+dataset (cross-dataset evaluation; `train.prediction_table`). Own-dataset rows compare each target with
+itself; cross-dataset rows compare the attribute pairs configured in `experiment.cross_dataset` (e.g. AADB
+Light vs EVA visual).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import pandas as pd
 
-from .caching import open_feature_cache
-from .device import pick_device
 from .io import read_tsv, write_tsv
-from .model import load_model
-from .train import predict, split_rows
 
 METRICS_COLUMNS = ["dataset", "train_dataset", "setting", "stage", "seed", "target", "metric", "value"]
-
-
-def predict_test_split(checkpoint: Path, cache_dir: Path, targets_path: Path, test_targets: list[str], *,
-                       weights_file: Path | None = None, batch_size: int = 64, threads: int | None = None,
-                       model_and_ckpt=None) -> pd.DataFrame:
-    """Predictions (and the truth, both on [0, 1]) for the test split of one dataset."""
-    device = pick_device(threads)
-    model, ckpt = model_and_ckpt or load_model(checkpoint, weights_file)
-    model.to(device).eval()
-    prefix, pooled, index = open_feature_cache(Path(cache_dir))
-    table = read_tsv(targets_path)
-    test = split_rows(table, index, "test", test_targets)
-    # a stage-1 model has the pretrained trunk, so pooled features give its exact output
-    inputs, forward = (pooled, model.forward_from_pooled) if ckpt["stage"] == "stage1" \
-        else (prefix, model.forward_from_prefix)
-    pred = predict(forward, inputs, test.rows, batch_size=batch_size, device=device)
-    out = pd.DataFrame({"image": table.loc[table["split"] == "test", "image"].to_numpy()})
-    for j, t in enumerate(model.targets):
-        out[f"pred_{t}"] = pred[:, j]
-    for j, t in enumerate(test_targets):
-        out[f"true_{t}"] = test.y[:, j]
-    return out
-
-
-def predict_all(checkpoint: Path, tests: Mapping[str, dict], outputs: Mapping[str, Path], *,
-                weights_file: Path | None = None, threads: int | None = None, log: Callable = print) -> None:
-    """Predict every test dataset; `tests[name]` has `cache`, `targets_path` and `targets`."""
-    loaded = load_model(checkpoint, weights_file)
-    for name, test in tests.items():
-        table = predict_test_split(checkpoint, test["cache"], test["targets_path"], test["targets"],
-                                   threads=threads, model_and_ckpt=loaded)
-        log(f"{checkpoint} -> {name}: {len(table)} test images")
-        write_tsv(outputs[name], table)
-
-
-def predict_models(outputs: Mapping[str, str], tests: Mapping[str, dict], *, weights_file: Path | None = None,
-                   threads: int | None = None, log: Callable = print) -> None:
-    """Predict with many checkpoints: `outputs` maps checkpoint -> folder of its `<test>.tsv` tables."""
-    for checkpoint, folder in outputs.items():
-        predict_all(Path(checkpoint), tests, {t: Path(folder) / f"{t}.tsv" for t in tests},
-                    weights_file=weights_file, threads=threads, log=log)
 
 
 def target_pairs(model_targets: Iterable[str], train: str, test: str, cross: Mapping) -> list[tuple[str, str, str]]:

@@ -335,8 +335,7 @@ def draw(kind: str, inputs, out, **options) -> None:
         training_curves(histories, options["dataset"], out)
     elif kind == "prediction_scatter":
         cfg = options["datasets"][options["dataset"]]
-        predictions = options.get("predictions") or inputs["predictions"]
-        prediction_scatter(predictions, cfg["targets"], options["dataset"], out, overall=cfg["overall"],
+        prediction_scatter(inputs["predictions"], cfg["targets"], options["dataset"], out, overall=cfg["overall"],
                            title_suffix=f"multi-task model, stage 2, seed {options['seed']}")
     elif kind == "srcc_bars":
         cfg = options["datasets"][options["dataset"]]

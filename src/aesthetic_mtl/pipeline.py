@@ -88,15 +88,14 @@ def image_cache(labels_path, out_dir: Path, images_cfg: dict, on_bad_image: str,
                       workers=workers, log=log)
 
 
-def normalize(labels_path, splits_path, skipped_path, ranges: dict, out, *, log: Callable = print) -> None:
-    """Targets of every split row scaled to [0, 1]; images the cache skipped leave every split."""
+def normalize(labels_path, splits_path, ranges: dict, out, *, log: Callable = print) -> None:
+    """Targets of every split row scaled to [0, 1] (images an image cache skips leave at training time)."""
     from .splits import targets_table
     from .targets import scale_table
 
-    skipped = set(read_tsv(skipped_path)["image"]) if Path(skipped_path).exists() else set()
-    table = targets_table(read_tsv(labels_path), read_tsv(splits_path), list(ranges), skipped)
+    table = targets_table(read_tsv(labels_path), read_tsv(splits_path), list(ranges))
     scaled = scale_table(table, ranges)
-    log(f"{len(scaled)} rows; per split: {scaled['split'].value_counts().to_dict()}; dropped {len(skipped)} skipped")
+    log(f"{len(scaled)} rows; per split: {scaled['split'].value_counts().to_dict()}")
     write_tsv(out, scaled)
 
 
@@ -134,16 +133,51 @@ def fetch_weights(backbone: str, out: Path, *, log: Callable = print) -> None:
     log(f"verified sha256 {actual[:12]}...; stored the trunk ({len(trunk)} tensors) in {out}")
 
 
-def train(stage: str, *, config: dict, wildcards, cache_dir: Path, targets_path, targets: list[str], ranges: dict,
-          weights_file, init, out_model, out_history, threads: int | None, log: Callable = print) -> None:
-    """One training stage of one (dataset, setting, seed)."""
-    from .config import resolved
-    from .download import sha256_file
-    from .train import train_stage
+def output_key(setting: str, kind: str, stage: str, test: str | None = None) -> str:
+    """Name of one file among a training job's named outputs (the rule and the job agree through this).
 
-    weights = {"spec": config["backbone"]["weights"], "file": str(weights_file) if weights_file else None,
-               "sha256": sha256_file(weights_file) if weights_file else None}
-    train_stage(stage, cache_dir=cache_dir, targets_path=targets_path, targets=targets,
-                ranges={t: ranges[t] for t in targets}, config=resolved(config), seed=int(wildcards.seed),
-                weights=weights, out_checkpoint=out_model, out_history=out_history, init_checkpoint=init,
-                threads=threads, log=log)
+    kind: `checkpoint` (<stage>.pt), `history` (history_<stage>.tsv) or `predictions` (<stage>/<test>.tsv).
+    """
+    return f"{setting}__{kind}_{stage}" + (f"_{test}" if test else "")
+
+
+def train_models(dataset: str, backbone: str, seed: int, *, models: dict[str, list[str]], spec: dict,
+                 info: dict, caches: dict[str, Path], targets_paths: dict[str, Path], skipped: dict[str, Path],
+                 tests: dict[str, list[str]], weights: dict, outputs, threads: int | None = None,
+                 log: Callable = print) -> None:
+    """A training job: every model of `models` (setting -> targets) through both stages, with test predictions
+    on every dataset of `tests`, its files written to `outputs` (keys from `output_key`).
+
+    The caches are opened once and shared by all models; each model is seeded on its own, so the results
+    do not depend on how the workflow cuts the models into jobs. Images listed in a dataset's `skipped`
+    table (the image cache's skipped.tsv) leave its splits. `spec` holds the config sections `head`,
+    `training` and `images`; `info` the dataset's target ranges and overall target.
+    """
+    from .device import pick_device
+    from .download import sha256_file
+    from .io import provenance, write_tsv
+    from .model import save_checkpoint
+    from .train import CachedDataset, TrainingSpec, train_and_predict
+
+    device = pick_device(threads)
+    training = TrainingSpec.from_config(backbone, spec["head"], spec["training"])
+    opened = {name: CachedDataset.open(name, caches[name], targets_paths[name], skipped[name], log=log)
+              for name in {dataset, *tests}}
+    trunk = {"spec": weights["spec"], "file": str(weights["file"]) if weights["file"] else None,
+             "sha256": sha256_file(weights["file"]) if weights["file"] else None}
+    stored = {**spec, "dataset": dataset, "seed": seed, "backbone": {"name": backbone, "weights": weights["spec"]},
+              "datasets": {dataset: info}}  # what `aesthetic-mtl predict` and the figures read back
+    for setting, targets in models.items():
+        def write(result) -> None:
+            ranges = {t: info["targets"][t] for t in targets}
+            save_checkpoint(outputs[output_key(setting, "checkpoint", result.stage)], result.model, stage=result.stage,
+                            ranges=ranges, image_size=spec["images"]["size"], head=spec["head"], weights=trunk,
+                            config={**stored, "setting": setting}, provenance=provenance())
+            write_tsv(outputs[output_key(setting, "history", result.stage)], result.history)
+            for test, table in result.predictions.items():
+                write_tsv(outputs[output_key(setting, "predictions", result.stage, test)], table)
+
+        train_and_predict(training, opened[dataset], targets, seed,
+                          tests={name: (opened[name], tests[name]) for name in tests},
+                          weights_file=weights["file"], device=device, log=log, on_stage=write)
+        log(f"{dataset} {setting} seed {seed}: done")

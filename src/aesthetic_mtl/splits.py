@@ -55,13 +55,22 @@ def split_report(splits: pd.DataFrame) -> dict:
     }
 
 
-def targets_table(labels: pd.DataFrame, splits: pd.DataFrame, targets: list[str],
-                  skipped: set[str] = frozenset()) -> pd.DataFrame:
-    """Join splits with raw targets, dropping images the image cache skipped (from every split)."""
+def targets_table(labels: pd.DataFrame, splits: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
+    """Join splits with raw targets: one row per (image, split)."""
     keys = ["image", "split"] if (labels["split"] != "").all() else ["image"]
     values = labels[keys + targets].drop_duplicates(subset=keys)
     table = splits.merge(values, on=keys, how="left", validate="one_to_one")
     missing = table[table[targets].isna().any(axis=1)]
     if len(missing):
         raise DataError(f"{len(missing)} split rows have no labels, e.g. {missing['image'].head(3).tolist()}")
+    return table.reset_index(drop=True)
+
+
+def drop_skipped(table: pd.DataFrame, skipped: set[str]) -> pd.DataFrame:
+    """The rows of images the image cache did not skip, in every split.
+
+    The label tables keep every labelled image, so they do not depend on the input size; the images an
+    image cache skipped (`on_bad_image: skip`, listed in its skipped.tsv) leave the splits here, when a
+    training job reads that cache.
+    """
     return table[~table["image"].isin(skipped)].reset_index(drop=True)

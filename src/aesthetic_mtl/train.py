@@ -10,8 +10,8 @@ and a matching forward function, and the tests run it both ways.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -52,7 +52,7 @@ def split_rows(targets: pd.DataFrame, index: pd.DataFrame, split: str, columns: 
     if missing:
         raise DataError(f"{len(missing)} {split} images are not in the cache, e.g. {missing[:3]}")
     rows = np.array([row_of[im] for im in part["image"]], dtype=np.int64)
-    return Split(rows, part[list(columns)].to_numpy(dtype=np.float32))
+    return Split(rows, part[list(columns)].to_numpy(dtype=np.float32, copy=True))
 
 
 def weighted_mse(pred: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -149,40 +149,137 @@ def stage_params(model: AestheticModel, stage: str) -> list[torch.nn.Parameter]:
     return params
 
 
-def train_stage(stage: str, *, cache_dir, targets_path, targets: Sequence[str], ranges: dict, config: dict,
-                seed: int, weights: dict, out_checkpoint, out_history, init_checkpoint=None,
-                threads: int | None = None, log: Callable = print) -> pd.DataFrame:
-    """One stage of one (dataset, setting, seed): read caches, train, write checkpoint and history."""
-    from pathlib import Path
+@dataclass(frozen=True)
+class TrainingSpec:
+    """Everything that decides how a model is trained: the training job's params, nothing more.
 
-    from .caching import open_feature_cache
-    from .device import pick_device
-    from .io import provenance, read_tsv, write_tsv
-    from .model import build_model, load_model, save_checkpoint
+    Built from the config sections `head` and `training` (less the seed list, which only says *which*
+    models exist), so the workflow can hand it to a rule as a param and Snakemake reruns exactly the
+    jobs whose spec changed.
+    """
 
-    device = pick_device(threads)
-    prefix, pooled, index = open_feature_cache(Path(cache_dir))
-    table = read_tsv(targets_path)
-    train, val = (split_rows(table, index, s, targets) for s in ("train", "validation"))
-    torch.manual_seed(seed)
-    if init_checkpoint is None:
-        model = build_model(config["backbone"]["name"], targets, weights.get("file"),
-                            config["head"]["hidden"], config["head"]["dropout"])
-    else:
-        model, _ = load_model(init_checkpoint, weights.get("file"))
-    model.to(device)
-    inputs, forward = (pooled, model.forward_from_pooled) if stage == "stage1" else (prefix, model.forward_from_prefix)
-    tcfg = config["training"]
-    stage_cfg = StageConfig(tcfg[stage]["epochs"], tcfg[stage]["lr"], tcfg["batch_size"],
-                            tcfg[stage].get("halve_every_steps"))
-    loss_weights = [config["head"].get("loss_weights", {}).get(t, 1.0) for t in targets]
-    log(f"{stage}: {len(train.rows)} train / {len(val.rows)} validation images, targets {list(targets)}, "
+    backbone: str
+    stage1: StageConfig
+    stage2: StageConfig
+    hidden: tuple[int, ...] = (128, 64)
+    dropout: float = 0.35
+    loss_weights: Mapping[str, float] = field(default_factory=dict)
+    bf16_cuda: bool = True
+
+    @classmethod
+    def from_config(cls, backbone: str, head: Mapping, training: Mapping) -> "TrainingSpec":
+        """The spec of the config sections `head` and `training` (as the workflow passes them)."""
+        def stage(name: str) -> StageConfig:
+            cfg = training[name]
+            return StageConfig(cfg["epochs"], cfg["lr"], training["batch_size"], cfg.get("halve_every_steps"))
+
+        return cls(backbone, stage("stage1"), stage("stage2"), tuple(head["hidden"]), float(head["dropout"]),
+                   dict(head.get("loss_weights", {})), bool(training.get("bf16_autocast_cuda", True)))
+
+    def stage(self, name: str) -> StageConfig:
+        return {"stage1": self.stage1, "stage2": self.stage2}[name]
+
+
+@dataclass
+class CachedDataset:
+    """One dataset's feature caches and [0, 1] targets, opened once per training job and shared by its models."""
+
+    name: str
+    prefix: np.ndarray
+    pooled: np.ndarray
+    index: pd.DataFrame
+    targets: pd.DataFrame
+
+    @classmethod
+    def open(cls, name: str, cache_dir, targets_path, skipped_path=None, *, log: Callable = print) -> "CachedDataset":
+        """Memory-mapped caches and the targets, less the images the image cache skipped (its skipped.tsv)."""
+        from pathlib import Path
+
+        from .caching import open_feature_cache
+        from .io import read_tsv
+        from .splits import drop_skipped
+
+        prefix, pooled, index = open_feature_cache(Path(cache_dir))
+        targets = read_tsv(targets_path)
+        if skipped_path is not None:
+            skipped = set(read_tsv(skipped_path)["image"])
+            kept = drop_skipped(targets, skipped)
+            if len(kept) < len(targets):
+                log(f"{name}: {len(targets) - len(kept)} split rows of {len(skipped)} image(s) the image cache "
+                    f"skipped leave the splits (listed in {skipped_path})")
+            targets = kept
+        return cls(name, prefix, pooled, index, targets)
+
+    def split(self, split: str, columns: Sequence[str]) -> Split:
+        return split_rows(self.targets, self.index, split, columns)
+
+    def inputs(self, stage: str) -> np.ndarray:
+        """What a stage trains and predicts from: pooled features (stage 1), prefix activations (stage 2)."""
+        return self.pooled if stage == "stage1" else self.prefix
+
+    def test_images(self) -> np.ndarray:
+        return self.targets.loc[self.targets["split"] == "test", "image"].to_numpy()
+
+
+@dataclass
+class StageResult:
+    """What one stage of one model produced; `model` is the live model right after the stage."""
+
+    stage: str
+    model: AestheticModel
+    history: pd.DataFrame
+    predictions: dict[str, pd.DataFrame]   # test dataset -> image, pred_<target>..., true_<target>...
+
+
+def prediction_table(model: AestheticModel, stage: str, test: CachedDataset, test_targets: Sequence[str], *,
+                     device: torch.device, bf16_cuda: bool = True) -> pd.DataFrame:
+    """The model's predictions for the test split of `test`, beside the truth (both on [0, 1]).
+
+    A stage-1 model has the pretrained trunk, so the pooled features give its output; a stage-2 model
+    changed the stage-2 layers and starts from the prefix activations.
+    """
+    split = test.split("test", test_targets)
+    forward = model.forward_from_pooled if stage == "stage1" else model.forward_from_prefix
+    pred = predict(forward, test.inputs(stage), split.rows, batch_size=64, device=device, bf16_cuda=bf16_cuda)
+    table = pd.DataFrame({"image": test.test_images()})
+    for j, t in enumerate(model.targets):
+        table[f"pred_{t}"] = pred[:, j] if len(pred) else np.zeros(0, np.float32)
+    for j, t in enumerate(test_targets):
+        table[f"true_{t}"] = split.y[:, j]
+    return table
+
+
+def train_and_predict(spec: TrainingSpec, data: CachedDataset, targets: Sequence[str], seed: int, *,
+                      tests: Mapping[str, tuple[CachedDataset, Sequence[str]]], weights_file=None,
+                      device: torch.device = torch.device("cpu"), log: Callable = print,
+                      on_stage: Callable[[StageResult], None] | None = None) -> list[StageResult]:
+    """One model of the paper, start to finish: stage 1 (head on pooled features), test predictions on every
+    dataset in `tests`, stage 2 (stage-2 layers + head on prefix activations), test predictions again.
+
+    `on_stage` sees each stage's live model (to save a checkpoint before stage 2 changes it). Everything
+    random is seeded from `seed` here, so a model's result does not depend on what ran before it in the
+    process: the workflow may train any number of models per job.
+    """
+    from .model import build_model
+
+    torch.manual_seed(seed)  # head initialisation
+    model = build_model(spec.backbone, targets, weights_file, spec.hidden, spec.dropout).to(device)
+    train, val = data.split("train", targets), data.split("validation", targets)
+    loss_weights = [spec.loss_weights.get(t, 1.0) for t in targets]
+    log(f"{data.name} {list(targets)} seed {seed}: {len(train.rows)} train / {len(val.rows)} validation images, "
         f"device {device}")
-    history = fit(model, forward, inputs, train, val, stage_cfg, seed=seed, params=stage_params(model, stage),
-                  loss_weights=loss_weights, device=device, bf16_cuda=tcfg.get("bf16_autocast_cuda", True),
-                  log=log, desc=stage)
-    history.insert(0, "stage", stage)
-    save_checkpoint(out_checkpoint, model.cpu(), stage=stage, ranges=ranges, image_size=config["images"]["size"],
-                    head=config["head"], weights=weights, config=config, provenance=provenance())
-    write_tsv(out_history, history)
-    return history
+    results = []
+    for stage in ("stage1", "stage2"):
+        forward = model.forward_from_pooled if stage == "stage1" else model.forward_from_prefix
+        history = fit(model, forward, data.inputs(stage), train, val, spec.stage(stage), seed=seed,
+                      params=stage_params(model, stage), loss_weights=loss_weights, device=device,
+                      bf16_cuda=spec.bf16_cuda, log=log, desc=stage)
+        history.insert(0, "stage", stage)
+        predictions = {name: prediction_table(model, stage, test, test_targets, device=device,
+                                              bf16_cuda=spec.bf16_cuda)
+                       for name, (test, test_targets) in tests.items()}
+        result = StageResult(stage, model, history, predictions)
+        if on_stage is not None:
+            on_stage(result)
+        results.append(result)
+    return results
