@@ -1,24 +1,62 @@
-# Helpers shared by all rules: config validation, wildcard constraints and the file lists of the DAG.
+# Helpers shared by all rules: config validation, wildcard constraints, every path of the DAG, and the
+# params each rule gets. Every config value that changes a job's result reaches the job as a param here,
+# so Snakemake's rerun triggers (params, input, code) rerun exactly the jobs a config change affects.
 import itertools
 
 from snakemake.utils import validate
 
 from aesthetic_mtl.config import settings, validate_config
 from aesthetic_mtl.datasets import get_format
+from aesthetic_mtl.pipeline import output_key
 
-
-validate_config(config)  # schema + cross-key checks; one line naming the bad key, before any job runs
-validate(config, "../schemas/config.schema.yaml")  # Snakemake's own check of the same schema
+validate_config(
+    config
+)  # schema + cross-key checks; one line naming the bad key, before any job runs
+validate(
+    config, "../schemas/config.schema.yaml"
+)  # Snakemake's own check of the same schema
 
 DATASETS = list(config["datasets"])
 BACKBONE = config["backbone"]["name"]
 SIZE = config["images"]["size"]
 SEEDS = config["training"]["seeds"]
+FIRST_SEED = SEEDS[0]
 STAGES = ["stage1", "stage2"]
-CACHE = "results/cache/{dataset}/{backbone}_{size}"
-MODEL = "results/models/{dataset}/{backbone}/{setting}/seed{seed}"
-PREDICTIONS = "results/predictions/{dataset}/{backbone}/{setting}/seed{seed}/{stage}"
-CONDA_ENV = "../../envs/aesthetic-mtl.yaml"  # for --software-deployment-method conda (clusters)
+CONDA_ENV = (
+    "../../envs/aesthetic-mtl.yaml"  # for --software-deployment-method conda (clusters)
+)
+
+# Every file the workflow writes, by kind. `path()` is the only place that fills them in.
+TEMPLATES = {
+    "archives": "resources/{dataset}/archives.ok",
+    "raw": "resources/{dataset}/raw",
+    "weights": "resources/weights/{backbone}.pth",
+    "labels": "results/{dataset}/labels.tsv",
+    "splits": "results/{dataset}/splits.tsv",
+    "split_report": "results/{dataset}/split_report.json",
+    "targets": "results/{dataset}/targets.tsv",
+    "label_figure": "results/{dataset}/label_distributions.png",
+    "images": "results/{dataset}/images_{size}/{file}",
+    "features": "results/cache/{dataset}/{backbone}_{size}/{file}",
+    "checkpoint": "results/models/{dataset}/{backbone}/{setting}/seed{seed}/{stage}.pt",
+    "history": "results/models/{dataset}/{backbone}/{setting}/seed{seed}/history_{stage}.tsv",
+    "predictions": "results/predictions/{dataset}/{backbone}/{setting}/seed{seed}/{stage}/{test}.tsv",
+    "metrics": "results/metrics.tsv",
+    "provenance": "results/metrics.provenance.json",
+    "summary": "results/summary.{ext}",
+    "table": "results/tables/{name}.{ext}",
+    "figure": "results/figures/{name}.png",
+    "log": "logs/{rule}/{name}.log",
+}
+TABLE_FORMATS = ("csv", "md", "tex", "html")
+
+
+def path(kind, **values):
+    """The path of one kind of file with the given wildcard values filled in; the others stay wildcards."""
+    filled = TEMPLATES[kind]
+    for key, value in values.items():
+        filled = filled.replace(f"{{{key}}}", str(value))
+    return filled
 
 
 wildcard_constraints:
@@ -30,31 +68,119 @@ wildcard_constraints:
     setting=r"[A-Za-z0-9_]+",
 
 
-def dataset_cfg(wildcards):
-    return config["datasets"][wildcards.dataset]
+# --------------------------------------------------------------------------------------------------
+# params: the config values each job's result depends on
+# --------------------------------------------------------------------------------------------------
+
+
+def release_cfg(wildcards):
+    """What decides a dataset's release files and how they unpack: not its targets, split or overall target."""
+    ds = config["datasets"][wildcards.dataset]
+    return {k: v for k, v in ds.items() if k not in ("targets", "split", "overall")}
+
+
+def labels_cfg(wildcards):
+    """What decides the tidy label table: the release and the targets (with their raw ranges)."""
+    return {
+        **release_cfg(wildcards),
+        "targets": config["datasets"][wildcards.dataset]["targets"],
+    }
+
+
+def dataset_info(dataset):
+    """Target ranges and overall target of a dataset: what tables, figures and checkpoints need of it."""
+    ds = config["datasets"][dataset]
+    return {"targets": dict(ds["targets"]), "overall": ds["overall"]}
+
+
+DATASET_INFO = {ds: dataset_info(ds) for ds in DATASETS}
+
+
+def training_spec():
+    """The config sections that decide how a model trains (the seed list only says which models exist)."""
+    skip = ("seeds", "models_per_job", "num_workers")
+    return {
+        "head": config["head"],
+        "training": {k: v for k, v in config["training"].items() if k not in skip},
+        "images": config["images"],
+    }
 
 
 def archive_names(dataset):
     """Release files one dataset needs (AADB: depends on image_source)."""
-    return get_format(config["datasets"][dataset]["format"]).required_files(config["datasets"][dataset])
+    ds = config["datasets"][dataset]
+    return get_format(ds["format"]).required_files(ds)
 
 
-def weights_file(wildcards=None):
-    """Trunk weights: fetched ImageNet weights, a user-given file, or none (random trunk)."""
+def trunk_weights(backbone):
+    """Trunk weights of a backbone: fetched ImageNet weights, a user-given file, or none (random trunk)."""
     weights = config["backbone"]["weights"]
     if weights == "none":
         return []
     if weights == "imagenet":
-        return f"resources/weights/{BACKBONE}.pth"
+        return path("weights", backbone=backbone)
     return weights
 
 
-def cache_dir(dataset):
-    return CACHE.format(dataset=dataset, backbone=BACKBONE, size=SIZE)
+def weights_file(wildcards):
+    """Trunk weights of the job's backbone wildcard."""
+    return trunk_weights(wildcards.backbone)
 
 
-def setting_targets(wildcards):
-    return settings(config, wildcards.dataset)[wildcards.setting]
+def feature_files(dataset, backbone="{backbone}"):
+    """The feature cache of one dataset: what every training job of it (and cross-tests on it) reads."""
+    return {
+        kind: path(
+            "features",
+            dataset=dataset,
+            backbone=backbone,
+            size=SIZE,
+            file=f"{kind}.{ext}",
+        )
+        for kind, ext in (("prefix", "npy"), ("pooled", "npy"), ("index", "tsv"))
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# training jobs: one per (dataset, chunk of settings, seed)
+# --------------------------------------------------------------------------------------------------
+
+
+def setting_chunks(dataset):
+    """The dataset's settings cut into jobs of `training.models_per_job` (default: all in one job per seed).
+
+    Jobs are per seed, so adding a seed adds jobs and never retrains the existing models.
+    """
+    names = list(settings(config, dataset))
+    size = config["training"].get("models_per_job") or len(names)
+    return [names[i : i + size] for i in range(0, len(names), size)]
+
+
+def train_rule_name(dataset, k, chunks):
+    return f"train_{dataset}" if len(chunks) == 1 else f"train_{dataset}_{k + 1}"
+
+
+def model_outputs(dataset, chunk):
+    """Named outputs of a training job: checkpoints, histories and test predictions of every model in it."""
+    out = {}
+    for setting in chunk:
+        where = {"dataset": dataset, "setting": setting}
+        for stage in STAGES:
+            out[output_key(setting, "checkpoint", stage)] = path(
+                "checkpoint", stage=stage, **where
+            )
+            out[output_key(setting, "history", stage)] = path(
+                "history", stage=stage, **where
+            )
+            for test in DATASETS:
+                key = output_key(setting, "predictions", stage, test)
+                out[key] = path("predictions", stage=stage, test=test, **where)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# what the tables, figures and metrics read
+# --------------------------------------------------------------------------------------------------
 
 
 def model_keys(dataset):
@@ -62,37 +188,85 @@ def model_keys(dataset):
     return [(s, seed) for s in settings(config, dataset) for seed in SEEDS]
 
 
-def model_dir(dataset, setting, seed):
-    return MODEL.format(dataset=dataset, backbone=BACKBONE, setting=setting, seed=seed)
-
-
-def prediction_files():
-    """Every predictions table with the metadata the metrics table records."""
-    files = []
+def prediction_tables():
+    """Every predictions table, with the metadata the metrics table records for it."""
+    tables = []
     for ds in DATASETS:
-        for (setting, seed), stage in itertools.product(model_keys(ds), STAGES):
-            for test in DATASETS:
-                path = PREDICTIONS.format(dataset=ds, backbone=BACKBONE, setting=setting, seed=seed, stage=stage)
-                meta = {"dataset": test, "train_dataset": ds, "setting": setting, "stage": stage, "seed": seed}
-                files.append([meta, f"{path}/{test}.tsv"])
-    return files
+        for (setting, seed), stage, test in itertools.product(
+            model_keys(ds), STAGES, DATASETS
+        ):
+            meta = {
+                "dataset": test,
+                "train_dataset": ds,
+                "setting": setting,
+                "stage": stage,
+                "seed": seed,
+            }
+            file = path(
+                "predictions",
+                dataset=ds,
+                backbone=BACKBONE,
+                setting=setting,
+                seed=seed,
+                stage=stage,
+                test=test,
+            )
+            tables.append((meta, file))
+    return tables
+
+
+def first_model(dataset, kind, **values):
+    """A file of the first seed's multi-task model after stage 2 (the scatter plot and Grad-CAM show it)."""
+    where = {
+        "dataset": dataset,
+        "backbone": BACKBONE,
+        "setting": "multitask",
+        "seed": FIRST_SEED,
+        "stage": "stage2",
+    }
+    return path(kind, **{**where, **values})
+
+
+def multitask_histories(dataset, stage):
+    return [
+        path(
+            "history",
+            dataset=dataset,
+            backbone=BACKBONE,
+            setting="multitask",
+            seed=s,
+            stage=stage,
+        )
+        for s in SEEDS
+    ]
+
+
+def table_files(name):
+    return {ext: path("table", name=name, ext=ext) for ext in TABLE_FORMATS}
 
 
 def all_outputs():
-    # workflow/rules/report.smk: the paper's tables (4 formats each), figures, Grad-CAM and the summary
-    tables = lambda stem: [f"results/tables/{stem}.{ext}" for ext in ("csv", "md", "tex", "html")]
-    products = []
+    """The final targets (the all rule): the paper's tables (4 formats each), figures, Grad-CAM and the summary."""
+    names = []
+    figures = []
     for ds in DATASETS:
-        products += tables(f"{ds}_multitask_vs_single") + [f"results/figures/{ds}_srcc_bars.png"]
+        names.append(f"{ds}_multitask_vs_single")
+        figures.append(f"{ds}_srcc_bars")
         if "multitask" in settings(config, ds):
-            products += tables(f"{ds}_stage1_vs_stage2")
-            products += [f"results/figures/{ds}_{name}.png" for name in ("training_curves", "scatter", "gradcam")]
+            names.append(f"{ds}_stage1_vs_stage2")
+            figures += [f"{ds}_training_curves", f"{ds}_scatter", f"{ds}_gradcam"]
     if len(DATASETS) > 1 and config["experiment"].get("cross_dataset"):
-        products += tables("cross_dataset") + ["results/figures/cross_dataset_heatmap.png"]
-    products += tables("published") + ["results/summary.md", "results/summary.html"]
+        names.append("cross_dataset")
+        figures.append("cross_dataset_heatmap")
+    names.append("published")
     return (
-        expand("results/{dataset}/label_distributions.png", dataset=DATASETS)
-        + expand("results/{dataset}/split_report.json", dataset=DATASETS)
-        + ["results/metrics.tsv"]
-        + products
+        [
+            path(kind, dataset=ds)
+            for ds in DATASETS
+            for kind in ("label_figure", "split_report")
+        ]
+        + [path("metrics")]
+        + [f for name in names for f in table_files(name).values()]
+        + [path("figure", name=name) for name in figures]
+        + [path("summary", ext=ext) for ext in ("md", "html")]
     )

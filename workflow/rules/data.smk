@@ -3,120 +3,119 @@
 
 rule obtain_archives:
     output:
-        ok="resources/{dataset}/archives.ok",
-    params:
-        ds=dataset_cfg,
-        names=lambda wc: archive_names(wc.dataset),
+        ok=path("archives"),
     log:
-        "logs/obtain_archives/{dataset}.log",
+        path("log", rule="obtain_archives", name="{dataset}"),
     localrule: True
     conda:
         CONDA_ENV
+    params:
+        ds=release_cfg,
+        names=lambda wc: archive_names(wc.dataset),
     script:
         "../scripts/obtain_archives.py"
 
 
 rule extract:
     input:
-        ok="resources/{dataset}/archives.ok",
+        ok=path("archives"),
     output:
-        raw=directory("resources/{dataset}/raw"),
-    params:
-        ds=dataset_cfg,
+        raw=directory(path("raw")),
     log:
-        "logs/extract/{dataset}.log",
+        path("log", rule="extract", name="{dataset}"),
     conda:
         CONDA_ENV
+    params:
+        ds=release_cfg,
     script:
         "../scripts/extract.py"
 
 
 rule parse_labels:
     input:
-        raw="resources/{dataset}/raw",
+        raw=path("raw"),
     output:
-        labels="results/{dataset}/labels.tsv",
-    params:
-        ds=dataset_cfg,
-        on_bad_image=config.get("on_bad_image", "error"),  # skip: rows without a file go on, for image_cache to list
+        labels=path("labels"),
     log:
-        "logs/parse_labels/{dataset}.log",
+        path("log", rule="parse_labels", name="{dataset}"),
     conda:
         CONDA_ENV
+    params:
+        ds=labels_cfg,
+        on_bad_image=config.get("on_bad_image", "error"),  # skip: rows without a file go on, for image_cache to list
     script:
         "../scripts/parse_labels.py"
 
 
 rule split:
     input:
-        labels="results/{dataset}/labels.tsv",
+        labels=path("labels"),
     output:
-        splits="results/{dataset}/splits.tsv",
-        report="results/{dataset}/split_report.json",
-    params:
-        split=lambda wc: config["datasets"][wc.dataset]["split"],
+        splits=path("splits"),
+        report=path("split_report"),
     log:
-        "logs/split/{dataset}.log",
+        path("log", rule="split", name="{dataset}"),
     conda:
         CONDA_ENV
+    params:
+        split=lambda wc: config["datasets"][wc.dataset]["split"],
     script:
         "../scripts/split.py"
 
 
 rule image_cache:
     input:
-        labels="results/{dataset}/labels.tsv",
+        labels=path("labels"),
     output:
-        images="results/{dataset}/images_{size}/images.npy",
-        index="results/{dataset}/images_{size}/index.tsv",
-        skipped="results/{dataset}/images_{size}/skipped.tsv",
-    params:
-        images=config["images"],
-        on_bad_image=config.get("on_bad_image", "error"),
+        images=path("images", file="images.npy"),
+        index=path("images", file="index.tsv"),
+        skipped=path("images", file="skipped.tsv"),
+    log:
+        path("log", rule="image_cache", name="{dataset}_{size}"),
+    conda:
+        CONDA_ENV
     threads: 2
     resources:
         mem_mb=2000,
-    log:
-        "logs/image_cache/{dataset}_{size}.log",
-    conda:
-        CONDA_ENV
+    params:
+        images=lambda wc: {**config["images"], "size": int(wc.size)},
+        on_bad_image=config.get("on_bad_image", "error"),
     script:
         "../scripts/image_cache.py"
 
 
 rule normalize:
     input:
-        labels="results/{dataset}/labels.tsv",
-        splits="results/{dataset}/splits.tsv",
-        skipped=f"results/{{dataset}}/images_{SIZE}/skipped.tsv",
+        labels=path("labels"),
+        splits=path("splits"),
     output:
-        targets="results/{dataset}/targets.tsv",
-    params:
-        ranges=lambda wc: config["datasets"][wc.dataset]["targets"],
+        targets=path("targets"),
     log:
-        "logs/normalize/{dataset}.log",
+        path("log", rule="normalize", name="{dataset}"),
     conda:
         CONDA_ENV
+    params:
+        ranges=lambda wc: config["datasets"][wc.dataset]["targets"],
     script:
         "../scripts/normalize.py"
 
 
 rule label_figure:
     input:
-        labels="results/{dataset}/labels.tsv",
+        labels=path("labels"),
     output:
         figure=report(
-            "results/{dataset}/label_distributions.png",
+            path("label_figure"),
             caption="../report/label_distributions.rst",
             category="Data",
             labels={"dataset": "{dataset}", "figure": "label distributions"},
         ),
-    params:
-        ranges=lambda wc: config["datasets"][wc.dataset]["targets"],
     log:
-        "logs/label_figure/{dataset}.log",
+        path("log", rule="label_figure", name="{dataset}"),
     localrule: True
     conda:
         CONDA_ENV
+    params:
+        ranges=lambda wc: config["datasets"][wc.dataset]["targets"],
     script:
         "../scripts/label_figure.py"

@@ -4,9 +4,9 @@
 
 rule fetch_weights:
     output:
-        weights="resources/weights/{backbone}.pth",
+        weights=path("weights"),
     log:
-        "logs/fetch_weights/{backbone}.log",
+        path("log", rule="fetch_weights", name="{backbone}"),
     localrule: True
     conda:
         CONDA_ENV
@@ -16,24 +16,24 @@ rule fetch_weights:
 
 rule feature_cache:
     input:
-        images="results/{dataset}/images_{size}/images.npy",
-        index="results/{dataset}/images_{size}/index.tsv",
+        images=path("images", file="images.npy"),
+        index=path("images", file="index.tsv"),
         weights=weights_file,
     output:
-        prefix=f"{CACHE}/prefix.npy",
-        pooled=f"{CACHE}/pooled.npy",
-        index=f"{CACHE}/index.tsv",
-    params:
-        dtype=config["backbone"].get("cache_dtype", "float16"),
-        batch_size=config["training"]["batch_size"],
-        bf16=config["training"].get("bf16_autocast_cuda", True),
+        prefix=path("features", file="prefix.npy"),
+        pooled=path("features", file="pooled.npy"),
+        index=path("features", file="index.tsv"),
+    log:
+        path("log", rule="feature_cache", name="{dataset}_{backbone}_{size}"),
+    conda:
+        CONDA_ENV
     threads: 2
     resources:
         gpu=1,
         mem_mb=4000,
-    log:
-        "logs/feature_cache/{dataset}_{backbone}_{size}.log",
-    conda:
-        CONDA_ENV
+    params:
+        dtype=config["backbone"]["cache_dtype"],
+        batch_size=config["backbone"]["cache_batch_size"],
+        bf16=config["training"]["bf16_autocast_cuda"],
     script:
         "../scripts/feature_cache.py"

@@ -1,18 +1,7 @@
 # The paper's tables and figures, Grad-CAM, results/summary.md and what `snakemake --report` shows.
-# The targets (which tables and figures the config calls for) are listed in all_outputs() of common.smk.
+# The targets (which tables and figures the config calls for) are listed in all_outputs() of common.smk;
+# every path comes from path() there.
 report: "../report/workflow.rst"
-
-
-FIRST_SEED = SEEDS[0]
-MULTITASK_MODEL = MODEL.replace("{backbone}", BACKBONE).replace("{setting}", "multitask")
-FIRST_MODEL = f"{MULTITASK_MODEL.replace('{seed}', str(FIRST_SEED))}/stage2.pt"
-OWN_PREDICTIONS = (
-    f"{PREDICTIONS.replace('{backbone}', BACKBONE).replace('{setting}', 'multitask')}/{{dataset}}.tsv"
-    .replace("{seed}", str(FIRST_SEED)).replace("{stage}", "stage2")
-)
-STAGE2_PREDICTED = f"results/predictions/{{dataset}}/{BACKBONE}/stage2.done"  # the predict job's sentinel
-DATASET_TARGETS = {ds: {"targets": dict(cfg["targets"]), "overall": cfg["overall"]}
-                   for ds, cfg in config["datasets"].items()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -22,74 +11,74 @@ DATASET_TARGETS = {ds: {"targets": dict(cfg["targets"]), "overall": cfg["overall
 
 rule table_dataset:
     input:
-        metrics="results/metrics.tsv",
+        metrics=path("metrics"),
     output:
-        csv="results/tables/{dataset}_{table}.csv",
-        md="results/tables/{dataset}_{table}.md",
-        tex="results/tables/{dataset}_{table}.tex",
+        csv=path("table", name="{dataset}_{table}", ext="csv"),
+        md=path("table", name="{dataset}_{table}", ext="md"),
+        tex=path("table", name="{dataset}_{table}", ext="tex"),
         html=report(
-            "results/tables/{dataset}_{table}.html",
+            path("table", name="{dataset}_{table}", ext="html"),
             caption="../report/table_dataset.rst",
             category="Tables",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "table": "{table}"},
         ),
+    log:
+        path("log", rule="tables", name="{dataset}_{table}"),
     wildcard_constraints:
         table="stage1_vs_stage2|multitask_vs_single",
-    params:
-        kind=lambda wc: wc.table,
-        datasets=lambda wc: {wc.dataset: DATASET_TARGETS[wc.dataset]},
-        backbone=BACKBONE,
-        head=config["head"],
-    log:
-        "logs/tables/{dataset}_{table}.log",
     localrule: True
     conda:
         CONDA_ENV
+    params:
+        kind=lambda wc: wc.table,
+        datasets=lambda wc: {wc.dataset: DATASET_INFO[wc.dataset]},
+        backbone=BACKBONE,
+        head=config["head"],
     script:
         "../scripts/tables.py"
 
 
 use rule table_dataset as table_cross with:
     output:
-        csv="results/tables/cross_dataset.csv",
-        md="results/tables/cross_dataset.md",
-        tex="results/tables/cross_dataset.tex",
+        csv=path("table", name="cross_dataset", ext="csv"),
+        md=path("table", name="cross_dataset", ext="md"),
+        tex=path("table", name="cross_dataset", ext="tex"),
         html=report(
-            "results/tables/cross_dataset.html",
+            path("table", name="cross_dataset", ext="html"),
             caption="../report/table_cross.rst",
             category="Tables",
             subcategory="cross-dataset",
             labels={"dataset": "cross-dataset", "table": "cross_dataset"},
         ),
+    log:
+        path("log", rule="tables", name="cross_dataset"),
     params:
         kind="cross_dataset",
-        datasets=DATASET_TARGETS,
+        datasets=DATASET_INFO,
         backbone=BACKBONE,
         head=config["head"],
-    log:
-        "logs/tables/cross_dataset.log",
 
 
 use rule table_dataset as table_published with:
     output:
-        csv="results/tables/published.csv",
-        md="results/tables/published.md",
-        tex="results/tables/published.tex",
+        csv=path("table", name="published", ext="csv"),
+        md=path("table", name="published", ext="md"),
+        tex=path("table", name="published", ext="tex"),
         html=report(
-            "results/tables/published.html",
+            path("table", name="published", ext="html"),
             caption="../report/table_published.rst",
             category="Tables",
             subcategory="published methods",
             labels={"dataset": "all", "table": "published"},
         ),
+    log:
+        path("log", rule="tables", name="published"),
     params:
         kind="published",
-        datasets=DATASET_TARGETS,
+        datasets=DATASET_INFO,
         backbone=BACKBONE,
         head=config["head"],
-    log:
-        "logs/tables/published.log",
 
 
 # --------------------------------------------------------------------------------------------------
@@ -99,125 +88,129 @@ use rule table_dataset as table_published with:
 
 rule figure_training_curves:
     input:
-        stage1=expand(f"{MULTITASK_MODEL}/history_stage1.tsv", seed=SEEDS, allow_missing=True),
-        stage2=expand(f"{MULTITASK_MODEL}/history_stage2.tsv", seed=SEEDS, allow_missing=True),
+        stage1=lambda wc: multitask_histories(wc.dataset, "stage1"),
+        stage2=lambda wc: multitask_histories(wc.dataset, "stage2"),
     output:
         figure=report(
-            "results/figures/{dataset}_training_curves.png",
+            path("figure", name="{dataset}_training_curves"),
             caption="../report/training_curves.rst",
             category="Figures",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "figure": "training curves"},
         ),
-    params:
-        kind="training_curves",
-        options=lambda wc: {"dataset": wc.dataset, "seeds": SEEDS},
     log:
-        "logs/figures/{dataset}_training_curves.log",
+        path("log", rule="figures", name="{dataset}_training_curves"),
     localrule: True
     conda:
         CONDA_ENV
+    params:
+        kind="training_curves",
+        options=lambda wc: {"dataset": wc.dataset, "seeds": SEEDS},
     script:
         "../scripts/figures.py"
 
 
 rule figure_scatter:
     input:
-        predicted=STAGE2_PREDICTED,
+        predictions=lambda wc: first_model(wc.dataset, "predictions", test=wc.dataset),
     output:
         figure=report(
-            "results/figures/{dataset}_scatter.png",
+            path("figure", name="{dataset}_scatter"),
             caption="../report/scatter.rst",
             category="Figures",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "figure": "predicted vs true"},
         ),
-    params:
-        kind="prediction_scatter",
-        options=lambda wc: {"dataset": wc.dataset, "datasets": {wc.dataset: DATASET_TARGETS[wc.dataset]},
-                            "seed": FIRST_SEED,
-                            "predictions": OWN_PREDICTIONS.format(dataset=wc.dataset)},
     log:
-        "logs/figures/{dataset}_scatter.log",
+        path("log", rule="figures", name="{dataset}_scatter"),
     localrule: True
     conda:
         CONDA_ENV
+    params:
+        kind="prediction_scatter",
+        options=lambda wc: {
+            "dataset": wc.dataset,
+            "datasets": {wc.dataset: DATASET_INFO[wc.dataset]},
+            "seed": FIRST_SEED,
+        },
     script:
         "../scripts/figures.py"
 
 
 rule figure_srcc_bars:
     input:
-        metrics="results/metrics.tsv",
+        metrics=path("metrics"),
     output:
         figure=report(
-            "results/figures/{dataset}_srcc_bars.png",
+            path("figure", name="{dataset}_srcc_bars"),
             caption="../report/srcc_bars.rst",
             category="Figures",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "figure": "multi- vs single-task SRCC"},
         ),
-    params:
-        kind="srcc_bars",
-        options=lambda wc: {"dataset": wc.dataset, "datasets": {wc.dataset: DATASET_TARGETS[wc.dataset]}},
     log:
-        "logs/figures/{dataset}_srcc_bars.log",
+        path("log", rule="figures", name="{dataset}_srcc_bars"),
     localrule: True
     conda:
         CONDA_ENV
+    params:
+        kind="srcc_bars",
+        options=lambda wc: {
+            "dataset": wc.dataset,
+            "datasets": {wc.dataset: DATASET_INFO[wc.dataset]},
+        },
     script:
         "../scripts/figures.py"
 
 
 rule figure_cross:
     input:
-        metrics="results/metrics.tsv",
+        metrics=path("metrics"),
     output:
         figure=report(
-            "results/figures/cross_dataset_heatmap.png",
+            path("figure", name="cross_dataset_heatmap"),
             caption="../report/cross_heatmap.rst",
             category="Figures",
             subcategory="cross-dataset",
             labels={"dataset": "cross-dataset", "figure": "cross-dataset SRCC"},
         ),
-    params:
-        kind="cross_heatmap",
-        options={"datasets": DATASET_TARGETS},
     log:
-        "logs/figures/cross_dataset_heatmap.log",
+        path("log", rule="figures", name="cross_dataset_heatmap"),
     localrule: True
     conda:
         CONDA_ENV
+    params:
+        kind="cross_heatmap",
+        options={"datasets": DATASET_INFO},
     script:
         "../scripts/figures.py"
 
 
 rule gradcam:
     input:
-        model=FIRST_MODEL,
-        predicted=STAGE2_PREDICTED,
-        images=f"results/{{dataset}}/images_{SIZE}/images.npy",
-        index=f"results/{{dataset}}/images_{SIZE}/index.tsv",
-        weights=weights_file,
+        model=lambda wc: first_model(wc.dataset, "checkpoint"),
+        predictions=lambda wc: first_model(wc.dataset, "predictions", test=wc.dataset),
+        images=path("images", size=SIZE, file="images.npy"),
+        index=path("images", size=SIZE, file="index.tsv"),
+        weights=trunk_weights(BACKBONE),
     output:
         figure=report(
-            "results/figures/{dataset}_gradcam.png",
+            path("figure", name="{dataset}_gradcam"),
             caption="../report/gradcam.rst",
             category="Figures",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "figure": "Grad-CAM"},
         ),
-    params:
-        predictions=lambda wc: OWN_PREDICTIONS.format(dataset=wc.dataset),
-        k=3,
-        device="cpu",  # six images: not worth a GPU slot
+    log:
+        path("log", rule="gradcam", name="{dataset}"),
+    conda:
+        CONDA_ENV
     threads: 2
     resources:
         mem_mb=3000,
-    log:
-        "logs/gradcam/{dataset}.log",
-    conda:
-        CONDA_ENV
+    params:
+        k=config["figures"]["gradcam_examples"],
+        device="cpu",  # six images: not worth a GPU slot
     script:
         "../scripts/gradcam.py"
 
@@ -229,24 +222,27 @@ rule gradcam:
 
 rule summary:
     input:
-        metrics="results/metrics.tsv",
-        split_reports=expand("results/{dataset}/split_report.json", dataset=DATASETS),
-        skipped=expand(f"results/{{dataset}}/images_{SIZE}/skipped.tsv", dataset=DATASETS),
+        metrics=path("metrics"),
+        split_reports=[path("split_report", dataset=ds) for ds in DATASETS],
+        skipped=[
+            path("images", dataset=ds, size=SIZE, file="skipped.tsv")
+            for ds in DATASETS
+        ],
     output:
-        md="results/summary.md",
+        md=path("summary", ext="md"),
         html=report(
-            "results/summary.html",
+            path("summary", ext="html"),
             caption="../report/summary.rst",
             category="Summary",
             labels={"document": "summary"},
         ),
-    params:
-        datasets=DATASET_TARGETS,
-        names=DATASETS,
     log:
-        "logs/summary/summary.log",
+        path("log", rule="summary", name="summary"),
     localrule: True
     conda:
         CONDA_ENV
+    params:
+        datasets=DATASET_INFO,
+        names=DATASETS,
     script:
         "../scripts/summary.py"

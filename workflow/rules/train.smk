@@ -1,37 +1,55 @@
 # The paper's two stages for every (dataset, setting, seed): multi-task, single-task baselines, subsets.
+# One job trains a chunk of a dataset's settings for one seed through both stages and writes each model's
+# checkpoints, histories and test predictions on every dataset (own and cross-dataset), so process
+# start-up and cache loading are paid once per chunk. `training.models_per_job` sets the chunk size
+# (default: every setting of the dataset); results do not depend on it. Rules: train_<dataset>, or
+# train_<dataset>_<k> when a dataset's settings are cut into several chunks.
 
+for _dataset in DATASETS:
+    _chunks = setting_chunks(_dataset)
+    for _k, _chunk in enumerate(_chunks):
 
-rule train_stage1:
-    input:
-        cache=f"{CACHE}/index.tsv".replace("{size}", str(SIZE)),
-        targets="results/{dataset}/targets.tsv",
-        weights=weights_file,
-    output:
-        model=f"{MODEL}/stage1.pt",
-        history=f"{MODEL}/history_stage1.tsv",
-    params:
-        targets=setting_targets,
-        ranges=lambda wc: config["datasets"][wc.dataset]["targets"],
-    threads: 1
-    resources:
-        gpu=1,
-        mem_mb=3000,
-    log:
-        "logs/train_stage1/{dataset}_{backbone}_{setting}_seed{seed}.log",
-    conda:
-        CONDA_ENV
-    script:
-        "../scripts/train.py"
-
-
-use rule train_stage1 as train_stage2 with:
-    input:
-        cache=f"{CACHE}/index.tsv".replace("{size}", str(SIZE)),
-        targets="results/{dataset}/targets.tsv",
-        weights=weights_file,
-        init=f"{MODEL}/stage1.pt",
-    output:
-        model=f"{MODEL}/stage2.pt",
-        history=f"{MODEL}/history_stage2.tsv",
-    log:
-        "logs/train_stage2/{dataset}_{backbone}_{setting}_seed{seed}.log",
+        rule:
+            name:
+                train_rule_name(_dataset, _k, _chunks)
+            input:
+                **{
+                    f"{test}_{kind}": file
+                    for test in DATASETS
+                    for kind, file in feature_files(test).items()
+                },
+                targets=[path("targets", dataset=test) for test in DATASETS],
+                skipped=[
+                    path("images", dataset=test, size=SIZE, file="skipped.tsv")
+                    for test in DATASETS
+                ],
+                weights=weights_file,
+            output:
+                **model_outputs(_dataset, _chunk),
+            log:
+                path(
+                    "log",
+                    rule="train",
+                    name=f"{train_rule_name(_dataset, _k, _chunks)}_{{backbone}}_seed{{seed}}",
+                ),
+            conda:
+                CONDA_ENV
+            threads: 2
+            resources:
+                gpu=1,
+                mem_mb=4000,
+                runtime=30 + 30 * len(_chunk),  # minutes (SLURM): paper-scale stage 2 on one GPU, generous
+            params:
+                dataset=_dataset,
+                models={
+                    setting: settings(config, _dataset)[setting] for setting in _chunk
+                },
+                spec=training_spec(),
+                info=DATASET_INFO[_dataset],
+                tests={
+                    test: list(config["datasets"][test]["targets"])
+                    for test in DATASETS
+                },
+                weights=config["backbone"]["weights"],
+            script:
+                "../scripts/train.py"

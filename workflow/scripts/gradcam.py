@@ -5,7 +5,7 @@ from aesthetic_mtl.figures import gradcam_examples
 from aesthetic_mtl.io import logging_to
 
 with logging_to(snakemake.log[0]) as log:
-    picks = gradcam_examples(snakemake.input.model, Path(snakemake.input.index).parent, snakemake.params.predictions,
+    picks = gradcam_examples(snakemake.input.model, Path(snakemake.input.index).parent, snakemake.input.predictions,
                              snakemake.wildcards.dataset, snakemake.output.figure,
                              weights_file=snakemake.input.weights or None, k=snakemake.params.k,
                              device=snakemake.params.device, threads=snakemake.threads)

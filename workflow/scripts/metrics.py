@@ -1,9 +1,9 @@
 """Rule metrics: score every predictions table into results/metrics.tsv, plus its provenance record."""
-from aesthetic_mtl.config import resolved
 from aesthetic_mtl.evaluate import write_metrics
 from aesthetic_mtl.io import logging_to, write_provenance
 
+p = snakemake.params
 with logging_to(snakemake.log[0]):
-    write_metrics(snakemake.output.metrics, snakemake.params.predictions, snakemake.params.cross,
-                  snakemake.params.bootstrap, snakemake.params.seed)
-    write_provenance(snakemake.output.provenance, resolved(snakemake.config))
+    write_metrics(snakemake.output.metrics, zip(p.meta, snakemake.input.predictions), p.cross, p.bootstrap, p.seed)
+    write_provenance(snakemake.output.provenance, {"cross_dataset": p.cross, "bootstrap": p.bootstrap,
+                                                   "bootstrap_seed": p.seed, "predictions": len(p.meta)})

@@ -3,5 +3,5 @@ from aesthetic_mtl.io import logging_to
 from aesthetic_mtl.pipeline import normalize
 
 with logging_to(snakemake.log[0]) as log:
-    normalize(snakemake.input.labels, snakemake.input.splits, snakemake.input.skipped, snakemake.params.ranges,
+    normalize(snakemake.input.labels, snakemake.input.splits, snakemake.params.ranges,
               snakemake.output.targets, log=log)
