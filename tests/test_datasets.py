@@ -383,9 +383,11 @@ def test_eva_other_numeric_column_as_target(tmp_path):
 
 def _pipeline_to_targets(raw: Path, ds: dict, tmp: Path, split_cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame,
                                                                                    list[str]]:
-    """parse_labels -> image_cache -> split -> normalize with on_bad_image: skip, as the workflow runs them."""
+    """parse_labels -> image_cache -> split -> normalize with on_bad_image: skip, as the workflow runs them,
+    and the targets a training job then sees (less the skipped images)."""
     from aesthetic_mtl import pipeline
     from aesthetic_mtl.io import read_tsv
+    from aesthetic_mtl.splits import drop_skipped
 
     messages: list[str] = []
     res = tmp / "results"
@@ -394,9 +396,10 @@ def _pipeline_to_targets(raw: Path, ds: dict, tmp: Path, split_cfg: dict) -> tup
                          log=messages.append)
     pipeline.split(res / "labels.tsv", split_cfg, res / "splits.tsv", res / "split_report.json",
                    log=messages.append)
-    pipeline.normalize(res / "labels.tsv", res / "splits.tsv", res / "images_16" / "skipped.tsv",
-                       ds["targets"], res / "targets.tsv", log=messages.append)
-    return read_tsv(res / "images_16" / "skipped.tsv"), read_tsv(res / "targets.tsv"), messages
+    pipeline.normalize(res / "labels.tsv", res / "splits.tsv", ds["targets"], res / "targets.tsv",
+                       log=messages.append)
+    skipped = read_tsv(res / "images_16" / "skipped.tsv")
+    return skipped, drop_skipped(read_tsv(res / "targets.tsv"), set(skipped["image"])), messages
 
 
 def test_aadb_label_without_image_follows_on_bad_image(tmp_path):

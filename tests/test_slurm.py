@@ -39,7 +39,7 @@ pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = "profiles/slurm"
-GPU_RULES = frozenset({"feature_cache", "train_stage1", "train_stage2", "predict"})
+GPU_RULES = frozenset({"feature_cache", "train_AADB", "train_EVA"})  # training: one job per dataset and seed
 # Not copied into the working copy: environments, VCS, earlier results, caches.
 COPY_IGNORE = shutil.ignore_patterns(
     ".venv", ".git", "results", "resources", "logs", "benchmarks", ".snakemake", "__pycache__",
