@@ -136,8 +136,8 @@ def prepare_data(cfg: dict, workdir: Path, log: Callable = quiet) -> dict[str, D
         pipeline.parse_labels(ds, res / "raw", results / "labels.tsv", log=log)
         pipeline.split(results / "labels.tsv", ds["split"], results / "splits.tsv", results / "split_report.json",
                        log=log)
-        pipeline.normalize(results / "labels.tsv", results / "splits.tsv", results / "no_skipped.tsv",
-                           ds["targets"], results / "targets.tsv", log=log)
+        pipeline.normalize(results / "labels.tsv", results / "splits.tsv", ds["targets"], results / "targets.tsv",
+                           log=log)
         out[name] = Dataset(name, read_tsv(results / "labels.tsv"), read_tsv(results / "targets.tsv"),
                             results / "targets.tsv")
     return out
@@ -155,6 +155,7 @@ class DesignRun:
     preds: dict = field(default_factory=dict)     # (dataset, setting, seed, stage) -> test predictions
     seconds: dict = field(default_factory=dict)   # phase -> seconds
     counts: dict = field(default_factory=dict)    # phase -> images (or training samples) processed
+    tables: list = field(default_factory=list)    # (metrics meta, predictions table) of every model and test set
 
     def add_time(self, phase: str, seconds: float, count: int = 0) -> None:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
@@ -228,14 +229,15 @@ def _sync(dev) -> None:
 def fast_path(cfg: dict, data: dict[str, Dataset], workdir: Path, *, threads: int, device=None,
               bf16_cpu: bool = False, nchw: bool = False, decode_workers: int | None = None) -> DesignRun:
     """The pipeline's steps in one process: image cache -> feature cache -> for every setting and seed:
-    stage 1 from pooled features, test predictions, stage 2 from prefix activations, test predictions,
-    SRCC. The same package functions the workflow's jobs call. `bf16_cpu`: bf16 autocast on the CPU too;
+    stage 1 from pooled features, test predictions on every dataset, stage 2 from prefix activations, test
+    predictions, SRCC. The same package functions the workflow's jobs call. `bf16_cpu`: bf16 autocast on the CPU too;
     `nchw`: feature cache computed from contiguous NCHW input (see `contiguous_preprocess`)."""
     import torch
 
     from aesthetic_mtl.caching import build_feature_cache, open_feature_cache
     from aesthetic_mtl.config import settings
     from aesthetic_mtl.images import build_image_cache
+    from aesthetic_mtl.train import CachedDataset
 
     device = device or torch.device("cpu")
     run = DesignRun()
@@ -243,6 +245,7 @@ def fast_path(cfg: dict, data: dict[str, Dataset], workdir: Path, *, threads: in
     size, backbone, wfile = cfg["images"]["size"], cfg["backbone"]["name"], weights_file(cfg)
     bf16_cuda = tcfg.get("bf16_autocast_cuda", True)
     shutil.rmtree(workdir, ignore_errors=True)
+    cached = {}
     with cpu_bf16_autocast(bf16_cpu), contiguous_preprocess(nchw):
         for name, ds in data.items():
             image_dir, cache_dir = workdir / name / f"images_{size}", workdir / name / f"{backbone}_{size}"
@@ -253,53 +256,62 @@ def fast_path(cfg: dict, data: dict[str, Dataset], workdir: Path, *, threads: in
             n_images = int(ds.labels["image"].nunique())
             run.add_time("image_cache", time.perf_counter() - t0, n_images)
             t0 = time.perf_counter()
-            build_feature_cache(image_dir, cache_dir, backbone, wfile, batch_size=tcfg["batch_size"],
+            build_feature_cache(image_dir, cache_dir, backbone, wfile, batch_size=cfg["backbone"]["cache_batch_size"],
                                 dtype=cfg["backbone"].get("cache_dtype", "float16"), threads=threads,
                                 bf16_cuda=bf16_cuda, log=quiet)
             _sync(device)
             run.add_time("feature_cache", time.perf_counter() - t0, n_images)
 
             prefix, pooled, index = open_feature_cache(cache_dir)
+            cached[name] = CachedDataset(name, prefix, pooled, index, ds.targets)
+        tests = {name: (cached[name], list(cfg["datasets"][name]["targets"])) for name in cached}
+        for name in data:  # every model predicts every dataset's test split, as the workflow's jobs do
             for setting, targets in settings(cfg, name).items():
                 for seed in tcfg["seeds"]:
-                    train_model(cfg, ds, index, prefix, pooled, setting, targets, seed, run, device=device)
-            del prefix, pooled
+                    train_model(cfg, cached[name], tests, setting, targets, seed, run, device=device)
     return run
 
 
-def train_model(cfg: dict, ds: Dataset, index, prefix, pooled, setting: str, targets: list[str], seed: int,
-                run: DesignRun, *, device) -> None:
-    """One (dataset, setting, seed) of the fast path: both stages from the caches, test predictions, SRCC."""
-    import torch
-
+def train_model(cfg: dict, data, tests: dict, setting: str, targets: list[str], seed: int, run: DesignRun, *,
+                device) -> None:
+    """One (dataset, setting, seed) of the fast path: `train.train_and_predict`, as every training job calls it."""
     from aesthetic_mtl.metrics import srcc
-    from aesthetic_mtl.model import build_model
-    from aesthetic_mtl.train import StageConfig, fit, predict, split_rows, stage_params
+    from aesthetic_mtl.train import TrainingSpec, train_and_predict
 
-    tcfg, hcfg = cfg["training"], cfg["head"]
-    bf16_cuda = tcfg.get("bf16_autocast_cuda", True)
-    train, val, test = (split_rows(ds.targets, index, s, targets) for s in ("train", "validation", "test"))
+    spec = TrainingSpec.from_config(cfg["backbone"]["name"], cfg["head"], cfg["training"])
+    n_train = int((data.targets["split"] == "train").sum())
     t0 = time.perf_counter()
-    torch.manual_seed(seed)  # head initialisation, as train.train_stage does
-    model = build_model(cfg["backbone"]["name"], targets, weights_file(cfg), hcfg["hidden"],
-                        hcfg["dropout"]).to(device)
-    run.add_time("build_model", time.perf_counter() - t0)
-    for stage, inputs, forward in (("stage1", pooled, model.forward_from_pooled),
-                                   ("stage2", prefix, model.forward_from_prefix)):
-        st = StageConfig(tcfg[stage]["epochs"], tcfg[stage]["lr"], tcfg["batch_size"],
-                         tcfg[stage].get("halve_every_steps"))
-        t0 = time.perf_counter()
-        fit(model, forward, inputs, train, val, st, seed=seed, params=stage_params(model, stage),
-            loss_weights=[hcfg.get("loss_weights", {}).get(t, 1.0) for t in targets],
-            device=device, bf16_cuda=bf16_cuda, log=quiet, desc=stage)
+
+    def record(result) -> None:
+        nonlocal t0
         _sync(device)
-        run.add_time(f"train_{stage}", time.perf_counter() - t0, st.epochs * len(train.rows))
-        t0 = time.perf_counter()
-        pred = predict(forward, inputs, test.rows, batch_size=64, device=device, bf16_cuda=bf16_cuda)
-        run.add_time("predict", time.perf_counter() - t0, len(test.rows))
-        run.preds[(ds.name, setting, seed, stage)] = pred
+        stage = result.stage
+        run.add_time(f"train_{stage}", time.perf_counter() - t0, spec.stage(stage).epochs * n_train)
+        for test, table in result.predictions.items():
+            meta = {"dataset": test, "train_dataset": data.name, "setting": setting, "stage": stage, "seed": seed}
+            run.tables.append((meta, table))
+        own = result.predictions[data.name]
+        pred = own[[f"pred_{t}" for t in targets]].to_numpy()
+        run.preds[(data.name, setting, seed, stage)] = pred
         for j, target in enumerate(targets):
-            run.srcc[(ds.name, setting, seed, stage, target)] = srcc(pred[:, j], test.y[:, j])
+            run.srcc[(data.name, setting, seed, stage, target)] = srcc(pred[:, j], own[f"true_{target}"].to_numpy())
+        t0 = time.perf_counter()
+
+    train_and_predict(spec, data, targets, seed, tests=tests, weights_file=weights_file(cfg), device=device,
+                      log=quiet, on_stage=record)
+
+
+def score(cfg: dict, run: DesignRun) -> float:
+    """Seconds to turn every predictions table of `run` into the long metrics table, in-process, as the
+    workflow's `metrics` job does (SRCC, PLCC, KRCC, MSE, RMSE, bootstrap CI; own and cross-dataset)."""
+    from aesthetic_mtl.evaluate import score_predictions
+
+    ev = cfg["evaluation"]
+    t0 = time.perf_counter()
+    for meta, table in run.tables:
+        score_predictions(table, meta, cfg["experiment"].get("cross_dataset", {}), ev["bootstrap"],
+                          ev["bootstrap_seed"])
+    return time.perf_counter() - t0
 
 
 def feature_diff(dir_a: Path, dir_b: Path, cfg: dict) -> tuple[float, float]:
@@ -370,8 +382,8 @@ class Snakemake:
     """`snakemake --cores N results/metrics.tsv` in a copy of the repository.
 
     `prepare` runs the data steps the in-process path also leaves untimed (synthetic release, extract,
-    parse, split) and the weights copy; each `run` deletes every later output and times the rest: image
-    cache, normalize, feature cache, both stages of every model, predictions (own and cross-dataset test
+    parse, split, normalize) and the weights copy; each `run` deletes every later output and times the
+    rest: image cache, feature cache, both stages of every model, predictions (own and cross-dataset test
     splits), the metrics table (SRCC, PLCC, KRCC, MSE and bootstrap CIs).
     """
 
@@ -391,7 +403,7 @@ class Snakemake:
             raise RuntimeError(f"snakemake {' '.join(targets)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
 
     def prepare(self) -> None:
-        targets = [f"results/{ds}/splits.tsv" for ds in self.cfg["datasets"]]
+        targets = [f"results/{ds}/targets.tsv" for ds in self.cfg["datasets"]]
         if self.cfg["backbone"]["weights"] == "imagenet":
             targets.append(f"resources/weights/{self.cfg['backbone']['name']}.pth")
         self._run(*targets)
@@ -399,7 +411,7 @@ class Snakemake:
     def clean(self) -> None:
         results = self.repo / "results"
         for ds in self.cfg["datasets"]:
-            for path in [*results.joinpath(ds).glob("images_*"), results / ds / "targets.tsv"]:
+            for path in results.joinpath(ds).glob("images_*"):
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         for sub in ("cache", "models", "predictions"):
             shutil.rmtree(results / sub, ignore_errors=True)

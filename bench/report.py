@@ -97,9 +97,9 @@ def _summary(results: dict) -> str:
                      ("" if ok else f" (reached {100 * d['speedup'].median / 10:.0f}% of the goal)")])
     sm = results.get("snakemake")
     if sm and "speedup_vs_direct" in sm:
-        rows.append(["1b", "same design via `snakemake`, direct (in-process) / snakemake",
-                     f"{sm['speedup_vs_direct'].fmt(2)}; SRCC vs in-process {sm['srcc_diff_fast']:.1e}",
-                     "(no goal)", "per-job overhead, see 1b"])
+        rows.append(["1b", "same design via `snakemake` / in-process (fast path + metrics)",
+                     f"{sm['slowdown_vs_fast'].fmt(2)}; SRCC vs in-process {sm['srcc_diff_fast']:.1e}",
+                     "<= 1.5x", _goal(sm["slowdown_vs_fast"].median <= 1.5)])
     dec = results.get("decode")
     if dec:
         rows.append(["2", "decode + resize 1600x1200 JPEG, image cache / plain PIL",
@@ -227,6 +227,7 @@ def _design(d: dict, results: dict, args) -> str:
     fc = ph["fast"]["feature_cache"].median
     dir1, dir2 = ph["direct"]["train_stage1"].median, ph["direct"]["train_stage2"].median
     speed = d["speedup"]
+    # the fast path's stage phases include building the model (stage 1) and the test predictions (both)
     limit = (f"Where the time goes: the fast path spends {100 * s2 / fast_total:.0f}% of its time in stage 2 "
              f"({s2:.1f} s) and {100 * fc / fast_total:.0f}% building the feature cache ({fc:.1f} s). Stage 1 "
              f"from pooled features is nearly free ({ph['fast']['train_stage1'].median:.2f} s against "
@@ -234,7 +235,7 @@ def _design(d: dict, results: dict, args) -> str:
              f"forward and backward on every step; the cache only removes the frozen prefix and the JPEG decoding "
              f"(direct stage 2: {dir2:.0f} s, {dir2 / max(s2, 1e-9):.1f}x the fast path's). So the speed-up is "
              f"bounded by stage 2: even with free caching and stage 1 it would be about "
-             f"{(direct.median) / max(s2 + ph['fast'].get('predict').median, 1e-9):.0f}x for this design.")
+             f"{(direct.median) / max(s2, 1e-9):.0f}x for this design.")
     verdict = ("meets the >= 10x goal" if speed.median >= 10 else
                f"misses the >= 10x goal by {10 / speed.median:.2f}x ({speed.median:.1f}x reached)")
     return f"""## 1. The whole experiment design, in-process: fast path vs direct implementation
@@ -302,38 +303,40 @@ not a result):
 
 
 def _snakemake(sm: dict, results: dict, args) -> str:
-    d = results.get("design")
     extra = ""
+    overhead = ""
     if "speedup_vs_direct" in sm:
-        extra = (f"\n\nAgainst the in-process runs of section 1 (same design, seeds, machine): direct / snakemake "
-                 f"**{sm['speedup_vs_direct'].fmt(2)}**, snakemake / in-process fast path "
-                 f"**{sm['slowdown_vs_fast'].fmt(1)}**. The snakemake run's own-dataset test SRCC agrees with the "
-                 f"in-process fast path to {sm['srcc_diff_fast']:.1e} over {sm['srcc_n']} values (the jobs run "
-                 f"with 1 torch thread for training, the in-process run with {args.threads}, so float rounding "
-                 "differs).")
-    per_job = sm["per_job_s"]
+        d = results["design"]
+        in_process = d["in_process_all"]
+        extra = (f"\n| in-process: fast path + metrics table (section 1's fast path plus "
+                 f"{d['scoring'].median:.1f} s of scoring) | {in_process.fmt(1)} |"
+                 f"\n\nsnakemake / in-process (the same work) **{sm['slowdown_vs_fast'].fmt(2)}** (goal: at most "
+                 f"1.5x); direct / snakemake **{sm['speedup_vs_direct'].fmt(2)}**. The snakemake run's own-dataset "
+                 f"test SRCC agrees with the in-process fast path to {sm['srcc_diff_fast']:.1e} over "
+                 f"{sm['srcc_n']} values (the jobs use their rule's threads, the in-process run {args.threads}, so "
+                 "float rounding can differ).")
+        gap = sm["times"].median - in_process.median
+        overhead = (f" The gap to the in-process run, {gap:.1f} s, is what the workflow costs: snakemake's own "
+                    f"start-up and DAG, and for each job a new Python process with its imports (torch for the "
+                    f"caching and training jobs), about {gap * sm['cores'] / max(sm['jobs'], 1):.1f} s of a core "
+                    "per job.")
     return f"""## 1b. The same design through the real `snakemake`
 
 {_load(sm)}
 
 `snakemake --cores {sm['cores']} results/metrics.tsv --configfile bench_design.yaml` in a copy of the
 repository (the design of section 1 as a config overlay). Untimed preparation ({sm['prep_s']:.0f} s):
-synthetic release, extract, parse, split and the weights copy. Timed, after deleting every later
-output: **{sm['jobs']} jobs** - image caches, normalize, feature caches, both stages of every model (one
-job each), predictions (own and cross-dataset test splits, which section 1 does not do) and the metrics
-table (SRCC, PLCC, KRCC, MSE, RMSE and a 200-resample bootstrap CI per target).
+synthetic release, extract, parse, split, normalize and the weights copy. Timed, after deleting every later
+output: **{sm['jobs']} jobs** - image caches, feature caches, one training job per dataset and
+seed (every setting through both stages, each stage followed by predictions on every dataset's test
+split) and the metrics table (SRCC, PLCC, KRCC, MSE, RMSE and a bootstrap CI per target).
 
 | run | wall s |
 | --- | --- |
 | snakemake, {sm['jobs']} jobs on {sm['cores']} cores | {sm['times'].fmt(1)} |{extra}
 
-At this size the workflow is dominated by per-job overhead, not by computation: {sm['jobs']} jobs on
-{sm['cores']} cores take about {per_job:.1f} s of a core each, most of it starting Python, importing
-torch, pandas and snakemake's script wrapper, rebuilding the trunk and writing provenance, against well
-under a second of training per model. The overhead is fixed per job, so it vanishes on the real datasets
-(8,458 AADB training images: minutes of computation per job) and on a cluster, where jobs run in
-parallel; on a 2-core workstation with the demo data the in-process path is the fair measure of the
-algorithmic gain."""
+Training jobs are chunked (`training.models_per_job`, default: every setting of a dataset per seed), so
+process start-up and cache loading are paid per dataset and seed, not per model and stage.{overhead}"""
 
 
 def _decode(dec: dict, results: dict, args) -> str:
