@@ -30,7 +30,7 @@ from .backbones import build_backbone
 
 
 def build_feature_cache(image_dir: Path, out_dir: Path, backbone_name: str, weights_file: Path | None, *,
-                        batch_size: int = 32, dtype: str = "float16", threads: int | None = None,
+                        batch_size: int = 32, dtype: str = "float32", threads: int | None = None,
                         bf16_cuda: bool = True, meta: dict | None = None, log: Callable = print) -> None:
     """Run the frozen trunk once over every cached image and store prefix activations + pooled features."""
     device = pick_device(threads)
