@@ -257,7 +257,7 @@ def fast_path(cfg: dict, data: dict[str, Dataset], workdir: Path, *, threads: in
             run.add_time("image_cache", time.perf_counter() - t0, n_images)
             t0 = time.perf_counter()
             build_feature_cache(image_dir, cache_dir, backbone, wfile, batch_size=cfg["backbone"]["cache_batch_size"],
-                                dtype=cfg["backbone"].get("cache_dtype", "float16"), threads=threads,
+                                dtype=cfg["backbone"].get("cache_dtype", "float32"), threads=threads,
                                 bf16_cuda=bf16_cuda, log=quiet)
             _sync(device)
             run.add_time("feature_cache", time.perf_counter() - t0, n_images)

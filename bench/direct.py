@@ -48,8 +48,10 @@ def decode(path: str | Path, size: int) -> np.ndarray:
 class JpegDataset(Dataset):
     """Images decoded from their files on every access, normalised, as float CHW tensors."""
 
-    def __init__(self, paths: Sequence[str], y: np.ndarray, size: int, offset, scale) -> None:
+    def __init__(self, paths: Sequence[str], y: np.ndarray, size: int, offset, scale,
+                 channel_order: str = "RGB") -> None:
         self.paths, self.y, self.size = list(paths), torch.from_numpy(np.asarray(y, np.float32)), size
+        self.bgr = channel_order == "BGR"   # vgg16_keras: caffe input
         self.offset = torch.tensor(offset, dtype=torch.float32).view(3, 1, 1)
         self.scale = torch.tensor(scale, dtype=torch.float32).view(3, 1, 1)
 
@@ -58,6 +60,8 @@ class JpegDataset(Dataset):
 
     def __getitem__(self, i: int):
         x = torch.from_numpy(decode(self.paths[i], self.size)).permute(2, 0, 1).float()
+        if self.bgr:
+            x = x.flip(0)
         return (x - self.offset) / self.scale, self.y[i]
 
 
@@ -157,7 +161,7 @@ def direct_path(cfg: dict, data: dict, *, threads: int) -> DesignRun:
                 torch.manual_seed(seed)
                 backbone = build_backbone(name_bb, wfile)
                 net = Net(backbone.features, backbone.pooled_width, len(targets), hcfg["hidden"], hcfg["dropout"])
-                sets = {s: JpegDataset(p, y, size, backbone.offset, backbone.scale) for s, (p, y) in parts.items()}
+                sets = {s: JpegDataset(p, y, size, backbone.offset, backbone.scale, backbone.channel_order) for s, (p, y) in parts.items()}
                 run.add_time("build_model", time.perf_counter() - t0)
                 for stage in ("stage1", "stage2"):
                     for p in net.features.parameters():

@@ -35,6 +35,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # the package's progress bars would 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import cache_dtype  # noqa: E402  (its section of results.md survives a regeneration)
 from common import (REPO, ShareMeter, Timing, command_line, interleaved, machine,  # noqa: E402
                     print_table, ratio, usable_cores)
 
@@ -441,11 +442,15 @@ def main(argv=None) -> int:
         if not args.keep and args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     share = meter.report()
+    old_section = cache_dtype.read_section(args.out) if args.out else None
     if args.out:
         import report
 
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report.render(results, info, share, command_line(), started, args, SIZES))
+        text = report.render(results, info, share, command_line(), started, args, SIZES)
+        args.out.write_text(text)
+        if args.out.resolve() == (REPO / "bench" / "results.md").resolve() and old_section:
+            cache_dtype.write_section(old_section, args.out)   # measured by bench/cache_dtype.py: kept
         log(f"\nwrote {args.out}")
     log(f"\ntotal {share['wall_s']:.0f} s; other processes used {share.get('others_cores', float('nan')):.2f} "
         f"cores on average meanwhile")

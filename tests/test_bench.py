@@ -55,3 +55,22 @@ def test_snakemake_and_thread_benchmarks_run(tmp_path):
     text = out.read_text()
     assert "## 1b. The same design through the real `snakemake`" in text
     assert "## 5. OpenMP waiting policy" in text
+
+
+def test_cache_dtype_benchmark_runs_and_keeps_one_section(tmp_path):
+    proc = _run(REPO / "bench" / "cache_dtype.py", "--quick", "--workdir", str(tmp_path / "work"))
+    assert "## 6. Feature cache: float16 against float32" in proc.stdout
+    assert "Largest SRCC difference over every target, seed and trunk" in proc.stdout
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import cache_dtype
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    section = proc.stdout[proc.stdout.index(cache_dtype.BEGIN):proc.stdout.index(cache_dtype.END)] + cache_dtype.END + "\n"
+    report = tmp_path / "results.md"
+    report.write_text("# Benchmarks\n\n## 5. x\n\ntext\n\n## Reproduce\n\ncmd\n")
+    for _ in range(2):
+        cache_dtype.write_section(section, report)
+    text = report.read_text()
+    assert text.count(cache_dtype.BEGIN) == 1 and text.index("## 6.") < text.index("## Reproduce")
+    assert cache_dtype.read_section(report) == section

@@ -118,6 +118,23 @@ def test_predict_names_missing_trunk_weights(tmp_path):
     assert result.exit_code != 0 and "--weights" in result.output
 
 
+def test_predict_refuses_a_trunk_it_was_not_trained_with(tmp_path):
+    path = tmp_path / "trained_on_a.pt"
+    other = tmp_path / "b.pth"
+    torch.save({"x": torch.zeros(1)}, other)
+    model = build_model("vgg16", ["score"], None)
+    save_checkpoint(path, model, stage="stage1", ranges={"score": [0, 1]}, image_size=32,
+                    head={"hidden": [128, 64], "dropout": 0.35},
+                    weights={"spec": "imagenet", "file": str(tmp_path / "a.pth"), "sha256": "ab" * 32},
+                    config={}, provenance={"code_version": "test"})
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(img)
+    result = CliRunner().invoke(main, ["predict", "--model", str(path), str(img), "--weights", str(other),
+                                       "--out", str(tmp_path / "o.csv")])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "ab" * 32 in result.output and "was trained with" in result.output
+
+
 def test_info_text_and_json(checkpoint):
     result = CliRunner().invoke(main, ["info", str(checkpoint)])
     assert result.exit_code == 0, result.output

@@ -26,7 +26,7 @@ def _bad(config: dict, change) -> str:
 
 
 def test_shipped_configs_are_valid(paper):
-    assert paper["backbone"]["name"] == "vgg16"
+    assert paper["backbone"]["name"] == "vgg16_keras"
     demo = load_config(REPO / "config.yaml", REPO / "config" / "demo.yaml")
     assert demo["datasets"]["AADB"]["source"] == "synthetic"
     assert demo["datasets"]["AADB"]["targets"] == paper["datasets"]["AADB"]["targets"]  # overlay merges
@@ -41,6 +41,10 @@ def test_shipped_configs_are_valid(paper):
     (lambda c: c["datasets"]["EVA"].update(format="ava"), "datasets.EVA.format"),
     (lambda c: c["training"]["stage1"].update(lr=0), "training.stage1.lr"),
     (lambda c: c["training"]["stage2"].update(typo=1), "training.stage2"),
+    (lambda c: c["backbone"].update(stage2_layers=["block4_conv2"]), "backbone"),   # read by nothing: removed
+    (lambda c: c["head"].update(init="xavier"), "head.init"),
+    (lambda c: c["training"].update(adam_eps=0), "training.adam_eps"),
+    (lambda c: c["training"]["stage2"].update(schedule="cosine"), "training.stage2.schedule"),
 ])
 def test_schema_errors_name_the_key(paper, change, key):
     assert f"'{key}'" in _bad(paper, change)
@@ -83,9 +87,26 @@ def test_paper_values_are_the_defaults(paper):
     t = paper["training"]
     assert (t["stage1"]["epochs"], t["stage1"]["lr"]) == (5, 1e-3)
     assert (t["stage2"]["epochs"], t["stage2"]["lr"], t["stage2"]["halve_every_steps"]) == (3, 1e-4, 125)
-    assert paper["head"] == {"hidden": [128, 64], "dropout": 0.35, "loss_weights": {}}
+    assert paper["head"] == {"hidden": [128, 64], "dropout": 0.35, "init": "keras", "loss_weights": {}}
     text = (REPO / "config.yaml").read_text()
     assert text.count("# ours") >= 5  # our own choices are marked as such
+
+
+def test_keras_faithful_choices_are_the_paper_config_and_marked(paper):
+    assert paper["backbone"]["name"] == "vgg16_keras"
+    assert paper["head"]["init"] == "keras"
+    assert paper["training"]["adam_eps"] == 1e-7
+    assert paper["training"]["stage2"]["schedule"] == "continuous"
+    assert paper["training"]["bf16_autocast_cuda"] is False
+    lines = (REPO / "config.yaml").read_text().splitlines()
+    for key in ("name: vgg16_keras", "init: keras", "adam_eps:", "schedule: continuous", "bf16_autocast_cuda:",
+                "cache_dtype:"):
+        line = next(line for line in lines if line.strip().startswith(key))
+        assert "# ours" in line, line
+    assert sum("ours: inferred from" in line for line in lines) >= 4
+    # the overlays keep their own backbones
+    for overlay, name in (("config/demo.yaml", "efficientnet_lite0"), ("tests/configs/tiny.yaml", "vgg16")):
+        assert load_config(REPO / "config.yaml", REPO / overlay)["backbone"]["name"] == name
 
 
 @pytest.fixture(scope="module")

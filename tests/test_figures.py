@@ -11,7 +11,7 @@ from torch import nn
 
 from aesthetic_mtl.figures import (cross_heatmap, gradcam_examples, prediction_scatter, srcc_bars,
                                    training_curves)
-from aesthetic_mtl.gradcam import grad_cam, last_conv_layer
+from aesthetic_mtl.gradcam import cam_layer, grad_cam, last_conv_layer
 from aesthetic_mtl.io import provenance, write_tsv
 from aesthetic_mtl.model import build_model, save_checkpoint
 from test_tables import DATASETS, synthetic_metrics
@@ -120,6 +120,8 @@ def tiny_vgg():
 def test_gradcam_on_vgg16_last_conv(tiny_vgg, tiny_images, stage):
     tiny_vgg.set_stage(stage)  # frozen trunk (stage 1) still gives gradients at the activations
     assert last_conv_layer(tiny_vgg.features) is tiny_vgg.features[28]
+    # Grad-CAM reads after the ReLU, as Keras' block5_conv3 output (Keras fuses the activation)
+    assert cam_layer(tiny_vgg.features) is tiny_vgg.features[29]
     cams = grad_cam(tiny_vgg, tiny_images[:3], 1)
     assert cams.shape == (3, 32, 32)
     assert np.isfinite(cams).all() and cams.min() >= 0 and cams.max() <= 1
@@ -127,8 +129,18 @@ def test_gradcam_on_vgg16_last_conv(tiny_vgg, tiny_images, stage):
     assert not any(p.grad is not None for p in tiny_vgg.parameters())  # no gradients left on weights
 
 
+def test_gradcam_reads_the_activation_not_the_raw_convolution(tiny_vgg, tiny_images):
+    """A map from the pre-ReLU output differs: negative activations would count."""
+    tiny_vgg.set_stage("stage1")
+    after = grad_cam(tiny_vgg, tiny_images[:2], 1)
+    before = grad_cam(tiny_vgg, tiny_images[:2], 1, layer=tiny_vgg.features[28])
+    assert np.array_equal(after, grad_cam(tiny_vgg, tiny_images[:2], 1, layer=tiny_vgg.features[29]))
+    assert not np.allclose(after, before)
+
+
 def test_gradcam_on_efficientnet_lite0(tiny_images):
     model = build_model("efficientnet_lite0", ["score"], None)
+    assert isinstance(cam_layer(model.features), torch.nn.ReLU6)  # after the head's BatchNorm
     cams = grad_cam(model, tiny_images[:2], 0)
     assert cams.shape == (2, 32, 32) and np.isfinite(cams).all() and cams.max() <= 1
 

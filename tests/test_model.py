@@ -124,3 +124,94 @@ def test_vgg16_trunk_matches_torchvision_layout():
     ours, theirs = vgg16_features(), vgg16(weights=None).features
     assert [type(m) for m in ours] == [type(m) for m in theirs]
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# head initialisation, parameter counts, the trunk's sha256 on load
+# --------------------------------------------------------------------------------------------------
+
+def _linears(model):
+    return [m for m in model.head.layers if isinstance(m, nn.Linear)]
+
+
+def test_keras_head_init_is_glorot_uniform_with_zero_bias():
+    torch.manual_seed(0)
+    keras = build_model("vgg16", AADB, None, head_init="keras")
+    torch.manual_seed(0)
+    default = build_model("vgg16", AADB, None)
+    for layer in _linears(keras):
+        fan_out, fan_in = layer.weight.shape
+        bound = np.sqrt(6 / (fan_in + fan_out))
+        assert torch.count_nonzero(layer.bias) == 0
+        assert layer.weight.abs().max() <= bound
+        assert float(layer.weight.detach().std()) == pytest.approx(bound / np.sqrt(3), rel=0.15)  # uniform(-b, b)
+    # PyTorch's default: kaiming-uniform weights (bound 1/sqrt(fan_in)) and a non-zero uniform bias
+    for layer in _linears(default):
+        assert torch.count_nonzero(layer.bias) == layer.bias.numel()
+        assert layer.weight.abs().max() <= 1 / np.sqrt(layer.weight.shape[1]) + 1e-7
+    with pytest.raises(ValueError, match="head init must be one of"):
+        build_model("vgg16", AADB, None, head_init="xavier")
+
+
+def test_count_parameters_total_and_stage2(vgg):
+    from aesthetic_mtl.model import count_parameters
+
+    head = 512 * 128 + 128 + 128 * 64 + 64 + 64 * 12 + 12
+    assert count_parameters(vgg) == (14_714_688 + head, 2 * (3 * 3 * 512 * 512 + 512) + head)
+    stage_params(vgg, "stage2")
+    assert count_parameters(vgg)[1] == sum(p.numel() for p in vgg.parameters() if p.requires_grad)
+
+
+@pytest.fixture
+def narrow_vgg16(monkeypatch):
+    """`vgg16` as a narrow trunk (same layer indices) so weights files stay small."""
+    from aesthetic_mtl import backbones
+
+    layout = [4, 4, "M", 8, 8, "M", 8, 8, 8, "M", 16, 16, 16, "M", 16, 16, 16, "M"]
+    monkeypatch.setitem(backbones.REGISTRY, "vgg16", backbones.BackboneSpec(
+        lambda: backbones.Backbone("vgg16", backbones.vgg16_features(layout), 19, [19, 21],
+                                   **backbones._imagenet_norm())))
+
+
+def _trunk_file(path, seed):
+    from aesthetic_mtl.backbones import build_backbone
+
+    features = build_backbone("vgg16").features
+    torch.manual_seed(seed)
+    for p in features.parameters():
+        p.data.normal_()
+    torch.save(features.state_dict(), path)
+    return path
+
+
+def test_load_model_checks_the_trunk_sha256(tmp_path, narrow_vgg16):
+    from aesthetic_mtl.download import sha256_file
+    from aesthetic_mtl.errors import DataError
+
+    trained_on, other = _trunk_file(tmp_path / "a.pth", 1), _trunk_file(tmp_path / "b.pth", 2)
+    model = build_model("vgg16", ["score"], trained_on)
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, stage="stage1", ranges={"score": [0, 1]}, image_size=32,
+                    head={"hidden": [128, 64], "dropout": 0.35},
+                    weights={"spec": "imagenet", "file": str(trained_on), "sha256": sha256_file(trained_on)},
+                    config={}, provenance={})
+    load_model(path)                 # the recorded file
+    load_model(path, trained_on)     # the same file named explicitly
+    with pytest.raises(DataError) as err:
+        load_model(path, other)
+    message = str(err.value)
+    assert sha256_file(other) in message and sha256_file(trained_on) in message and "--weights" in message
+
+
+def test_a_random_trunk_checkpoint_refuses_a_weights_file(tmp_path, narrow_vgg16):
+    from aesthetic_mtl.errors import DataError
+
+    model = build_model("vgg16", ["score"], None)
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, stage="stage1", ranges={"score": [0, 1]}, image_size=32,
+                    head={"hidden": [128, 64], "dropout": 0.35}, weights={"spec": "none", "file": None,
+                                                                        "sha256": None},
+                    config={}, provenance={})
+    load_model(path)
+    with pytest.raises(DataError, match="trained on a random trunk"):
+        load_model(path, _trunk_file(tmp_path / "a.pth", 1))

@@ -223,3 +223,45 @@ def test_undefined_srcc_shows_na_not_blank(tmp_path):
     s = settings_table(read_metrics(path), "AADB", ["Light", "Content", "score"], "score").display
     assert s.set_index("target").loc["Content", "single-task"] == ""   # no model at all: blank
     assert "class=\"num\"" in t.html() and "<td>Light</td>" in t.html()
+
+
+def test_published_rows_are_the_sourced_ones(metrics):
+    d = published_table(metrics, DATASETS, "vgg16").data
+    quoted = d[(d["origin"] == "quoted") & ~d["method"].str.startswith("Soydaner")]
+    assert dict(zip(quoted["method"], quoted["srcc_mean"])) == {
+        "Kong et al. 2016": 0.6782, "Hou, Yu & Samaras 2017": 0.6889, "Malu et al. 2017": 0.689,
+        "Pan et al. 2019: single-task network": 0.6833, "Pan et al. 2019: multi-task network": 0.6927,
+        "Pan et al. 2019: full method": 0.7041, "Shu et al. 2021": 0.761}
+    assert (quoted["dataset"] == "AADB").all()
+    pan = quoted[~quoted["method"].str.startswith("Shu")]["source"]
+    assert pan.str.contains("Pan, Wang & Jiang, AAAI 2019").all() and pan.str.contains("Table 1").all()
+    assert quoted[quoted["method"] == "Shu et al. 2021"]["source"].str.contains("IEEE TMM.*abstract").all()
+    assert quoted["total_params"].isna().all() and quoted["trainable_params"].isna().all()
+    ours = d[d["origin"] == "computed here"]
+    assert len(ours) == 4 and ours["total_params"].notna().all() and ours["trainable_params"].notna().all()
+    assert set(d["origin"]) == {"computed here", "quoted"}
+
+
+def _with_ci(seeds):
+    m = synthetic_metrics(seeds=seeds)
+    srcc_rows = m[m["metric"] == "srcc"]
+    low = srcc_rows.assign(metric="srcc_ci_low", value=srcc_rows["value"] - 0.05)
+    high = srcc_rows.assign(metric="srcc_ci_high", value=srcc_rows["value"] + 0.04)
+    return pd.concat([m, low, high], ignore_index=True)
+
+
+def test_one_seed_shows_the_bootstrap_ci_and_several_seeds_mean_std(tmp_path):
+    path = tmp_path / "metrics.tsv"
+    write_tsv(path, _with_ci([7]))
+    one = stage_table(read_metrics(path), "AADB", ["Light", "Content", "score"], "score")
+    v = srcc_value("AADB", "AADB", "multitask", "stage2", 7, "score")
+    assert one.display["stage 2 (fine-tuned)"].iloc[2] == f"{v:.3f} [{v - 0.05:.3f}, {v + 0.04:.3f}]"
+    assert one.data["stage2_ci_low"].iloc[2] == pytest.approx(v - 0.05)
+    assert "bootstrap 95% confidence interval" in one.notes[0]
+    write_tsv(path, _with_ci(SEEDS))
+    many = stage_table(read_metrics(path), "AADB", ["Light", "Content", "score"], "score")
+    mean, std = expected("AADB", "AADB", "multitask", "stage2", "score")
+    assert many.display["stage 2 (fine-tuned)"].iloc[2] == f"{mean:.3f} ± {std:.3f}"
+    assert many.data["stage2_ci_high"].iloc[2] == pytest.approx(mean + 0.04)   # the CSV keeps the CI
+    md = many.markdown()
+    assert "[" not in md.split("\n\n")[1]

@@ -92,3 +92,91 @@ def test_nan_loss_stops_with_a_clear_error(tiny_images):
     with pytest.raises(TrainingError, match="loss is nan at epoch 1"):
         fit(model, model.forward_from_pooled, pooled, train, val, StageConfig(1, 1e-3, 4), seed=0,
             params=stage_params(model, "stage1"), loss_weights=[1.0] * 3, log=lambda m: None)
+
+
+# --------------------------------------------------------------------------------------------------
+# Keras defaults as choices, float32 head, independent stage-2 stream
+# --------------------------------------------------------------------------------------------------
+
+def test_continuous_schedule_decays_every_step_staircase_every_n(tiny_images):
+    lrs = {}
+    for schedule in ("staircase", "continuous"):
+        model = _fresh(0)
+        _, pooled = _caches(model, tiny_images)
+        hist = _fit(model, model.forward_from_pooled, pooled, "stage1",
+                    StageConfig(epochs=2, lr=1e-4, batch_size=3, halve_every_steps=3, schedule=schedule))
+        lrs[schedule] = hist["lr"].tolist()
+    # 4 steps per epoch, halving every 3 steps
+    assert lrs["staircase"] == pytest.approx([1e-4 * 0.5 ** 1, 1e-4 * 0.5 ** 2])
+    assert lrs["continuous"] == pytest.approx([1e-4 * 0.5 ** (4 / 3), 1e-4 * 0.5 ** (8 / 3)])
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        StageConfig(1, 1e-3, 4, schedule="cosine")
+
+
+def test_adam_epsilon_reaches_the_optimizer(tiny_images, monkeypatch):
+    seen = []
+    real = torch.optim.Adam
+
+    def spy(params, **kwargs):
+        seen.append(kwargs)
+        return real(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", spy)
+    model = _fresh(0)
+    _, pooled = _caches(model, tiny_images)
+    _fit(model, model.forward_from_pooled, pooled, "stage1", StageConfig(1, 1e-3, 4, adam_eps=1e-7))
+    _fit(model, model.forward_from_pooled, pooled, "stage1", StageConfig(1, 1e-3, 4))
+    assert [k["eps"] for k in seen] == [1e-7, 1e-8]
+
+
+def test_stage_config_from_the_training_section():
+    training = {"batch_size": 16, "adam_eps": 1e-7, "stage1": {"epochs": 5, "lr": 1e-3},
+                "stage2": {"epochs": 3, "lr": 1e-4, "halve_every_steps": 125, "schedule": "continuous"}}
+    s1, s2 = (StageConfig.from_config(training, s) for s in ("stage1", "stage2"))
+    assert s1 == StageConfig(5, 1e-3, 16, None, "staircase", 1e-7, stream=0)
+    assert s2 == StageConfig(3, 1e-4, 16, 125, "continuous", 1e-7, stream=1)
+    plain = StageConfig.from_config({"batch_size": 8, "stage2": {"epochs": 1, "lr": 1e-4}}, "stage2")
+    assert (plain.schedule, plain.adam_eps) == ("staircase", 1e-8)  # PyTorch's defaults when not configured
+
+
+def test_stage2_does_not_replay_stage1_shuffle_order(tiny_images):
+    """Same seed, stage-1 and stage-2 streams: the batches come in a different order."""
+    firsts = {}
+    for stream in (0, 1, 0):
+        model = _fresh(0)
+        _, pooled = _caches(model, tiny_images)
+        batches = []
+
+        def forward(x, model=model, batches=batches):
+            batches.append(x.clone())
+            return model.forward_from_pooled(x)
+
+        _fit(model, forward, pooled, "stage1", StageConfig(1, 1e-3, 4, stream=stream))
+        firsts.setdefault(stream, []).append(torch.cat(batches[:3]))
+    assert torch.equal(firsts[0][0], firsts[0][1])          # a stream is reproducible
+    assert not torch.equal(firsts[0][0], firsts[1][0])      # stage 2's stream is not stage 1's
+
+
+def test_head_loss_and_predictions_are_float32_under_bf16_autocast(tiny_images, monkeypatch):
+    """The CUDA code path on the CPU: autocast forced to bf16 must reach the trunk and never the head."""
+    from aesthetic_mtl import train
+
+    monkeypatch.setattr(train, "autocast", lambda device, enabled=True: torch.autocast("cpu", dtype=torch.bfloat16))
+    model = _fresh(0)
+    prefix, _ = _caches(model, tiny_images)
+    trunk, head = [], []
+    model.features[19].register_forward_hook(lambda m, i, o: trunk.append(o.dtype))
+    for layer in model.head.layers:
+        layer.register_forward_hook(lambda m, i, o: head.append((i[0].dtype, o.dtype)))
+    losses = []
+    real_loss = train.weighted_mse
+    monkeypatch.setattr(train, "weighted_mse", lambda p, y, w: losses.append(real_loss(p, y, w)) or losses[-1])
+    _fit(model, model.forward_from_prefix, prefix, "stage2", StageConfig(1, 1e-4, 5))
+    assert trunk and set(trunk) == {torch.bfloat16}       # the trunk did run in bf16
+    assert head and set(head) == {(torch.float32, torch.float32)}
+    assert losses and all(loss.dtype == torch.float32 for loss in losses)
+    with torch.no_grad(), train.autocast(torch.device("cpu")):
+        out = model.forward_from_prefix(torch.from_numpy(prefix[:8]))
+    assert out.dtype == torch.float32
+    pred = predict(model.forward_from_prefix, prefix, np.arange(16))
+    assert pred.dtype == np.float32 and len(np.unique(pred[:, 0])) == 16   # no bf16 ties

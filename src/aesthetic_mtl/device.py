@@ -1,4 +1,5 @@
-"""Where tensors run: CUDA when available (bf16 autocast there), else the CPU with the job's threads."""
+"""Where tensors run: CUDA when available (optional bf16 autocast for the trunk there), else the CPU with
+the job's threads. The head, the loss and the predictions always run in float32 (`full_precision`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,19 @@ def pick_device(threads: int | None = None) -> torch.device:
 
 
 def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; a no-op on the CPU so CPU runs stay bit-reproducible."""
+    """bf16 autocast on CUDA when enabled (`training.bf16_autocast_cuda`); a no-op on the CPU so CPU runs
+    stay bit-reproducible. It covers the trunk only: the head leaves it through `full_precision`."""
     if device.type == "cuda" and enabled:
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """Switch any surrounding autocast off, so what runs inside is float32.
+
+    bf16 has 8 significant bits: sigmoid outputs in bf16 take a few hundred distinct values, so 1,000 test
+    images get ties that move SRCC. The head is tiny; full precision costs nothing measurable.
+    """
+    if device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, enabled=False)
     return contextlib.nullcontext()

@@ -68,11 +68,43 @@ _RETRYABLE = (urllib.error.URLError, http.client.HTTPException, ConnectionError,
 
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file, read in chunks so multi-GB archives do not need memory."""
-    digest = hashlib.sha256()
+    return file_digest(path, "sha256")
+
+
+def file_digest(path: str | os.PathLike, algorithm: str) -> str:
+    """Hex digest of a file with any hashlib algorithm (md5: the digest Keras publishes for its weights)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def verify_published_digest(path: Path, algorithm: str, expected: str, url: str, *, delete: bool = True) -> str:
+    """Check a file against its published digest; a mismatching download is deleted (`delete`; a file
+    placed by hand stays for its owner to inspect). Returns the digest.
+
+    `algorithm`: `sha256` or `md5` (full digest), or `sha256-prefix` (torchvision: the file name carries
+    the first hex digits of the sha256).
+    """
+    expected = expected.strip().lower()
+    if algorithm == "sha256-prefix":
+        actual = sha256_file(path)
+        if not actual.startswith(expected):
+            _drop(path, delete)
+            raise DownloadError(f"{url}: sha256 {actual[:12]}... does not start with the published {expected}")
+        return actual
+    actual = file_digest(path, algorithm)
+    if actual != expected:
+        _drop(path, delete)
+        raise DownloadError(f"{path}: {algorithm} {actual} does not match the published {expected} of {url}; "
+                            + ("the file was deleted" if delete else "replace or delete it"))
+    return actual
+
+
+def _drop(path: Path, delete: bool) -> None:
+    if delete:
+        Path(path).unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------ Google Drive

@@ -263,7 +263,7 @@ def gradcam_examples(checkpoint, image_dir, predictions, dataset: str, out, *, w
     """
     import torch
 
-    from .gradcam import grad_cam, last_conv_layer
+    from .gradcam import cam_layer, grad_cam
     from .model import load_model
     from .targets import from_unit
 
@@ -284,7 +284,7 @@ def gradcam_examples(checkpoint, image_dir, predictions, dataset: str, out, *, w
         torch.set_num_threads(int(threads))
     cams = grad_cam(model, images, model.targets.index(target), device=dev)
     low, high = ckpt["ranges"][target]
-    layer_name = _layer_name(model, last_conv_layer(model.features))
+    layer_name = _layer_name(model, cam_layer(model.features))
     fig, axes = plt.subplots(4, k, figsize=(2.9 * k + 1.2, 12.0), squeeze=False, layout="constrained")
     for g, group in enumerate(("best", "worst")):
         sel = picks[picks["group"] == group]

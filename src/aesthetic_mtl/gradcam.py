@@ -1,7 +1,9 @@
-"""Grad-CAM (Selvaraju et al., ICCV 2017) on the last convolution of the trunk.
+"""Grad-CAM (Selvaraju et al., ICCV 2017) on the last convolutional layer of the trunk, after its activation.
 
 For one output (e.g. the overall score) the map is ReLU(sum_k alpha_k A_k), where A_k are the feature
-maps of the last `Conv2d` in `model.features` and alpha_k the spatial mean of d output / d A_k. The
+maps of the last convolution in `model.features` taken after its activation (VGG16: `features[29]`, the
+ReLU of `features[28]`, which is what Keras' `block5_conv3` outputs: Keras fuses the ReLU into the
+layer) and alpha_k the spatial mean of d output / d A_k. The
 map is upsampled bilinearly to the input size and scaled to [0, 1] per image (all zeros when nothing
 in the image raises the output).
 
@@ -19,12 +21,30 @@ from torch import nn
 from torch.nn import functional as F
 
 
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.LeakyReLU, nn.ELU)
+
+
 def last_conv_layer(features: nn.Module) -> nn.Conv2d:
     """The last `nn.Conv2d` of a trunk, in module order."""
     convs = [m for m in features.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ValueError("the trunk has no Conv2d layer for Grad-CAM")
     return convs[-1]
+
+
+def cam_layer(features: nn.Module) -> nn.Module:
+    """Where Grad-CAM reads: the activation module that follows the last convolution (a normalisation may
+    sit between them, as in EfficientNet-Lite's head), else the convolution itself."""
+    modules = list(features.modules())
+    conv = last_conv_layer(features)
+    inside = {id(m) for m in conv.modules()}
+    after = [m for m in modules[modules.index(conv) + 1:] if id(m) not in inside and not list(m.children())]
+    for m in after:
+        if isinstance(m, ACTIVATIONS):
+            return m
+        if isinstance(m, nn.Conv2d) or not isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)):
+            break
+    return conv
 
 
 class _Capture:
@@ -48,10 +68,11 @@ def grad_cam(model: nn.Module, images: np.ndarray | torch.Tensor, output_index: 
              device: torch.device | str | None = None) -> np.ndarray:
     """Grad-CAM maps (N, H, W) in [0, 1] of output `output_index` for uint8 NHWC `images`.
 
-    `model` is an `AestheticModel` (its forward takes uint8 NHWC pixels); `layer` defaults to the last
-    Conv2d of `model.features`. The model is put in eval mode and moved to `device` (default: where it is).
+    `model` is an `AestheticModel` (its forward takes uint8 NHWC pixels); `layer` defaults to `cam_layer`
+    (the activation after the last convolution). The model is put in eval mode and moved to `device`
+    (default: where it is).
     """
-    layer = layer if layer is not None else last_conv_layer(model.features)
+    layer = layer if layer is not None else cam_layer(model.features)
     if device is not None:
         model.to(device)
     device = next(model.parameters()).device

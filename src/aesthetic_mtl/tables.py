@@ -5,7 +5,8 @@ in separate columns), Markdown and LaTeX (``mean ± std``, for papers and README
 page for the Snakemake report. Values are SRCC on the test split unless a table says otherwise; the
 mean and the sample standard deviation are over seeds, and the standard deviation is left blank when
 there is only one seed (or one finite value: an undefined SRCC of a constant prediction is NaN and is
-not averaged in).
+not averaged in). With one seed the display shows the bootstrap 95% CI of SRCC over test images
+instead (``0.706 [0.650, 0.760]``); the CSV has the CI columns either way (averaged over seeds).
 
 Every table has a ``paper`` column that holds only numbers the paper reports, and is blank elsewhere:
 the overall-score SRCC of the multi-task model on AADB (0.7067) and on EVA (0.695).
@@ -36,7 +37,7 @@ PAPER_CITATION = "Soydaner & Wagemans, arXiv 2305.09373 (2023)"
 
 @dataclass(frozen=True)
 class Published:
-    """One published overall-score SRCC, with where it was published."""
+    """One published overall-score SRCC, with the table or abstract it is quoted from."""
 
     dataset: str
     method: str
@@ -46,13 +47,22 @@ class Published:
     trainable_params: int | None = None
 
 
+PAN_2019_TABLE1 = ("Pan, Wang & Jiang, AAAI 2019, \"Image aesthetic assessment assisted by attributes through "
+                   "adversarial learning\", Table 1 (AADB, official split)")
+SHU_2021_ABSTRACT = ("Shu, Li, Liu & Xu, IEEE TMM (early access 2021), \"Semi-supervised adversarial learning for "
+                     "attribute-aware photo aesthetic assessment\", abstract")
+
 PUBLISHED: list[Published] = [
-    # Kong, Shen, Lin, Mech & Fowlkes, "Photo Aesthetics Ranking Network with Attributes and Content
-    # Adaptation", ECCV 2016: the AADB paper; their full model (Reg+Rank+Att+Cont), rho on AADB's test set.
-    # Parameter counts are not reported there, so they stay blank.
-    Published("AADB", "Kong et al. (Reg+Rank+Att+Cont, AlexNet)", "ECCV 2016", 0.6782),
+    Published("AADB", "Kong et al. 2016", PAN_2019_TABLE1, 0.6782),
+    Published("AADB", "Hou, Yu & Samaras 2017", PAN_2019_TABLE1, 0.6889),
+    Published("AADB", "Malu et al. 2017", PAN_2019_TABLE1, 0.689),
+    Published("AADB", "Pan et al. 2019: single-task network", PAN_2019_TABLE1, 0.6833),
+    Published("AADB", "Pan et al. 2019: multi-task network", PAN_2019_TABLE1, 0.6927),
+    Published("AADB", "Pan et al. 2019: full method", PAN_2019_TABLE1, 0.7041),
+    Published("AADB", "Shu et al. 2021", SHU_2021_ABSTRACT, 0.761),
 ]
-"""Published results on the datasets. Add a row only with a value you can cite (method, venue, number)."""
+"""Published AADB overall-score SRCC, quoted from the table or abstract named in `source`. None of these
+sources gives parameter counts, so they stay blank. Add a row only with a number you can cite."""
 
 OUTPUT_KINDS = ("csv", "md", "tex", "html")
 
@@ -83,22 +93,33 @@ class Stat:
     std: float = math.nan
     n: int = 0
     rows: int = 0
+    ci_low: float = math.nan     # bootstrap 95% CI of SRCC over test images (mean over seeds)
+    ci_high: float = math.nan
 
     @classmethod
-    def of(cls, values: Iterable[float]) -> "Stat":
+    def of(cls, values: Iterable[float], ci_low: Iterable[float] = (), ci_high: Iterable[float] = ()) -> "Stat":
         values = [x for x in values if x is not None]
         v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
         if len(v) == 0:
             return cls(rows=len(values))
-        return cls(float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan, int(len(v)), len(values))
+        return cls(float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan, int(len(v)), len(values),
+                   _finite_mean(ci_low), _finite_mean(ci_high))
 
     def text(self, digits: int = 3) -> str:
-        """'0.706 ± 0.012', '0.706' (one seed), 'n/a' (undefined for every seed) or '' (no value)."""
+        """'0.706 ± 0.012' (seeds), '0.706 [0.650, 0.760]' (one seed, with its bootstrap 95% CI), '0.706'
+        (one seed, no CI), 'n/a' (undefined for every seed) or '' (no value)."""
         if not np.isfinite(self.mean):
             return NOT_DEFINED if self.rows else ""
         if np.isfinite(self.std):
             return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+        if self.n == 1 and np.isfinite(self.ci_low) and np.isfinite(self.ci_high):
+            return f"{self.mean:.{digits}f} [{self.ci_low:.{digits}f}, {self.ci_high:.{digits}f}]"
         return f"{self.mean:.{digits}f}"
+
+
+def _finite_mean(values: Iterable[float]) -> float:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    return float(v.mean()) if len(v) else math.nan
 
 
 NOT_DEFINED = "n/a"
@@ -108,9 +129,15 @@ def stat(metrics: pd.DataFrame, *, dataset: str, train_dataset: str, setting: st
          metric: str = "srcc") -> Stat:
     """One cell: a metric of one (model setting, stage, target) on one test dataset, over seeds."""
     m = metrics
-    sel = m[(m["dataset"] == dataset) & (m["train_dataset"] == train_dataset) & (m["setting"] == setting)
-            & (m["stage"] == stage) & (m["target"] == target) & (m["metric"] == metric)]
-    return Stat.of(sel.groupby("seed")["value"].first())
+    cell = m[(m["dataset"] == dataset) & (m["train_dataset"] == train_dataset) & (m["setting"] == setting)
+             & (m["stage"] == stage) & (m["target"] == target)]
+    values = cell[cell["metric"] == metric].groupby("seed")["value"].first()
+    if metric != "srcc":
+        return Stat.of(values)
+    seeds = values.index
+    ci = {b: cell[cell["metric"] == f"srcc_ci_{b}"].groupby("seed")["value"].first().reindex(seeds)
+          for b in ("low", "high")}
+    return Stat.of(values, ci["low"], ci["high"])
 
 
 def paper_value(dataset: str, target: str) -> float:
@@ -246,7 +273,8 @@ def _label(target: str, overall: str) -> str:
 
 
 def _stat_columns(prefix: str, s: Stat) -> dict:
-    return {f"{prefix}_mean": s.mean, f"{prefix}_std": s.std, f"{prefix}_n": s.n}
+    return {f"{prefix}_mean": s.mean, f"{prefix}_std": s.std, f"{prefix}_n": s.n,
+            f"{prefix}_ci_low": s.ci_low, f"{prefix}_ci_high": s.ci_high}
 
 
 def _diff(a: Stat, b: Stat) -> float:
@@ -260,8 +288,10 @@ def _signed(x: float, digits: int = 3) -> str:
 def _seed_note(metrics: pd.DataFrame) -> str:
     seeds = sorted(metrics["seed"].unique())
     if len(seeds) > 1:
-        return f"Mean ± sample standard deviation over {len(seeds)} seeds ({', '.join(map(str, seeds))})."
-    return f"One seed ({', '.join(map(str, seeds))}): no standard deviation."
+        return (f"Mean ± sample standard deviation over {len(seeds)} seeds ({', '.join(map(str, seeds))}); "
+                "the CSV also has the bootstrap 95% CI of SRCC (averaged over seeds).")
+    return (f"One seed ({', '.join(map(str, seeds))}): no standard deviation; in brackets the bootstrap 95% "
+            "confidence interval of SRCC over test images.")
 
 
 def _paper_note() -> str:
@@ -361,22 +391,18 @@ def parameter_counts(backbone: str, targets: Sequence[str], stage: str = "stage2
 
     The trunk is built once per (backbone, stage) and the head for the given number of outputs.
     """
-    from .model import Head
-
-    trunk_total, trunk_trainable, width = _trunk_counts(backbone, stage)
-    head = sum(p.numel() for p in Head(width, len(targets), hidden, dropout).parameters())
-    return trunk_total + head, trunk_trainable + head
+    return _counts(backbone, len(targets), stage, tuple(hidden), float(dropout))
 
 
 @functools.lru_cache(maxsize=None)
-def _trunk_counts(backbone: str, stage: str) -> tuple[int, int, int]:
-    from .model import build_model
+def _counts(backbone: str, n_outputs: int, stage: str, hidden: tuple, dropout: float) -> tuple[int, int]:
+    from .model import build_model, count_parameters
 
-    model = build_model(backbone, ["_"], None)
-    model.set_stage(stage)
-    params = list(model.features.parameters())
-    return (sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad),
-            model.head.layers[0].in_features)
+    model = build_model(backbone, [f"t{i}" for i in range(n_outputs)], None, hidden, dropout)
+    total, stage2 = count_parameters(model)
+    if stage == "stage2":
+        return total, stage2
+    return total, sum(p.numel() for p in model.head.parameters())
 
 
 def published_table(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], backbone: str,
@@ -386,13 +412,15 @@ def published_table(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], back
     data, display = [], []
 
     def add(ds, method, source, s: Stat, total, trainable, paper, reported: bool = False):
-        data.append({"dataset": ds, "method": method, "source": source, "srcc_mean": s.mean, "srcc_std": s.std,
-                     "srcc_n": s.n if not reported else None, "total_params": total, "trainable_params": trainable,
-                     "paper": paper})
-        display.append({"dataset": ds, "method": method, "source": source,
+        origin = "quoted" if reported else "computed here"
+        data.append({"dataset": ds, "method": method, "source": source, "origin": origin, "srcc_mean": s.mean,
+                     "srcc_std": s.std, "srcc_n": s.n if not reported else None,
+                     "srcc_ci_low": s.ci_low, "srcc_ci_high": s.ci_high, "total_params": total,
+                     "trainable_params": trainable, "paper": paper})
+        display.append({"dataset": ds, "method": method, "source": source, "origin": origin,
                         "overall SRCC": f"{s.mean:g}" if reported else s.text(),
                         "parameters": f"{total:,}" if total else "",
-                        "trainable (stage 2)": f"{trainable:,}" if trainable else "",
+                        "trained in stage 2": f"{trainable:,}" if trainable else "",
                         "paper": _paper_text(paper)})
 
     for ds, cfg in datasets.items():
@@ -417,9 +445,11 @@ def published_table(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], back
                 add(ds, p.method, p.source, Stat(p.srcc), p.total_params, p.trainable_params, math.nan,
                     reported=True)
     notes = [_seed_note(metrics),
-             "Our parameter counts are computed by building the model: backbone trunk + head; trainable = "
-             "what stage 2 trains (the stage-2 trunk layers and the head). Blank: not reported by the source.",
-             "Published rows list only numbers we can cite with method, venue and value.", _paper_note()]
+             "origin: 'computed here' rows are this workflow's models on this run's data; 'quoted' rows are "
+             "numbers copied from the source named in the row (on the real AADB / EVA test sets).",
+             "Our parameter counts are computed by building the model: backbone trunk + head; trained in "
+             "stage 2 = the stage-2 trunk layers and the head. Blank: not reported by the source.",
+             _paper_note()]
     return Table("published", "Overall-score test SRCC against the paper and published methods",
                  pd.DataFrame(data), pd.DataFrame(display), notes)
 

@@ -3,8 +3,12 @@
 Stage 1 trains the head on pooled features of the frozen trunk (Adam, lr 1e-3, 5 epochs).
 Stage 2 starts from the stage-1 model and trains the stage-2 layers and the head on the cached
 frozen-prefix activations (Adam, lr 1e-4 halved every 125 steps, 3 epochs). Because the trunk runs in
-eval mode, this computes exactly what training end to end on images would: `fit` takes any input array
-and a matching forward function, and the tests run it both ways.
+eval mode, this is the same computation as training end to end on images: `fit` takes any input array
+and a matching forward function, and the tests run it both ways. With a float32 cache the two agree to
+float rounding (tested on the CPU); a float16 cache rounds the stored prefix activations (its effect on
+SRCC is measured in bench/results.md) and bf16 autocast on CUDA rounds the trunk's arithmetic.
+
+The head, the loss and every prediction are float32 on every device (the head leaves autocast).
 """
 
 from __future__ import annotations
@@ -26,14 +30,58 @@ from .model import AestheticModel
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
+SCHEDULES = ("staircase", "continuous")
+STAGE_STREAMS = {"stage1": 0, "stage2": 1}
+
+
 @dataclass(frozen=True)
 class StageConfig:
-    """Hyper-parameters of one stage (paper values come from config.yaml)."""
+    """Hyper-parameters of one stage (paper values come from config.yaml).
+
+    `schedule`: how the lr halves every `halve_every_steps` steps: "staircase" (lr0 * 0.5 ** (step // n),
+    PyTorch's StepLR) or "continuous" (lr0 * 0.5 ** (step / n): Keras' ExponentialDecay default,
+    staircase=False). `adam_eps`: PyTorch's default 1e-8, Keras' 1e-7. (Keras adds epsilon before Adam's
+    bias correction, PyTorch after; with these magnitudes the difference is negligible and not modelled.)
+    `stream`: the random stream of shuffling and dropout (0 stage 1, 1 stage 2), so stage 2 does not
+    replay stage 1's batches and masks.
+    """
 
     epochs: int
     lr: float
     batch_size: int
     halve_every_steps: int | None = None
+    schedule: str = "staircase"
+    adam_eps: float = 1e-8
+    stream: int = 0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+
+    @classmethod
+    def from_config(cls, training: dict, stage: str) -> "StageConfig":
+        """One stage's settings from the config's `training` section (defaults: PyTorch's)."""
+        own = training[stage]
+        return cls(epochs=own["epochs"], lr=own["lr"], batch_size=training["batch_size"],
+                   halve_every_steps=own.get("halve_every_steps"), schedule=own.get("schedule", "staircase"),
+                   adam_eps=training.get("adam_eps", 1e-8), stream=STAGE_STREAMS[stage])
+
+
+def stream_seed(seed: int, stream: int) -> int:
+    """The seed of one random stream; stream 0 is `seed` itself (stage 1 keeps its former draws)."""
+    if stream == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, stage: StageConfig):
+    """Halving every `halve_every_steps` steps, staircase or continuous; None without halving."""
+    n = stage.halve_every_steps
+    if not n:
+        return None
+    if stage.schedule == "staircase":
+        return torch.optim.lr_scheduler.StepLR(optimizer, n, gamma=0.5)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 ** (step / n))
 
 
 @dataclass(frozen=True)
@@ -74,7 +122,7 @@ def predict(forward: Forward, inputs: np.ndarray, rows: np.ndarray, *, batch_siz
             device: torch.device = torch.device("cpu"), bf16_cuda: bool = True) -> np.ndarray:
     """Model outputs in [0, 1] for `rows` of `inputs`, in order."""
     outputs = []
-    with torch.inference_mode(), autocast(device, bf16_cuda):
+    with torch.inference_mode(), autocast(device, bf16_cuda):  # the trunk only: the head leaves autocast
         for start in range(0, len(rows), batch_size):
             outputs.append(forward(_batch(inputs, rows[start:start + batch_size], device)).float().cpu())
     if not outputs:
@@ -89,11 +137,11 @@ def fit(model: AestheticModel, forward: Forward, inputs: np.ndarray, train: Spli
     """Train `params` with Adam on MSE; returns the per-epoch history (train and validation loss)."""
     if len(train.rows) == 0:
         raise DataError("the training split is empty")
+    seed = stream_seed(seed, stage.stream)
     torch.manual_seed(seed)  # dropout masks
     order_rng = torch.Generator().manual_seed(seed)  # shuffling, independent of dropout
-    optimizer = torch.optim.Adam(params, lr=stage.lr)
-    scheduler = (torch.optim.lr_scheduler.StepLR(optimizer, stage.halve_every_steps, gamma=0.5)
-                 if stage.halve_every_steps else None)
+    optimizer = torch.optim.Adam(params, lr=stage.lr, eps=stage.adam_eps)
+    scheduler = lr_scheduler(optimizer, stage)
     weights = torch.tensor(loss_weights, dtype=torch.float32, device=device)
     y_all = torch.from_numpy(train.y).to(device)
     history, step = [], 0
@@ -104,7 +152,7 @@ def fit(model: AestheticModel, forward: Forward, inputs: np.ndarray, train: Spli
         batches = range(0, len(perm), stage.batch_size)
         for start in tqdm(batches, desc=f"{desc} epoch {epoch}", unit="batch", mininterval=5, leave=False):
             idx = perm[start:start + stage.batch_size]
-            with autocast(device, bf16_cuda):
+            with autocast(device, bf16_cuda):  # the trunk only: the head leaves autocast (float32 scores)
                 pred = forward(_batch(inputs, train.rows[idx], device))
             loss = weighted_mse(pred, y_all[idx], weights)
             if not torch.isfinite(loss):
@@ -164,17 +212,15 @@ class TrainingSpec:
     hidden: tuple[int, ...] = (128, 64)
     dropout: float = 0.35
     loss_weights: Mapping[str, float] = field(default_factory=dict)
-    bf16_cuda: bool = True
+    head_init: str = "torch"
+    bf16_cuda: bool = False
 
     @classmethod
     def from_config(cls, backbone: str, head: Mapping, training: Mapping) -> "TrainingSpec":
         """The spec of the config sections `head` and `training` (as the workflow passes them)."""
-        def stage(name: str) -> StageConfig:
-            cfg = training[name]
-            return StageConfig(cfg["epochs"], cfg["lr"], training["batch_size"], cfg.get("halve_every_steps"))
-
-        return cls(backbone, stage("stage1"), stage("stage2"), tuple(head["hidden"]), float(head["dropout"]),
-                   dict(head.get("loss_weights", {})), bool(training.get("bf16_autocast_cuda", True)))
+        return cls(backbone, StageConfig.from_config(training, "stage1"), StageConfig.from_config(training, "stage2"),
+                   tuple(head["hidden"]), float(head["dropout"]), dict(head.get("loss_weights", {})),
+                   head.get("init", "torch"), bool(training.get("bf16_autocast_cuda", False)))
 
     def stage(self, name: str) -> StageConfig:
         return {"stage1": self.stage1, "stage2": self.stage2}[name]
@@ -263,7 +309,7 @@ def train_and_predict(spec: TrainingSpec, data: CachedDataset, targets: Sequence
     from .model import build_model
 
     torch.manual_seed(seed)  # head initialisation
-    model = build_model(spec.backbone, targets, weights_file, spec.hidden, spec.dropout).to(device)
+    model = build_model(spec.backbone, targets, weights_file, spec.hidden, spec.dropout, spec.head_init).to(device)
     train, val = data.split("train", targets), data.split("validation", targets)
     loss_weights = [spec.loss_weights.get(t, 1.0) for t in targets]
     log(f"{data.name} {list(targets)} seed {seed}: {len(train.rows)} train / {len(val.rows)} validation images, "
