@@ -124,3 +124,20 @@ def test_vgg16_trunk_matches_torchvision_layout():
     ours, theirs = vgg16_features(), vgg16(weights=None).features
     assert [type(m) for m in ours] == [type(m) for m in theirs]
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
+
+
+def test_checkpoints_carry_a_format_version_and_other_versions_are_refused(tmp_path, vgg):
+    from aesthetic_mtl.errors import CheckpointError
+    from aesthetic_mtl.model import CHECKPOINT_FORMAT
+
+    path = tmp_path / "stage1.pt"
+    save_checkpoint(path, vgg, stage="stage1", ranges={t: [-1, 1] for t in AADB}, image_size=32,
+                    head={"hidden": [128, 64], "dropout": 0.35}, weights={"spec": "none", "file": None},
+                    config={}, provenance={})
+    ckpt = read_checkpoint(path)
+    assert ckpt["format"] == CHECKPOINT_FORMAT
+    for version, word in ((CHECKPOINT_FORMAT + 1, "newer"), (CHECKPOINT_FORMAT - 1, "older")):
+        torch.save({**ckpt, "format": version}, tmp_path / "other.pt")
+        with pytest.raises(CheckpointError, match=f"format version {version} is {word}") as err:
+            load_model(tmp_path / "other.pt")
+        assert str(err.value).startswith(f"not an aesthetic-mtl checkpoint: {tmp_path / 'other.pt'}: ")
