@@ -11,6 +11,10 @@ Choices (the paper states none of them):
   left under it;
 - 16-bit grey images are scaled to 8 bit by ``round(value / 257)`` (65535 -> 255), because Pillow's own
   ``convert("L")`` clips everything above 255 to white;
+- 32-bit float images (mode ``F``, e.g. float TIFFs) are read as the float-image convention has it,
+  0.0 = black and 1.0 = white, scaled by ``round(value * 255)``; a float image with values outside
+  [0, 1] (or NaN / inf) is refused naming the range found, because nothing in the file says what its
+  black and white are (Pillow's own conversion would clip it to all black or all white);
 - JPEGs are decoded with libjpeg's reduced-DCT scaling (`Image.draft`) to no less than twice the
   target size, which is several times faster and, after the antialiased resize, visually identical;
 - broken images raise `DataError` naming the file and the reason; `ImageFile.LOAD_TRUNCATED_IMAGES`
@@ -23,6 +27,7 @@ import collections
 import concurrent.futures as cf
 import contextlib
 import os
+import re
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -138,6 +143,9 @@ class _decoded:
         except DataError:
             self.__exit__()
             raise
+        except Image.DecompressionBombError as e:
+            self.__exit__()
+            raise DataError(f"{self.path}: {_bomb_reason(e, self.max_pixels)}") from None
         except Exception as e:  # noqa: BLE001 - see the class docstring
             self.__exit__()
             raise DataError(f"{self.path}: {_reason(e)}") from e
@@ -157,6 +165,20 @@ def _reason(e: Exception) -> str:
     if "truncated" in msg.lower() or isinstance(e, EOFError):
         return f"truncated image ({msg})" if msg else "truncated image"
     return f"corrupt image data ({type(e).__name__}: {msg})"
+
+
+def _bomb_reason(e: Exception, max_pixels: int | None) -> str:
+    """Pillow's own bomb error, told against the configured limit.
+
+    Pillow refuses inside `Image.open`, before our header check, any image over twice its own limit,
+    and names that doubled limit (357,913,940 by default). Its limit is never below `max_pixels`
+    (`_lift_pillow_limit`), so such an image is over `images.max_pixels` too: say that.
+    """
+    if max_pixels is None:
+        return _reason(e)
+    found = re.search(r"\((\d+) pixels\)", str(e))
+    size = f"{int(found.group(1))} pixels" if found else "the image"
+    return f"decompression bomb refused: {size} > images.max_pixels = {max_pixels}"
 
 
 def _check_pixels(im: Image.Image, max_pixels: int | None, path: Path) -> None:
@@ -201,6 +223,8 @@ def _to_rgb(im: Image.Image, path: Path) -> Image.Image:
     """Convert any decoded mode to 8-bit RGB (see the module docstring for the choices)."""
     if im.mode in _SIXTEEN_BIT_MODES:
         return _sixteen_bit_to_rgb(im)
+    if im.mode == "F":
+        return _float_to_rgb(im, path)
     if im.mode in _ALPHA_MODES or "transparency" in im.info:
         return _composite_on_white(im.convert("RGBA"))
     if im.mode == "RGB":
@@ -219,6 +243,21 @@ def _sixteen_bit_to_rgb(im: Image.Image) -> Image.Image:
     """
     v = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
     grey = ((2 * v + 257) // 514).astype(np.uint8)  # floor(v / 257 + 0.5)
+    return Image.fromarray(np.repeat(grey[..., None], 3, axis=2))
+
+
+def _float_to_rgb(im: Image.Image, path: Path) -> Image.Image:
+    """Grey float in [0, 1] -> 8-bit by round(v * 255); any other range is refused (module docstring)."""
+    v = np.asarray(im, dtype=np.float64)
+    if not np.isfinite(v).all():
+        raise DataError(f"{path}: 32-bit float image (mode F) with NaN or infinite pixels; "
+                        f"convert it to an 8- or 16-bit image")
+    low, high = float(v.min()), float(v.max())
+    if low < 0.0 or high > 1.0:
+        raise DataError(f"{path}: 32-bit float image (mode F) with values in [{low:g}, {high:g}]; "
+                        f"only float images in [0, 1] are read (0 = black, 1 = white): convert it "
+                        f"to an 8- or 16-bit image")
+    grey = np.floor(v * 255.0 + 0.5).astype(np.uint8)
     return Image.fromarray(np.repeat(grey[..., None], 3, axis=2))
 
 
