@@ -3,6 +3,7 @@
 Every format module exposes the same small interface (see ARCHITECTURE.md, "Contracts"):
 
 * `TARGETS` - the release's target names in their default order, `RANGES` - their raw ranges;
+  `LABEL_NAMES` - every name the release can provide as a target (the config check refuses others);
 * `required_files(ds_cfg) -> list[str]` - archive names needed for this dataset config;
 * `extract(archives, raw, ds_cfg)` - unpack the archives into `raw`;
 * `parse(raw, ds_cfg, *, on_bad_image="error") -> DataFrame` - columns `image`, `path`, `split`,

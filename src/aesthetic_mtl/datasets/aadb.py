@@ -48,6 +48,9 @@ from . import (IMAGE_SUFFIXES, deterministic_zip, iter_files, offenders, outside
 TARGETS = ["BalacingElements", "ColorHarmony", "Content", "DoF", "Light", "MotionBlur", "Object",
            "Repetition", "RuleOfThirds", "Symmetry", "VividColor", "score"]
 RANGES = {t: (-1.0, 1.0) for t in TARGETS[:-1]} | {"score": (0.0, 1.0)}
+LABEL_NAMES = tuple(TARGETS)
+"""Every target the release has a label list for (`imgList*Regression_<name>.txt`): the 12 above. A
+configured target outside this list stops the config check (`snakemake -n`), before any download."""
 
 LABEL_ZIP = "imgListFiles_label.zip"
 ORIGINAL_ZIP = "datasetImages_originalSize.zip"
