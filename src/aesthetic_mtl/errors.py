@@ -31,3 +31,11 @@ class CheckpointError(AestheticError, ValueError):
     def __init__(self, path: object, why: str) -> None:
         self.path, self.why = path, why
         super().__init__(f"not an aesthetic-mtl checkpoint: {path}: {why}")
+
+
+class OutputError(AestheticError, OSError):
+    """An output cannot be written: the disk is full, a quota or a file-size limit is reached.
+
+    Raised by `io.atomic_path` (and the cache writers) naming the output; nothing is left under the
+    output's name, so freeing space and running again redoes the job from scratch.
+    """

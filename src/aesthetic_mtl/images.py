@@ -37,8 +37,9 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from . import integrity
 from .errors import DataError
-from .io import atomic_path, read_tsv, write_tsv
+from .io import atomic_path, open_output_memmap, read_tsv, write_json, write_tsv
 
 PILLOW_MAX_PIXELS = 178956970
 """Pillow's default decompression-bomb limit (also the config default `images.max_pixels`)."""
@@ -304,7 +305,9 @@ def build_image_cache(table: pd.DataFrame, out_dir: str | os.PathLike, size: int
     order of first appearance. `on_bad_image="error"` stops at the first bad image with its
     `DataError`; "skip" leaves it out. Returns the skipped images (image, path, reason), also written
     to `out_dir/skipped.tsv` (header only when none). `index.tsv` is written last and removed first,
-    so its presence means the cache is complete.
+    so its presence means the cache is complete; `meta.json` records the fingerprints that
+    `open_image_cache` checks (`integrity`). The disk space is reserved before decoding starts, so a
+    full disk is an `OutputError` naming images.npy, not a crash part-way.
     """
     out_dir = Path(out_dir)
     _check_args(size, resize)
@@ -316,11 +319,13 @@ def build_image_cache(table: pd.DataFrame, out_dir: str | os.PathLike, size: int
     _lift_pillow_limit(max_pixels)
     start = time.perf_counter()
     with atomic_path(out_dir / "images.npy", suffix=".npy") as tmp:
-        kept, skipped = _fill_cache(tmp, unique, size, resize, max_pixels, on_bad_image,
-                                    workers, log, progress)
+        kept, skipped = _fill_cache(tmp, out_dir / "images.npy", unique, size, resize, max_pixels,
+                                    on_bad_image, workers, log, progress)
     _log_summary(log, len(kept), skipped, time.perf_counter() - start)
     write_tsv(out_dir / "skipped.tsv", skipped)
     index = pd.DataFrame({"row": np.arange(len(kept)), "image": kept})
+    write_json(out_dir / integrity.META, {"size": int(size), "resize": resize,
+                                          integrity.KEY: integrity.record(out_dir, ["images.npy"], index)})
     write_tsv(out_dir / "index.tsv", index)
     return skipped
 
@@ -342,12 +347,12 @@ def _unique_images(table: pd.DataFrame) -> pd.DataFrame:
     return pairs.drop_duplicates("image", keep="first").reset_index(drop=True)
 
 
-def _fill_cache(tmp: Path, unique: pd.DataFrame, size: int, resize: str,
+def _fill_cache(tmp: Path, output: Path, unique: pd.DataFrame, size: int, resize: str,
                 max_pixels: int | None, on_bad_image: str, workers: int,
                 log: Callable[[str], object], progress: bool) -> tuple[list[str], pd.DataFrame]:
     """Decode in parallel straight into the memmap; return kept image ids and the skipped table."""
     n = len(unique)
-    cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+    cache = open_output_memmap(tmp, output, np.uint8, (n, size, size, 3))
     kept: list[str] = []
     skipped: list[dict] = []
     jobs = zip(unique["image"], unique["path"])
@@ -452,7 +457,7 @@ def _copy_rows(path: Path, n_rows: int) -> None:
     """Fallback of `_shrink_npy`: copy the first rows into a fresh file, chunk by chunk."""
     src = np.load(path, mmap_mode="r")
     tmp = path.with_name(path.name + ".shrink.npy")
-    dst = np.lib.format.open_memmap(tmp, mode="w+", dtype=src.dtype, shape=(n_rows, *src.shape[1:]))
+    dst = open_output_memmap(tmp, path, src.dtype, (n_rows, *src.shape[1:]))
     for lo in range(0, n_rows, 256):
         dst[lo:lo + 256] = src[lo:min(lo + 256, n_rows)]
     dst.flush()
@@ -472,7 +477,8 @@ def open_image_cache(out_dir: str | os.PathLike) -> tuple[np.ndarray, pd.DataFra
     """Open a finished cache: a read-only (N, S, S, 3) uint8 memmap and its index (row, image).
 
     A missing `index.tsv` means the build never finished (it is written last), so the cache is
-    refused rather than trusted.
+    refused rather than trusted. A cache that differs from what rule image_cache wrote (size, shape,
+    sampled-rows checksum, image ids: `integrity`) is refused naming the file and the rule to rerun.
     """
     out_dir = Path(out_dir)
     index_path, images_path = out_dir / "index.tsv", out_dir / "images.npy"
@@ -481,13 +487,20 @@ def open_image_cache(out_dir: str | os.PathLike) -> tuple[np.ndarray, pd.DataFra
                         "rebuild it")
     if not images_path.exists():
         raise DataError(f"{images_path}: missing although {index_path} exists; rebuild the cache")
+    entry = integrity.load(out_dir, RULE)
     try:
         images = np.load(images_path, mmap_mode="r")
     except (ValueError, OSError) as e:
+        integrity.check_sizes(out_dir, entry, RULE)        # a truncated file: say so, and which rule
         raise DataError(f"{images_path}: not a readable .npy file ({e})") from None
     index = read_tsv(index_path)
     _check_cache(images, index, images_path, index_path)
+    integrity.check(out_dir, entry, {"images.npy": images}, index, RULE)
     return images, index
+
+
+RULE = "image_cache"
+"""The workflow rule that writes the image cache (named in errors about an altered cache)."""
 
 
 def _check_cache(images: np.ndarray, index: pd.DataFrame, images_path: Path,

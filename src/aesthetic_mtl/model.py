@@ -120,7 +120,8 @@ def save_checkpoint(path: str | Path, model: AestheticModel, *, stage: str, rang
     """Store what training changed plus everything needed to rebuild and interpret the model.
 
     The frozen trunk is not stored (it would repeat ~60 MB of VGG16 per checkpoint); `weights` names
-    the trunk's weights file and its sha256 so loading can check it gets the same trunk.
+    the trunk's weights file and its sha256 so loading can check it gets the same trunk. A full
+    disk raises `OutputError` naming `path`, and nothing is left under that name.
     """
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -135,8 +136,11 @@ def save_checkpoint(path: str | Path, model: AestheticModel, *, stage: str, rang
         "config": config,
         "provenance": provenance,
     }
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(payload, tmp)
+    # Through a Python file object, not a path: torch's own file writer turns a full disk into a
+    # cryptic RuntimeError and names the archive's inner folder after the (random) temporary file,
+    # while a file object gives OSError(ENOSPC) -> OutputError and byte-identical reruns.
+    with atomic_path(path, suffix=".pt") as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)
 
 
 def read_checkpoint(path: str | Path) -> dict:
