@@ -8,6 +8,7 @@ The model can start from three points, so training can skip work that never chan
 
 from __future__ import annotations
 
+import io
 import pickle
 import warnings
 from pathlib import Path
@@ -136,11 +137,14 @@ def save_checkpoint(path: str | Path, model: AestheticModel, *, stage: str, rang
         "config": config,
         "provenance": provenance,
     }
-    # Through a Python file object, not a path: torch's own file writer turns a full disk into a
-    # cryptic RuntimeError and names the archive's inner folder after the (random) temporary file,
-    # while a file object gives OSError(ENOSPC) -> OutputError and byte-identical reruns.
-    with atomic_path(path, suffix=".pt") as tmp, open(tmp, "wb") as fh:
-        torch.save(payload, fh)
+    # Serialised in memory (a checkpoint is a few MB), then written with a plain file write: torch's
+    # own writer turns a full disk into a cryptic RuntimeError (its zip writer's cleanup masks the
+    # OSError) and names the archive's inner folder after the random temporary file. This way a full
+    # disk is OSError(ENOSPC) -> OutputError, and a rerun writes identical bytes.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_path(path, suffix=".pt") as tmp:
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def read_checkpoint(path: str | Path) -> dict:
