@@ -217,7 +217,10 @@ def crash_point(step: str, done: int) -> None:
     With `AESTHETIC_MTL_CRASH_AFTER=<step>:<K>` in the environment, the process SIGKILLs itself
     right after unit K of `step` (`feature_cache`: batches written; `stage1` / `stage2`: training
     steps). `<step>:<K>:group` kills its whole process group instead: Snakemake too, as a node failure
-    or `scancel` would, so nothing gets to clean up. Unset (always, outside that test) it does nothing.
+    or `scancel` would, so nothing gets to clean up. `<step>:<K>:hold=<file>` kills nothing: the job
+    creates `<file>.held` and waits there until `<file>` exists (at most 10 minutes), so a test can act
+    while a job is mid-write (tests/test_concurrent_runs.py). Unset (always, outside those tests) it
+    does nothing.
     """
     spec = os.environ.get(CRASH_ENV)
     if not spec:
@@ -226,8 +229,21 @@ def crash_point(step: str, done: int) -> None:
     count, _, scope = rest.partition(":")
     if name != step or int(count) != done:
         return
+    if scope.startswith("hold="):
+        _hold(Path(scope[len("hold="):]))
+        return
     sys.stdout.flush()
     sys.stderr.flush()
     if scope == "group":
         os.killpg(os.getpgrp(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _hold(release: Path, limit_s: float = 600.0) -> None:
+    """Announce `<release>.held`, then wait until `release` exists (the `hold=` test hook)."""
+    import time
+
+    Path(f"{release}.held").touch()
+    deadline = time.monotonic() + limit_s
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
