@@ -180,7 +180,7 @@ def _bad_checkpoints(folder, good) -> dict[str, tuple]:
     save("no_targets.pt", {k: v for k, v in ckpt.items() if k != "targets"}, "'targets' is missing")
     save("bad_ranges.pt", {**ckpt, "ranges": {"Light": [-1, 1]}}, "no [low, high] for target 'score'")
     save("bad_stage.pt", {**ckpt, "stage": "stage3"}, "'stage' is 'stage3'")
-    save("other_backbone.pt", {**ckpt, "backbone": "vgg17"}, "unknown backbone 'vgg17'")
+    save("other_backbone.pt", {**ckpt, "backbone": "vgg17"}, "its backbone 'vgg17' is not one this aesthetic-mtl knows")
     wrong = dict(ckpt["state_dict"])
     key = next(k for k in wrong if k.startswith("head.") and k.endswith("weight"))
     wrong[key] = torch.zeros(3, 3)

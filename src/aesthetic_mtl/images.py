@@ -492,7 +492,7 @@ def open_image_cache(out_dir: str | os.PathLike) -> tuple[np.ndarray, pd.DataFra
         images = np.load(images_path, mmap_mode="r")
     except (ValueError, OSError) as e:
         integrity.check_sizes(out_dir, entry, RULE)        # a truncated file: say so, and which rule
-        raise DataError(f"{images_path}: not a readable .npy file ({e})") from None
+        raise integrity.altered(images_path, f"not a readable .npy file ({e})", RULE, out_dir) from None
     index = read_tsv(index_path)
     _check_cache(images, index, images_path, index_path)
     integrity.check(out_dir, entry, {"images.npy": images}, index, RULE)

@@ -258,8 +258,9 @@ def load_model(path: str | Path, weights_file: str | Path | None = None) -> tupl
     try:
         model = build_model(ckpt["backbone"], ckpt["targets"], trunk, ckpt["head"]["hidden"],
                             ckpt["head"]["dropout"])
-    except KeyError as e:                       # unknown backbone name
-        raise CheckpointError(path, str(e.args[0]) if e.args else repr(e)) from None
+    except KeyError:                            # unknown backbone name
+        raise CheckpointError(path, f"its backbone {ckpt['backbone']!r} is not one this aesthetic-mtl "
+                                    f"knows (`aesthetic-mtl backbones` lists them)") from None
     expected = set(model.trainable_state(ckpt["stage"]))
     missing, extra = expected - set(ckpt["state_dict"]), set(ckpt["state_dict"]) - expected
     if missing or extra:
