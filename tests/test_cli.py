@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -154,3 +155,134 @@ def test_backbones_lists_the_registry():
     assert "vgg16" in result.output and "efficientnet_lite0" in result.output
     full = CliRunner().invoke(main, ["backbones", "--all"])
     assert "resnet50" in full.output
+
+
+# --------------------------------------------------------------------------------------------------
+# files that are not checkpoints: one line, exit code 2, never advice to unpickle
+# --------------------------------------------------------------------------------------------------
+
+class _NotData:
+    """A class: torch.save pickles it, weights_only loading must refuse it."""
+
+
+def _bad_checkpoints(folder, good) -> dict[str, tuple]:
+    """name -> (file, words the reason must contain)."""
+    import os
+    import pickle
+
+    folder.mkdir(exist_ok=True)
+    made = {}
+
+    def put(name, data: bytes, why):
+        (folder / name).write_bytes(data)
+        made[name] = (folder / name, why)
+
+    def save(name, obj, why):
+        torch.save(obj, folder / name)
+        made[name] = (folder / name, why)
+
+    ckpt = torch.load(good, weights_only=True)
+    raw = good.read_bytes()
+    put("random.pt", os.urandom(4096), "unknown binary content")
+    put("config.json", json.dumps({"format": 1, "targets": ["score"]}).encode(), "JSON or text")
+    put("empty.pt", b"", "empty file")
+    put("truncated.pt", raw[: len(raw) // 2], "truncated or damaged")
+    put("pickle.pt", pickle.dumps({"format": 1}), "plain Python pickle")
+    save("trunk.pth", build_model("vgg16", ["score"], None).features.state_dict(), "bare state_dict")
+    save("plain_dict.pt", {"weights": 1, "backbone": "vgg16"}, "without a format version")
+    save("list.pt", [1, 2, 3], "holds a list")
+    save("object.pt", {"format": 1, "x": _NotData()}, "never unpickled")
+    save("older.pt", {**ckpt, "format": 0}, "format version 0 is older than the version 1")
+    save("newer.pt", {**ckpt, "format": 7}, "format version 7 is newer than the version 1")
+    save("no_targets.pt", {k: v for k, v in ckpt.items() if k != "targets"}, "'targets' is missing")
+    save("bad_ranges.pt", {**ckpt, "ranges": {"Light": [-1, 1]}}, "no [low, high] for target 'score'")
+    save("bad_stage.pt", {**ckpt, "stage": "stage3"}, "'stage' is 'stage3'")
+    save("other_backbone.pt", {**ckpt, "backbone": "vgg17"}, "its backbone 'vgg17' is not one this aesthetic-mtl knows")
+    wrong = dict(ckpt["state_dict"])
+    key = next(k for k in wrong if k.startswith("head.") and k.endswith("weight"))
+    wrong[key] = torch.zeros(3, 3)
+    save("wrong_shape.pt", {**ckpt, "state_dict": wrong}, "do not fit a vgg16 model")
+    fewer = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("features.")}
+    save("stage1_params.pt", {**ckpt, "state_dict": fewer}, "missing ['features.19.bias'")
+    return made
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(tmp_path_factory, checkpoint):
+    return _bad_checkpoints(tmp_path_factory.mktemp("bad"), checkpoint)
+
+
+BAD_NAMES = ["random.pt", "config.json", "empty.pt", "truncated.pt", "pickle.pt", "trunk.pth",
+             "plain_dict.pt", "list.pt", "object.pt", "older.pt", "newer.pt", "no_targets.pt",
+             "bad_ranges.pt", "bad_stage.pt", "other_backbone.pt", "wrong_shape.pt", "stage1_params.pt"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_predict_and_info_refuse_a_bad_checkpoint_in_one_line(bad_checkpoints, photos, tmp_path, name):
+    path, why = bad_checkpoints[name]
+    folder, _ = photos
+    runs = {"predict": ["predict", "--model", str(path), str(folder), "--out", str(tmp_path / "s.csv"),
+                        "--device", "cpu"]}
+    if name not in ("other_backbone.pt", "wrong_shape.pt", "stage1_params.pt"):   # info does not build
+        runs["info"] = ["info", str(path)]
+    for command, args in runs.items():
+        result = CliRunner().invoke(main, args)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 2, (command, result.output, result.exception)
+        assert len(lines) == 1, (command, result.output)
+        assert lines[0].startswith(f"Error: not an aesthetic-mtl checkpoint: {path}: "), lines[0]
+        assert why in lines[0], lines[0]
+        assert "weights_only" not in lines[0] and "Traceback" not in result.output
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_bad_checkpoint_from_the_console_script_is_one_line_on_stderr(bad_checkpoints):
+    import subprocess
+    import sys
+
+    path, _ = bad_checkpoints["random.pt"]
+    proc = subprocess.run([sys.executable, "-m", "aesthetic_mtl.cli", "info", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"Error: not an aesthetic-mtl checkpoint: {path}: not a torch.save archive (unknown binary "
+        f"content); checkpoints are written by training as stage1.pt / stage2.pt"]
+
+
+@pytest.mark.parametrize("device, message", [
+    ("banana", "'banana' is not a device; use cpu, cuda, cuda:N or mps"),
+    ("meta", "device type 'meta' is not supported"),
+])
+def test_predict_refuses_an_unknown_device_in_one_line(checkpoint, photos, tmp_path, device, message):
+    folder, _ = photos
+    result = CliRunner().invoke(main, ["predict", "--model", str(checkpoint), str(folder), "--out",
+                                       str(tmp_path / "s.csv"), "--device", device])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Invalid value for '--device'" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_predict_on_cuda_without_a_gpu_is_one_line(checkpoint, photos, tmp_path):
+    folder, _ = photos
+    for device in ("cuda", "cuda:1"):
+        result = CliRunner().invoke(main, ["predict", "--model", str(checkpoint), str(folder), "--out",
+                                           str(tmp_path / "s.csv"), "--device", device])
+        assert result.exit_code == 2, result.output
+        assert f"'{device}': torch finds no CUDA GPU on this machine; use --device cpu" in result.output
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_one_file_under_two_spellings_is_scored_once(checkpoint, photos, tmp_path):
+    folder, _ = photos
+    detour = folder / "nested" / ".." / "a.jpg"                  # the same file as folder/a.jpg
+    link = tmp_path / "link.jpg"
+    link.symlink_to(folder / "a.jpg")
+    found = collect_images([detour, folder, link])
+    assert [p.resolve() for p in found].count((folder / "a.jpg").resolve()) == 1
+    assert found[0] == detour                                     # the first spelling is kept
+    out = tmp_path / "s.csv"
+    result = CliRunner().invoke(main, ["predict", "--model", str(checkpoint), str(detour), str(folder),
+                                       "--out", str(out), "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.output
+    names = [Path(p).name for p in pd.read_csv(out)["image"]]
+    assert sorted(names) == ["a.jpg", "b.png", "c.JPEG", "d.webp"]   # a.jpg once (broken.jpg skipped)

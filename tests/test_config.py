@@ -61,6 +61,10 @@ def test_schema_errors_name_the_key(paper, change, key):
     (lambda c: c["head"].update(loss_weights={"Sharpness": 2}), "head.loss_weights.Sharpness"),
     (lambda c: c["datasets"]["AADB"]["files"].pop("imgListFiles_label.zip"), "imgListFiles_label.zip"),
     (lambda c: c["experiment"].update(single_targets={"EVA": ["beauty"]}), "experiment.single_targets.EVA"),
+    (lambda c: c["datasets"]["AADB"]["targets"].update(Sharpness=[-1, 1]),
+     "config key 'datasets.AADB.targets.Sharpness': the aadb release has no labels named 'Sharpness'"),
+    (lambda c: c["datasets"]["EVA"]["targets"].update(beauty=[1, 4]),
+     "config key 'datasets.EVA.targets.beauty': the eva release has no labels named 'beauty'"),
 ])
 def test_semantic_errors_name_the_key(paper, change, needle):
     assert needle in _bad(paper, change)
@@ -114,10 +118,40 @@ def repo_copy(tmp_path_factory):
     return copy_repo(tmp_path_factory.mktemp("badconfig") / "repo")
 
 
+@pytest.mark.parametrize("name", ["A/B", "../up", "1st", "with-dash", "AADB ", "", "cache", "Models"])
+def test_dataset_names_are_one_safe_word(paper, name):
+    def rename(c):
+        c["datasets"][name] = c["datasets"].pop("EVA")
+        c["experiment"]["cross_dataset"] = {}
+    message = _bad(paper, rename)
+    assert f"config key 'datasets.{name}'" in message
+    assert "must match ^[A-Za-z][A-Za-z0-9_]*$" in message or "is reserved" in message
+
+
+def test_an_overlay_removes_a_dataset_with_null(paper, tmp_path):
+    (tmp_path / "aadb_only.yaml").write_text("datasets:\n  EVA: null\n")
+    config = load_config(REPO / "config.yaml", REPO / "tests" / "configs" / "tiny.yaml",
+                         tmp_path / "aadb_only.yaml")
+    assert list(config["datasets"]) == ["AADB"]
+    assert "EVA" not in config["experiment"]["single_targets"]            # tiny.yaml named it
+    assert not any("EVA" in pair for pair in config["experiment"]["cross_dataset"])
+    assert config["experiment"]["subsets"]["AADB"]                         # AADB's own entries stay
+    # Snakemake's merge keeps the null; validate_config (what common.smk calls) applies it in place
+    merged = deep_update(paper, {"datasets": {"EVA": None}})
+    assert merged["datasets"]["EVA"] is None
+    validate_config(merged)
+    assert list(merged["datasets"]) == ["AADB"]
+    with pytest.raises(ConfigError, match="'datasets'"):                 # removing every dataset
+        validate_config(deep_update(paper, {"datasets": {"EVA": None, "AADB": None}}))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("overlay, needle", [
     ("training: {batch_sise: 8}\n", "'batch_sise' was unexpected"),       # schema: unknown key
     ("backbone: {name: vgg17}\n", "backbone.name"),                      # check_config: unknown backbone
+    ("datasets: {AADB: {targets: {Sharpness: [-1, 1]}}}\n",               # an AADB target without a list
+     "the aadb release has no labels named 'Sharpness'"),
+    ("datasets: {'A/B': {format: aadb}}\n", "config key 'datasets.A/B': dataset names must match"),
 ])
 def test_snakemake_stops_on_a_bad_config_before_any_job(repo_copy, overlay, needle):
     (repo_copy / "bad.yaml").write_text(overlay)
@@ -127,3 +161,12 @@ def test_snakemake_stops_on_a_bad_config_before_any_job(repo_copy, overlay, need
     assert proc.returncode != 0 and needle in out, out[-3000:]
     assert "Job stats" not in out                                   # no DAG, nothing scheduled
     assert not any((repo_copy / d).exists() for d in ("results", "resources", "logs"))
+
+
+@pytest.mark.slow
+def test_snakemake_dry_run_without_a_dataset_removed_by_overlay(repo_copy):
+    (repo_copy / "aadb_only.yaml").write_text("datasets:\n  EVA: null\n")
+    proc = run_snakemake(repo_copy, "-n", "--cores", "1", *TINY, "--configfile", "aadb_only.yaml",
+                         timeout=300)
+    out = proc.stdout + proc.stderr
+    assert "results/AADB/labels.tsv" in out and "EVA" not in out, out[-3000:]

@@ -448,3 +448,101 @@ def test_aadb_images_without_labels_are_ignored_and_counted(tmp_path):
     assert not out["image"].str.contains("unlisted").any() and len(out) == len(table)
     # the overlap images' second copies (new-test archive) are used files, not unlabelled ones
     assert out.attrs["unlabelled_images"] == 2
+
+
+# ------------------------------------------- label names are data: they cannot reach outside the release
+
+OUTSIDE_NAMES = ["../../../../outside/photo.jpg", "ABS", "sub/../../photo.jpg", "..\\..\\photo.jpg",
+                 "C:photo.jpg"]
+
+
+def _outside_photo(tmp: Path) -> Path:
+    """A real photo outside the release folder: what an escaping label name would pull in."""
+    outside = tmp / "outside"
+    outside.mkdir()
+    (outside / "photo.jpg").write_bytes(_jpeg(3))
+    return outside / "photo.jpg"
+
+
+@pytest.mark.parametrize("policy", ["error", "skip"])
+@pytest.mark.parametrize("name", OUTSIDE_NAMES)
+def test_aadb_label_name_leaving_the_release_is_an_error_in_every_policy(tmp_path, name, policy):
+    photo = _outside_photo(tmp_path)
+    name = str(photo) if name == "ABS" else name
+    raw = _aadb_raw_dir(tmp_path, _small_lists(f"a.jpg 0.2\n{name} 0.5\nc.jpg 0.4\n"),
+                        ["a.jpg", "c.jpg", "d.jpg"])
+    (raw / "imgListFiles_label" / aadb.label_file_name("train", "score")).write_text(
+        f"a.jpg 0.5\n{name} 0.25\nc.jpg 1\n")   # same images in both lists: only the name is wrong
+    with pytest.raises(DataError) as err:
+        aadb.parse(raw, SMALL_CFG, on_bad_image=policy)
+    msg = str(err.value)
+    assert "imgListTrainRegression_Light.txt line 2" in msg and repr(name) in msg
+    assert "'..'" in msg or "absolute path" in msg
+
+
+@pytest.mark.parametrize("policy", ["error", "skip"])
+def test_aadb_image_symlinked_outside_the_release_is_refused(tmp_path, policy):
+    photo = _outside_photo(tmp_path)
+    raw = _aadb_raw_dir(tmp_path, _small_lists("a.jpg 0.2\nb.jpg 0\nc.jpg 0.4\n"),
+                        ["a.jpg", "c.jpg", "d.jpg"])
+    (raw / "datasetImages_originalSize" / "datasetImages_originalSize" / "b.jpg").symlink_to(photo)
+    with pytest.raises(DataError, match="outside the release folder") as err:
+        aadb.parse(raw, SMALL_CFG, on_bad_image=policy)
+    assert "imgListTrainRegression_Light.txt line 2" in str(err.value) and str(photo) in str(err.value)
+    # a symbolic link that stays inside the release is fine
+    (raw / "datasetImages_originalSize" / "datasetImages_originalSize" / "b.jpg").unlink()
+    (raw / "datasetImages_originalSize" / "datasetImages_originalSize" / "b.jpg").symlink_to(
+        raw / "datasetImages_originalSize" / "datasetImages_originalSize" / "a.jpg")
+    assert len(aadb.parse(raw, SMALL_CFG, on_bad_image=policy)) == 5
+
+
+def test_aadb_name_with_a_folder_inside_the_release_is_not_an_escape(tmp_path):
+    raw = _aadb_raw_dir(tmp_path, _small_lists("a.jpg 0.2\nsub/b.jpg 0\nc.jpg 0.4\n"),
+                        ["a.jpg", "c.jpg", "d.jpg"])
+    (raw / "imgListFiles_label" / aadb.label_file_name("train", "score")).write_text(
+        "a.jpg 0.5\nsub/b.jpg 0.25\nc.jpg 1\n")
+    out = aadb.parse(raw, SMALL_CFG, on_bad_image="skip")    # no such file: kept for the cache to list
+    path = Path(out.loc[out["image"] == "sub/b.jpg", "path"].iloc[0])
+    assert raw.resolve() in path.parents and not path.exists()
+
+
+@pytest.mark.parametrize("policy", ["error", "skip"])
+@pytest.mark.parametrize("image_id", ["../../outside/photo", "ABS", "a/../../outside/photo"])
+def test_eva_image_id_leaving_the_release_is_an_error_in_every_policy(tmp_path, image_id, policy):
+    photo = _outside_photo(tmp_path)
+    image_id = str(photo.with_suffix("")) if image_id == "ABS" else image_id
+    text = "\n".join([HEADER, _row("1"), _row("2"), _row(image_id)]) + "\n"
+    raw = _eva_raw(tmp_path, text)
+    with pytest.raises(DataError) as err:
+        eva.parse(raw, EVA_CFG, on_bad_image=policy)
+    msg = str(err.value)
+    assert f"{eva.VOTES} line 4" in msg and repr(image_id) in msg
+    assert "'..'" in msg or "absolute path" in msg
+
+
+@pytest.mark.parametrize("policy", ["error", "skip"])
+def test_eva_image_symlinked_outside_the_release_is_refused(tmp_path, policy):
+    photo = _outside_photo(tmp_path)
+    text = "\n".join([HEADER, _row("1"), _row("2"), _row("3")]) + "\n"
+    raw = _eva_raw(tmp_path, text)
+    (raw / "EVA_together" / "3.jpg").symlink_to(photo)
+    with pytest.raises(DataError, match="outside the release folder") as err:
+        eva.parse(raw, EVA_CFG, on_bad_image=policy)
+    assert "'3'" in str(err.value) and "line 4" in str(err.value) and str(photo) in str(err.value)
+
+
+def test_skip_policy_never_reads_a_file_outside_the_release(tmp_path):
+    """The reported case: with skip, '../..' used to be decoded, cached and trained on."""
+    from aesthetic_mtl import pipeline
+
+    photo = _outside_photo(tmp_path)
+    rel = Path("..") / ".." / photo.relative_to(tmp_path)       # from raw/datasetImages_originalSize
+    raw = _aadb_raw_dir(tmp_path, _small_lists(f"a.jpg 0.2\n{rel} 0\nc.jpg 0.4\n"),
+                        ["a.jpg", "c.jpg", "d.jpg"])
+    (raw / "imgListFiles_label" / aadb.label_file_name("train", "score")).write_text(
+        f"a.jpg 0.5\n{rel} 0.25\nc.jpg 1\n")
+    assert (raw / "datasetImages_originalSize" / rel).resolve() == photo.resolve()   # it would escape
+    with pytest.raises(DataError, match="contains '..'"):
+        pipeline.parse_labels({**SMALL_CFG, "format": "aadb"}, raw, tmp_path / "labels.tsv",
+                              on_bad_image="skip", log=lambda m: None)
+    assert not (tmp_path / "labels.tsv").exists()

@@ -472,3 +472,32 @@ def test_iter_batches():
     got = list(iter_batches(arr, rows, 2))
     assert [list(r) for r, _ in got] == [[5, 1], [7, 2], [9]]
     np.testing.assert_array_equal(np.concatenate([b for _, b in got]), arr[rows])
+
+
+def test_bomb_over_twice_pillows_limit_names_the_configured_limit(jpeg, monkeypatch):
+    """Pillow refuses > 2x its own limit inside Image.open; the message must still name max_pixels."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)            # the default case: both limits equal
+    with pytest.raises(DataError) as err:
+        load_image(jpeg, 32, max_pixels=1000)
+    msg = str(err.value)
+    assert msg == f"{jpeg}: decompression bomb refused: 76800 pixels > images.max_pixels = 1000"
+    assert "2000" not in msg                                        # not Pillow's doubled limit
+
+
+def test_float_tiff_in_zero_one_is_scaled_not_blackened(tmp_path):
+    values = np.array([[0.0, 0.25, 0.5, 1.0]] * 4, dtype=np.float32)
+    path = _save(values, tmp_path / "f.tif")
+    assert _opened(path) == "F"
+    out = load_image(path, 4)
+    for c in range(3):
+        np.testing.assert_array_equal(out[..., c], np.tile([0, 64, 128, 255], (4, 1)))
+
+
+@pytest.mark.parametrize("values, reason", [
+    (np.array([[0.0, 300.0]] * 2, dtype=np.float32), "values in [0, 300]"),
+    (np.array([[-1.0, 0.5]] * 2, dtype=np.float32), "values in [-1, 0.5]"),
+    (np.array([[np.nan, 0.5]] * 2, dtype=np.float32), "NaN or infinite"),
+])
+def test_float_tiff_outside_zero_one_is_refused(tmp_path, values, reason):
+    path = _save(values, tmp_path / "f.tif")
+    _raises(path, f"32-bit float image (mode F) with {reason}")

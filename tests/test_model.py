@@ -215,3 +215,20 @@ def test_a_random_trunk_checkpoint_refuses_a_weights_file(tmp_path, narrow_vgg16
     load_model(path)
     with pytest.raises(DataError, match="trained on a random trunk"):
         load_model(path, _trunk_file(tmp_path / "a.pth", 1))
+
+
+def test_checkpoints_carry_a_format_version_and_other_versions_are_refused(tmp_path, vgg):
+    from aesthetic_mtl.errors import CheckpointError
+    from aesthetic_mtl.model import CHECKPOINT_FORMAT
+
+    path = tmp_path / "stage1.pt"
+    save_checkpoint(path, vgg, stage="stage1", ranges={t: [-1, 1] for t in AADB}, image_size=32,
+                    head={"hidden": [128, 64], "dropout": 0.35}, weights={"spec": "none", "file": None},
+                    config={}, provenance={})
+    ckpt = read_checkpoint(path)
+    assert ckpt["format"] == CHECKPOINT_FORMAT
+    for version, word in ((CHECKPOINT_FORMAT + 1, "newer"), (CHECKPOINT_FORMAT - 1, "older")):
+        torch.save({**ckpt, "format": version}, tmp_path / "other.pt")
+        with pytest.raises(CheckpointError, match=f"format version {version} is {word}") as err:
+            load_model(tmp_path / "other.pt")
+        assert str(err.value).startswith(f"not an aesthetic-mtl checkpoint: {tmp_path / 'other.pt'}: ")

@@ -4,7 +4,10 @@
 which stage 2 trains from; `pooled.npy` holds the pooled output of the whole frozen trunk, which
 stage 1 trains from. Every model and seed reuses them. Both are memory-mapped `.npy` files written
 batch by batch, so RAM stays bounded by the batch size, and `index.tsv` is written last: a cache
-without an index is incomplete and is never used.
+without an index is incomplete and is never used. `meta.json` records each array's shape, size and a
+sampled-rows checksum and the index's image ids (`integrity`); `open_feature_cache` checks them, so
+a cache altered after it was written is refused with the rule to rerun. Disk space is reserved before
+the first batch (`io.open_output_memmap`): a full disk is an error naming the file, not a crash.
 
 A float16 prefix rounds each activation to 11 significant bits and cannot hold values beyond 65504:
 an activation that would overflow stops the build (use `backbone.cache_dtype: float32`). What the
@@ -21,10 +24,11 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from . import integrity
 from .device import autocast, pick_device
 from .errors import DataError
 from .images import open_image_cache
-from .io import atomic_path, crash_point, read_tsv, write_json, write_tsv
+from .io import atomic_path, crash_point, open_output_memmap, read_tsv, write_json, write_tsv
 from .model import AestheticModel
 from .backbones import build_backbone
 
@@ -45,9 +49,9 @@ def build_feature_cache(image_dir: Path, out_dir: Path, backbone_name: str, weig
     (out_dir / "index.tsv").unlink(missing_ok=True)
     with atomic_path(out_dir / "prefix.npy", suffix=".npy") as prefix_tmp, \
             atomic_path(out_dir / "pooled.npy", suffix=".npy") as pooled_tmp:
-        prefix = np.lib.format.open_memmap(prefix_tmp, mode="w+", dtype=dtype, shape=prefix_shape)
-        pooled = np.lib.format.open_memmap(pooled_tmp, mode="w+", dtype="float32",
-                                           shape=(n, model.head.layers[0].in_features))
+        prefix = open_output_memmap(prefix_tmp, out_dir / "prefix.npy", dtype, prefix_shape)
+        pooled = open_output_memmap(pooled_tmp, out_dir / "pooled.npy", "float32",
+                                    (n, model.head.layers[0].in_features))
         with torch.inference_mode(), autocast(device, bf16_cuda):
             for start in tqdm(range(0, n, batch_size), desc="feature cache", unit="batch", mininterval=5):
                 batch = torch.from_numpy(np.array(images[start:start + batch_size])).to(device)
@@ -58,7 +62,9 @@ def build_feature_cache(image_dir: Path, out_dir: Path, backbone_name: str, weig
         prefix.flush()
         pooled.flush()
         del prefix, pooled
-    write_json(out_dir / "meta.json", {"backbone": backbone_name, "dtype": dtype, "n": n, **(meta or {})})
+    check = integrity.record(out_dir, ["prefix.npy", "pooled.npy"], index)
+    write_json(out_dir / integrity.META, {"backbone": backbone_name, "dtype": dtype, "n": n, **(meta or {}),
+                                          integrity.KEY: check})
     write_tsv(out_dir / "index.tsv", index)
 
 
@@ -72,14 +78,35 @@ def _narrow(block: np.ndarray, dtype: str, out_dir: Path) -> np.ndarray:
     return stored
 
 
+RULE = "feature_cache"
+"""The workflow rule that writes the feature cache (named in errors about an altered cache)."""
+
+
 def open_feature_cache(cache_dir: Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """Read-only memmaps of (prefix, pooled) and the index; refuse an incomplete cache."""
+    """Read-only memmaps of (prefix, pooled) and the index.
+
+    Refuses an incomplete cache (no index.tsv) and one that is not what rule feature_cache wrote:
+    a file truncated or replaced, a shape, dtype or sampled-rows checksum that changed, or an index
+    whose rows no longer match (`integrity`); the message names the file and the rule to rerun.
+    """
+    cache_dir = Path(cache_dir)
     index_path = cache_dir / "index.tsv"
     if not index_path.exists():
         raise DataError(f"{cache_dir}: feature cache is incomplete (no index.tsv); rebuild it")
+    entry = integrity.load(cache_dir, RULE)
+    integrity.check_sizes(cache_dir, entry, RULE)          # before mapping: a short file cannot be mapped
     index = read_tsv(index_path)
-    prefix = np.load(cache_dir / "prefix.npy", mmap_mode="r")
-    pooled = np.load(cache_dir / "pooled.npy", mmap_mode="r")
+    prefix, pooled = (_map(cache_dir / name) for name in ("prefix.npy", "pooled.npy"))
     if not len(prefix) == len(pooled) == len(index):
-        raise DataError(f"{cache_dir}: prefix/pooled/index sizes disagree; rebuild the cache")
+        raise integrity.altered(index_path, f"{len(index)} rows, but prefix.npy holds {len(prefix)} "
+                                f"and pooled.npy {len(pooled)}", RULE, cache_dir)
+    integrity.check(cache_dir, entry, {"prefix.npy": prefix, "pooled.npy": pooled}, index, RULE)
     return prefix, pooled, index
+
+
+def _map(path: Path) -> np.ndarray:
+    """A read-only memmap of one cache array; an unreadable header names the file and the rule."""
+    try:
+        return np.load(path, mmap_mode="r")
+    except (ValueError, OSError) as e:
+        raise integrity.altered(path, f"not a readable .npy file ({e})", RULE, path.parent) from None

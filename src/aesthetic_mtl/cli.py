@@ -31,7 +31,8 @@ def main() -> None:
 def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Files given directly (any suffix), plus image files found recursively in folders, sorted per folder.
 
-    A path given twice (or found twice) is scored once.
+    A file given twice, found twice, or reached under two spellings (`dir/../dir/x.jpg`, a folder, a
+    symbolic link) is scored once, under the first spelling: paths are compared after resolving.
     """
     found: list[Path] = []
     for item in inputs:
@@ -42,7 +43,45 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
             found.append(path)
         else:
             raise click.BadParameter(f"{path}: no such file or folder", param_hint="IMAGES")
-    return list(dict.fromkeys(found))
+    unique: dict[Path, Path] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
+
+
+class Refused(click.ClickException):
+    """A bad file or value on the command line: one line on stderr, exit code 2 (like usage errors)."""
+
+    exit_code = 2
+
+
+def pick_device(name: str | None):
+    """The torch device of `--device`, checked here so a bad one is one line, not a traceback later."""
+    import torch
+
+    if name is None:
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise click.BadParameter(f"{name!r} is not a device; use cpu, cuda, cuda:N or mps",
+                                 param_hint="'--device'") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise click.BadParameter(f"{name!r}: torch finds no CUDA GPU on this machine; "
+                                     f"use --device cpu", param_hint="'--device'")
+        if device.index is not None and device.index >= count:
+            raise click.BadParameter(f"{name!r}: this machine has {count} CUDA GPU(s) "
+                                     f"(cuda:0..cuda:{count - 1})", param_hint="'--device'")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise click.BadParameter(f"{name!r}: MPS (Apple GPU) is not available here; "
+                                     f"use --device cpu", param_hint="'--device'")
+    elif device.type != "cpu":
+        raise click.BadParameter(f"{name!r}: device type {device.type!r} is not supported; "
+                                 f"use cpu, cuda, cuda:N or mps", param_hint="'--device'")
+    return device
 
 
 def _batches(items: list, size: int) -> Iterator[list]:
@@ -122,16 +161,14 @@ def predict(checkpoint, images, out, weights, batch_size, device, quiet) -> None
     file could be read.
     """
     import pandas as pd
-    import torch
 
     from .io import atomic_path
 
+    dev = pick_device(device)
     paths = collect_images(images)
     if not paths:
         raise click.ClickException(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(images)}")
     model, ckpt = _load(checkpoint, weights)
-    dev = torch.device(device) if device else (torch.device("cuda") if torch.cuda.is_available()
-                                               else torch.device("cpu"))
     bad: list[tuple[Path, str]] = []
 
     def on_error(path, err):
@@ -160,18 +197,21 @@ def predict(checkpoint, images, out, weights, batch_size, device, quiet) -> None
 
 
 def _load(checkpoint, weights):
-    """load_model with a message that says what to do when the trunk weights are not found."""
+    """load_model with one-line refusals: not a checkpoint (exit 2), trunk weights not found."""
+    from .errors import CheckpointError
     from .model import load_model, read_checkpoint
 
-    if weights is None:
-        recorded = (read_checkpoint(checkpoint).get("weights") or {}).get("file")
-        if recorded and not Path(recorded).exists():
-            raise click.ClickException(
-                f"the checkpoint's trunk weights {recorded} are not here; pass them with --weights FILE")
     from .errors import DataError
 
     try:
+        if weights is None:
+            recorded = (read_checkpoint(checkpoint).get("weights") or {}).get("file")
+            if recorded and not Path(recorded).exists():
+                raise click.ClickException(f"the checkpoint's trunk weights {recorded} are not here; "
+                                           f"pass them with --weights FILE")
         return load_model(checkpoint, weights)
+    except CheckpointError as e:
+        raise Refused(str(e)) from None
     except DataError as err:  # e.g. a trunk other than the one it was trained with
         raise click.ClickException(str(err)) from None
 
@@ -220,7 +260,12 @@ def checkpoint_info(path: str | os.PathLike) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def info(checkpoint, as_json) -> None:
     """Print what a checkpoint holds: backbone, stage, targets and ranges, weights, code version, config."""
-    data = checkpoint_info(checkpoint)
+    from .errors import CheckpointError
+
+    try:
+        data = checkpoint_info(checkpoint)
+    except CheckpointError as e:
+        raise Refused(str(e)) from None
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
         return

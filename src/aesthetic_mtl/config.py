@@ -8,6 +8,7 @@ so a bad config stops before any job runs, with a message that names the key.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 SETTING_KINDS = ("multitask", "single")
 STAGES = ("stage1", "stage2")
+DATASET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+"""Dataset names become folder names (results/<name>/) and wildcard values: one safe word each."""
+RESERVED_NAMES = ("cache", "models", "predictions", "tables", "figures", "weights")
+"""Folders next to the datasets' own under results/ and resources/: not usable as dataset names."""
 
 
 def deep_update(base: dict, overlay: dict) -> dict:
@@ -42,10 +47,43 @@ def load_config(*paths: str | Path) -> dict:
     return config
 
 
+def drop_removed(config: dict) -> dict:
+    """Apply `datasets: {NAME: null}` from an overlay: remove NAME, in place, and return `config`.
+
+    Snakemake merges --configfile overlays key by key and stores the null as it is, so a dataset
+    cannot be removed by the merge itself; this removes it afterwards, together with the
+    `experiment` entries that name it (its subsets and single-task targets, and the cross-dataset
+    pairs it is part of), so `datasets: {EVA: null}` alone gives an AADB-only run.
+    """
+    datasets = config.get("datasets")
+    if not isinstance(datasets, dict):
+        return config
+    removed = [name for name, ds in datasets.items() if ds is None]
+    for name in removed:
+        del datasets[name]
+    experiment = config.get("experiment")
+    if removed and isinstance(experiment, dict):
+        for key in ("subsets", "single_targets"):
+            if isinstance(experiment.get(key), dict):
+                for name in removed:
+                    experiment[key].pop(name, None)
+        pairs = experiment.get("cross_dataset")
+        if isinstance(pairs, dict):
+            for pair in [p for p in pairs if set(str(p).split("->")) & set(removed)]:
+                del pairs[pair]
+    return config
+
+
 def validate_config(config: dict, schema_path: Path = SCHEMA_PATH) -> None:
-    """Schema validation then semantic checks; raise ConfigError naming the offending key."""
+    """Apply removals (`drop_removed`, in place), then the schema, then the semantic checks.
+
+    Raises ConfigError naming the offending key. The removal happens here because this is what
+    the workflow calls on Snakemake's merged config before it reads the dataset list.
+    """
     import jsonschema
 
+    drop_removed(config)
+    _check_dataset_names(config.get("datasets"))
     with open(schema_path) as fh:
         schema = yaml.safe_load(fh)
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
@@ -89,8 +127,29 @@ def check_config(config: dict) -> None:
             _check_targets(f"experiment.cross_dataset.{pair}.{src}", [dst], datasets[test])
 
 
+def _check_dataset_names(datasets: object) -> None:
+    """Names are folder names and wildcards: a letter then letters, digits or _, not a reserved word."""
+    if not isinstance(datasets, dict):
+        return                                          # the schema reports it
+    for name in datasets:
+        if not isinstance(name, str) or not DATASET_NAME.match(name):
+            raise ConfigError(f"config key 'datasets.{name}': dataset names must match "
+                              f"{DATASET_NAME.pattern} (a letter, then letters, digits or _): "
+                              f"the name becomes a folder under results/ and resources/")
+        if name.lower() in RESERVED_NAMES:
+            raise ConfigError(f"config key 'datasets.{name}': '{name}' is reserved (results/ and "
+                              f"resources/ hold folders named {', '.join(RESERVED_NAMES)})")
+
+
 def _check_dataset(name: str, ds: dict) -> None:
+    from .datasets import get_format
+
     key = f"datasets.{name}"
+    known = get_format(ds["format"]).LABEL_NAMES
+    for target in ds["targets"]:
+        if target not in known:
+            raise ConfigError(f"config key '{key}.targets.{target}': the {ds['format']} release has "
+                              f"no labels named '{target}' (it has: {', '.join(known)})")
     if ds["overall"] not in ds["targets"]:
         raise ConfigError(f"config key '{key}.overall': '{ds['overall']}' is not one of its targets")
     for target, (low, high) in ds["targets"].items():
@@ -109,8 +168,6 @@ def _check_dataset(name: str, ds: dict) -> None:
     if ds["source"] == "synthetic" and "synthetic" not in ds:
         raise ConfigError(f"config key '{key}.synthetic': source 'synthetic' needs generator parameters")
     if ds["source"] == "official":
-        from .datasets import get_format
-
         missing = [f for f in get_format(ds["format"]).required_files(ds) if f not in ds.get("files", {})]
         if missing:
             raise ConfigError(f"config key '{key}.files': no URL for {', '.join(missing)}")

@@ -11,6 +11,10 @@ Choices (the paper states none of them):
   left under it;
 - 16-bit grey images are scaled to 8 bit by ``round(value / 257)`` (65535 -> 255), because Pillow's own
   ``convert("L")`` clips everything above 255 to white;
+- 32-bit float images (mode ``F``, e.g. float TIFFs) are read as the float-image convention has it,
+  0.0 = black and 1.0 = white, scaled by ``round(value * 255)``; a float image with values outside
+  [0, 1] (or NaN / inf) is refused naming the range found, because nothing in the file says what its
+  black and white are (Pillow's own conversion would clip it to all black or all white);
 - JPEGs are decoded with libjpeg's reduced-DCT scaling (`Image.draft`) to no less than twice the
   target size, which is several times faster and, after the antialiased resize, visually identical;
 - broken images raise `DataError` naming the file and the reason; `ImageFile.LOAD_TRUNCATED_IMAGES`
@@ -23,6 +27,7 @@ import collections
 import concurrent.futures as cf
 import contextlib
 import os
+import re
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -32,8 +37,9 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from . import integrity
 from .errors import DataError
-from .io import atomic_path, read_tsv, write_tsv
+from .io import atomic_path, open_output_memmap, read_tsv, write_json, write_tsv
 
 PILLOW_MAX_PIXELS = 178956970
 """Pillow's default decompression-bomb limit (also the config default `images.max_pixels`)."""
@@ -138,6 +144,9 @@ class _decoded:
         except DataError:
             self.__exit__()
             raise
+        except Image.DecompressionBombError as e:
+            self.__exit__()
+            raise DataError(f"{self.path}: {_bomb_reason(e, self.max_pixels)}") from None
         except Exception as e:  # noqa: BLE001 - see the class docstring
             self.__exit__()
             raise DataError(f"{self.path}: {_reason(e)}") from e
@@ -157,6 +166,20 @@ def _reason(e: Exception) -> str:
     if "truncated" in msg.lower() or isinstance(e, EOFError):
         return f"truncated image ({msg})" if msg else "truncated image"
     return f"corrupt image data ({type(e).__name__}: {msg})"
+
+
+def _bomb_reason(e: Exception, max_pixels: int | None) -> str:
+    """Pillow's own bomb error, told against the configured limit.
+
+    Pillow refuses inside `Image.open`, before our header check, any image over twice its own limit,
+    and names that doubled limit (357,913,940 by default). Its limit is never below `max_pixels`
+    (`_lift_pillow_limit`), so such an image is over `images.max_pixels` too: say that.
+    """
+    if max_pixels is None:
+        return _reason(e)
+    found = re.search(r"\((\d+) pixels\)", str(e))
+    size = f"{int(found.group(1))} pixels" if found else "the image"
+    return f"decompression bomb refused: {size} > images.max_pixels = {max_pixels}"
 
 
 def _check_pixels(im: Image.Image, max_pixels: int | None, path: Path) -> None:
@@ -201,6 +224,8 @@ def _to_rgb(im: Image.Image, path: Path) -> Image.Image:
     """Convert any decoded mode to 8-bit RGB (see the module docstring for the choices)."""
     if im.mode in _SIXTEEN_BIT_MODES:
         return _sixteen_bit_to_rgb(im)
+    if im.mode == "F":
+        return _float_to_rgb(im, path)
     if im.mode in _ALPHA_MODES or "transparency" in im.info:
         return _composite_on_white(im.convert("RGBA"))
     if im.mode == "RGB":
@@ -219,6 +244,21 @@ def _sixteen_bit_to_rgb(im: Image.Image) -> Image.Image:
     """
     v = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
     grey = ((2 * v + 257) // 514).astype(np.uint8)  # floor(v / 257 + 0.5)
+    return Image.fromarray(np.repeat(grey[..., None], 3, axis=2))
+
+
+def _float_to_rgb(im: Image.Image, path: Path) -> Image.Image:
+    """Grey float in [0, 1] -> 8-bit by round(v * 255); any other range is refused (module docstring)."""
+    v = np.asarray(im, dtype=np.float64)
+    if not np.isfinite(v).all():
+        raise DataError(f"{path}: 32-bit float image (mode F) with NaN or infinite pixels; "
+                        f"convert it to an 8- or 16-bit image")
+    low, high = float(v.min()), float(v.max())
+    if low < 0.0 or high > 1.0:
+        raise DataError(f"{path}: 32-bit float image (mode F) with values in [{low:g}, {high:g}]; "
+                        f"only float images in [0, 1] are read (0 = black, 1 = white): convert it "
+                        f"to an 8- or 16-bit image")
+    grey = np.floor(v * 255.0 + 0.5).astype(np.uint8)
     return Image.fromarray(np.repeat(grey[..., None], 3, axis=2))
 
 
@@ -265,7 +305,9 @@ def build_image_cache(table: pd.DataFrame, out_dir: str | os.PathLike, size: int
     order of first appearance. `on_bad_image="error"` stops at the first bad image with its
     `DataError`; "skip" leaves it out. Returns the skipped images (image, path, reason), also written
     to `out_dir/skipped.tsv` (header only when none). `index.tsv` is written last and removed first,
-    so its presence means the cache is complete.
+    so its presence means the cache is complete; `meta.json` records the fingerprints that
+    `open_image_cache` checks (`integrity`). The disk space is reserved before decoding starts, so a
+    full disk is an `OutputError` naming images.npy, not a crash part-way.
     """
     out_dir = Path(out_dir)
     _check_args(size, resize)
@@ -277,11 +319,13 @@ def build_image_cache(table: pd.DataFrame, out_dir: str | os.PathLike, size: int
     _lift_pillow_limit(max_pixels)
     start = time.perf_counter()
     with atomic_path(out_dir / "images.npy", suffix=".npy") as tmp:
-        kept, skipped = _fill_cache(tmp, unique, size, resize, max_pixels, on_bad_image,
-                                    workers, log, progress)
+        kept, skipped = _fill_cache(tmp, out_dir / "images.npy", unique, size, resize, max_pixels,
+                                    on_bad_image, workers, log, progress)
     _log_summary(log, len(kept), skipped, time.perf_counter() - start)
     write_tsv(out_dir / "skipped.tsv", skipped)
     index = pd.DataFrame({"row": np.arange(len(kept)), "image": kept})
+    write_json(out_dir / integrity.META, {"size": int(size), "resize": resize,
+                                          integrity.KEY: integrity.record(out_dir, ["images.npy"], index)})
     write_tsv(out_dir / "index.tsv", index)
     return skipped
 
@@ -303,12 +347,12 @@ def _unique_images(table: pd.DataFrame) -> pd.DataFrame:
     return pairs.drop_duplicates("image", keep="first").reset_index(drop=True)
 
 
-def _fill_cache(tmp: Path, unique: pd.DataFrame, size: int, resize: str,
+def _fill_cache(tmp: Path, output: Path, unique: pd.DataFrame, size: int, resize: str,
                 max_pixels: int | None, on_bad_image: str, workers: int,
                 log: Callable[[str], object], progress: bool) -> tuple[list[str], pd.DataFrame]:
     """Decode in parallel straight into the memmap; return kept image ids and the skipped table."""
     n = len(unique)
-    cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+    cache = open_output_memmap(tmp, output, np.uint8, (n, size, size, 3))
     kept: list[str] = []
     skipped: list[dict] = []
     jobs = zip(unique["image"], unique["path"])
@@ -413,7 +457,7 @@ def _copy_rows(path: Path, n_rows: int) -> None:
     """Fallback of `_shrink_npy`: copy the first rows into a fresh file, chunk by chunk."""
     src = np.load(path, mmap_mode="r")
     tmp = path.with_name(path.name + ".shrink.npy")
-    dst = np.lib.format.open_memmap(tmp, mode="w+", dtype=src.dtype, shape=(n_rows, *src.shape[1:]))
+    dst = open_output_memmap(tmp, path, src.dtype, (n_rows, *src.shape[1:]))
     for lo in range(0, n_rows, 256):
         dst[lo:lo + 256] = src[lo:min(lo + 256, n_rows)]
     dst.flush()
@@ -433,7 +477,8 @@ def open_image_cache(out_dir: str | os.PathLike) -> tuple[np.ndarray, pd.DataFra
     """Open a finished cache: a read-only (N, S, S, 3) uint8 memmap and its index (row, image).
 
     A missing `index.tsv` means the build never finished (it is written last), so the cache is
-    refused rather than trusted.
+    refused rather than trusted. A cache that differs from what rule image_cache wrote (size, shape,
+    sampled-rows checksum, image ids: `integrity`) is refused naming the file and the rule to rerun.
     """
     out_dir = Path(out_dir)
     index_path, images_path = out_dir / "index.tsv", out_dir / "images.npy"
@@ -442,13 +487,20 @@ def open_image_cache(out_dir: str | os.PathLike) -> tuple[np.ndarray, pd.DataFra
                         "rebuild it")
     if not images_path.exists():
         raise DataError(f"{images_path}: missing although {index_path} exists; rebuild the cache")
+    entry = integrity.load(out_dir, RULE)
     try:
         images = np.load(images_path, mmap_mode="r")
     except (ValueError, OSError) as e:
-        raise DataError(f"{images_path}: not a readable .npy file ({e})") from None
+        integrity.check_sizes(out_dir, entry, RULE)        # a truncated file: say so, and which rule
+        raise integrity.altered(images_path, f"not a readable .npy file ({e})", RULE, out_dir) from None
     index = read_tsv(index_path)
     _check_cache(images, index, images_path, index_path)
+    integrity.check(out_dir, entry, {"images.npy": images}, index, RULE)
     return images, index
+
+
+RULE = "image_cache"
+"""The workflow rule that writes the image cache (named in errors about an altered cache)."""
 
 
 def _check_cache(images: np.ndarray, index: pd.DataFrame, images_path: Path,

@@ -7,6 +7,7 @@ interrupted job never leaves a half-written file that a rerun would trust.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import platform
@@ -18,7 +19,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pandas as pd
+
+from .errors import OutputError
 
 
 _UMASK = os.umask(0o022)
@@ -30,11 +34,16 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
 
     `suffix` keeps an extension that writers look at (numpy appends `.npy` otherwise).
+    A full disk (or quota, or file-size limit) while the block writes raises `OutputError` naming
+    `path`; the temporary file is removed, so nothing is left under either name.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(path, suffix or ".tmp")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(path, suffix or ".tmp")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    except OSError as e:
+        raise no_space(path, e) if e.errno in NO_SPACE else e
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -42,8 +51,51 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         if tmp_path.is_file():
             os.chmod(tmp_path, 0o666 & ~_UMASK)   # mkstemp makes 0600; outputs get the usual mode
         os.replace(tmp_path, path)
+    except OSError as e:
+        if e.errno in NO_SPACE:
+            raise no_space(path, e) from None
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""Errors that mean "the output does not fit": disk full, quota exceeded, file-size limit."""
+
+
+def no_space(path: Path, err: OSError) -> OutputError:
+    """The one-line error for an output that does not fit (see `NO_SPACE`)."""
+    reason = os.strerror(err.errno) if err.errno else str(err)
+    return OutputError(f"{path}: not written: {reason.lower()} in {Path(path).parent}; nothing was "
+                       f"left under this name: free space there and run again")
+
+
+def open_output_memmap(tmp: Path, output: Path, dtype: str | np.dtype,
+                       shape: tuple[int, ...]) -> np.memmap:
+    """A writable `.npy` memmap at `tmp` whose disk blocks are reserved before anything is written.
+
+    numpy creates the file sparse, and a write through a memory map into a full disk does not raise:
+    the kernel kills the process with SIGBUS. Reserving the blocks first (`posix_fallocate`) turns a
+    full disk into an `OutputError` naming `output` before the first batch, never a dead job.
+    """
+    try:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        size = Path(tmp).stat().st_size
+        if hasattr(os, "posix_fallocate") and size:
+            fd = os.open(tmp, os.O_RDWR)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as e:
+                if e.errno in NO_SPACE:
+                    raise
+                # EOPNOTSUPP / EINVAL: a file system without fallocate; write on, as numpy does
+            finally:
+                os.close(fd)
+    except OSError as e:
+        if e.errno in NO_SPACE:
+            raise no_space(output, e) from None
+        raise
+    return array
 
 
 def _remove_stale_temps(path: Path, suffix: str) -> None:
@@ -165,7 +217,10 @@ def crash_point(step: str, done: int) -> None:
     With `AESTHETIC_MTL_CRASH_AFTER=<step>:<K>` in the environment, the process SIGKILLs itself
     right after unit K of `step` (`feature_cache`: batches written; `stage1` / `stage2`: training
     steps). `<step>:<K>:group` kills its whole process group instead: Snakemake too, as a node failure
-    or `scancel` would, so nothing gets to clean up. Unset (always, outside that test) it does nothing.
+    or `scancel` would, so nothing gets to clean up. `<step>:<K>:hold=<file>` kills nothing: the job
+    creates `<file>.held` and waits there until `<file>` exists (at most 10 minutes), so a test can act
+    while a job is mid-write (tests/test_concurrent_runs.py). Unset (always, outside those tests) it
+    does nothing.
     """
     spec = os.environ.get(CRASH_ENV)
     if not spec:
@@ -174,8 +229,21 @@ def crash_point(step: str, done: int) -> None:
     count, _, scope = rest.partition(":")
     if name != step or int(count) != done:
         return
+    if scope.startswith("hold="):
+        _hold(Path(scope[len("hold="):]))
+        return
     sys.stdout.flush()
     sys.stderr.flush()
     if scope == "group":
         os.killpg(os.getpgrp(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _hold(release: Path, limit_s: float = 600.0) -> None:
+    """Announce `<release>.held`, then wait until `release` exists (the `hold=` test hook)."""
+    import time
+
+    Path(f"{release}.held").touch()
+    deadline = time.monotonic() + limit_s
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)

@@ -3,6 +3,7 @@
 Every format module exposes the same small interface (see ARCHITECTURE.md, "Contracts"):
 
 * `TARGETS` - the release's target names in their default order, `RANGES` - their raw ranges;
+  `LABEL_NAMES` - every name the release can provide as a target (the config check refuses others);
 * `required_files(ds_cfg) -> list[str]` - archive names needed for this dataset config;
 * `extract(archives, raw, ds_cfg)` - unpack the archives into `raw`;
 * `parse(raw, ds_cfg, *, on_bad_image="error") -> DataFrame` - columns `image`, `path`, `split`,
@@ -16,7 +17,11 @@ Every format module exposes the same small interface (see ARCHITECTURE.md, "Cont
 
 The helpers below are shared by the format modules: deterministic zip writing (fixed timestamps and
 permissions, so a seeded synthetic release is byte-identical on every run), recursive file indexing
-that ignores macOS resource forks, and the "first few offenders" error formatting.
+that ignores macOS resource forks, the "first few offenders" error formatting, and the two checks
+that keep a release's label names inside the release: `unsafe_name` (a name is data, not a path:
+no `..`, no absolute path, no drive letter) and `outside_release` (every image path, after symbolic
+links are resolved, lies inside the extracted folder). Both apply whatever `on_bad_image` says, so
+the policy only changes what is reported, never which files are read.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import math
+import os
+import re
 import zipfile
 from pathlib import Path
 from types import ModuleType
@@ -36,6 +43,8 @@ FORMATS = ("aadb", "eva")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)   # the earliest date a zip can hold: fixed, so bytes are reproducible
 MAX_LISTED = 5                      # offenders listed in an error message
+_SEPARATORS = re.compile(r"[/\\]")   # both, whatever the platform: a release may come from Windows
+_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 def get_format(name: str) -> ModuleType:
@@ -87,6 +96,35 @@ def parse_value(text: str, low: float, high: float) -> tuple[float | None, str |
     if value < low - tol or value > high + tol:
         return None, f"value {text!r} outside the declared range [{low:g}, {high:g}]"
     return value, None
+
+
+def unsafe_name(name: str) -> str | None:
+    """Why a label's image name could reach outside the release folder, or None when it cannot.
+
+    A release's image names are data: `photo.jpg`, or `sub/photo.jpg` inside the folder. An absolute
+    path, a drive letter, a `..` component (with / or \\ as separator) or a NUL byte would make the
+    label pick a file anywhere on the machine, so such a name is an error in every on_bad_image policy.
+    """
+    if not name:
+        return "empty image name"
+    if "\0" in name:
+        return f"image name {name!r} contains a NUL byte"
+    if name.startswith(("/", "\\")) or _DRIVE.match(name):
+        return f"image name {name!r} is an absolute path, not a name inside the release"
+    if ".." in _SEPARATORS.split(name):
+        return f"image name {name!r} contains '..', which leaves the release folder"
+    return None
+
+
+def outside_release(path: str | os.PathLike, root: Path) -> Path | None:
+    """The resolved target of `path` when it lies outside `root` (symbolic links followed), else None.
+
+    `root` is the extracted release folder; `path` need not exist (a missing image under
+    on_bad_image: skip), in which case the part that exists is resolved.
+    """
+    target = Path(path).resolve()
+    base = Path(root).resolve()
+    return None if target == base or base in target.parents else target
 
 
 def read_text_lines(path: Path) -> list[str]:

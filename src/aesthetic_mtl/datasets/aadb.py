@@ -26,7 +26,9 @@ line and text, first few offenders): a line without exactly two fields, a value 
 NaN/inf, a value outside the configured range, an image listed twice in one file, per-target files of
 one split listing different images, a configured target without a label file, images without a file
 (with `on_bad_image: skip` these are kept with their expected path instead, and the image cache skips
-and lists them in skipped.tsv). Image files that no list names (e.g. the old test set's) are ignored
+and lists them in skipped.tsv). Label names are data, not paths: a name that is absolute or contains
+`..` is an error in every policy (file, line, name), and an image file that resolves (symbolic links
+followed) outside the extracted release folder is refused (`datasets.unsafe_name`, `outside_release`). Image files that no list names (e.g. the old test set's) are ignored
 and counted: `parse` returns the count in `attrs["unlabelled_images"]` and the parse_labels log says it.
 """
 
@@ -39,12 +41,16 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import ConfigError, DataError
-from . import (IMAGE_SUFFIXES, deterministic_zip, iter_files, offenders, parse_value,
-               read_text_lines, replace_dir, require_archives, target_ranges)
+from . import (IMAGE_SUFFIXES, deterministic_zip, iter_files, offenders, outside_release,
+               parse_value, read_text_lines, replace_dir, require_archives, target_ranges,
+               unsafe_name)
 
 TARGETS = ["BalacingElements", "ColorHarmony", "Content", "DoF", "Light", "MotionBlur", "Object",
            "Repetition", "RuleOfThirds", "Symmetry", "VividColor", "score"]
 RANGES = {t: (-1.0, 1.0) for t in TARGETS[:-1]} | {"score": (0.0, 1.0)}
+LABEL_NAMES = tuple(TARGETS)
+"""Every target the release has a label list for (`imgList*Regression_<name>.txt`): the 12 above. A
+configured target outside this list stops the config check (`snakemake -n`), before any download."""
 
 LABEL_ZIP = "imgListFiles_label.zip"
 ORIGINAL_ZIP = "datasetImages_originalSize.zip"
@@ -124,6 +130,10 @@ def read_list(path: Path, low: float, high: float) -> dict[str, tuple[float, int
             problems.append(f"{path.name} line {lineno}: expected '<file> <value>', got {line!r}")
             continue
         name, text = fields
+        unsafe = unsafe_name(name)
+        if unsafe:
+            problems.append(f"{path.name} line {lineno}: {unsafe}")
+            continue
         value, why = parse_value(text, low, high)
         if why:
             problems.append(f"{path.name} line {lineno}: {why} (line {line!r})")
@@ -224,6 +234,9 @@ def parse(raw: Path, ds_cfg: dict, *, on_bad_image: str = "error") -> pd.DataFra
             if path is None:
                 detail = why or f"no image file named {name!r} or ending in '_{name}'"
                 problems.append(f"{ref_file.name} line {lineno}: {detail}")
+            elif (target := outside_release(path, raw)) is not None:
+                problems.append(f"{ref_file.name} line {lineno}: image {name!r} is {path}, which "
+                                f"resolves to {target}, outside the release folder {raw}")
             used.add(path)
             paths.append(str(path))
         if problems:

@@ -23,7 +23,8 @@ fields, blank lines. Errors (DataError naming the file, line and text): a header
 `=`-delimited or lacks a needed column, a row with the wrong number of fields, a non-numeric, NaN or
 out-of-range vote, voted images without an image file (first few listed; with `on_bad_image: skip`
 they are kept with their expected path instead, and the image cache skips and lists them in
-skipped.tsv). Several rows of one image_id are its votes (by design, not duplicates). Image files
+skipped.tsv), an image_id that is absolute or contains `..` (in every policy: ids are data, not
+paths), an image file that resolves (symbolic links followed) outside the extracted folder. Several rows of one image_id are its votes (by design, not duplicates). Image files
 nobody voted on are ignored and counted (`attrs["unlabelled_images"]`, said in the parse_labels log).
 """
 
@@ -38,8 +39,8 @@ import pandas as pd
 
 from ..errors import DataError
 from ..io import atomic_path
-from . import (IMAGE_SUFFIXES, iter_files, offenders, parse_value, read_text_lines, replace_dir,
-               require_archives, target_ranges)
+from . import (IMAGE_SUFFIXES, iter_files, offenders, outside_release, parse_value, read_text_lines,
+               replace_dir, require_archives, target_ranges, unsafe_name)
 
 TARGETS = ["score", "visual", "composition", "quality", "semantic"]
 RANGES = {"score": (0.0, 10.0), "visual": (1.0, 4.0), "composition": (1.0, 4.0),
@@ -49,6 +50,8 @@ VOTES = "votes_filtered.csv"
 DELIMITER = "="
 COLUMNS = ["image_id", "user_id", "score", "difficulty", "visual", "composition", "quality",
            "semantic", "vote_time", "1", "2", "3", "4"]
+LABEL_NAMES = tuple(c for c in COLUMNS if c not in ("image_id", "user_id", "vote_time"))
+"""The numeric columns of the votes, each usable as a target; anything else stops the config check."""
 ZIP_STEM = "EVA_together"
 OFFICIAL_PARTS = 7
 DEFAULT_SYNTHETIC_PARTS = 3
@@ -148,6 +151,10 @@ def read_votes(path: Path, ranges: dict[str, tuple[float, float]]) -> pd.DataFra
         if not image:
             problems.append(f"{path.name} line {lineno}: empty image_id: {line!r}")
             continue
+        unsafe = unsafe_name(image)
+        if unsafe:
+            problems.append(f"{path.name} line {lineno}: column 'image_id': {unsafe}")
+            continue
         row = {}
         for target, (low, high) in ranges.items():
             value, why = parse_value(fields[cols[target]], low, high)
@@ -201,6 +208,12 @@ def parse(raw: Path, ds_cfg: dict, *, on_bad_image: str = "error") -> pd.DataFra
                     f"{img}.jpg" for img in missing]
         raise DataError(f"EVA: {len(missing)} voted image(s) have no image file under "
                         f"{raw}:{offenders(problems)}")
+    escaped = [f"image_id {img!r} (first vote at {path.name} line {first_line[img]}): {index[img]} "
+               f"resolves to {target}, outside the release folder {raw}"
+               for img in means.index if (target := outside_release(index[img], raw)) is not None]
+    if escaped:
+        raise DataError(f"EVA: {len(escaped)} image file(s) lie outside {raw} once symbolic links are "
+                        f"resolved:{offenders(escaped)}")
     out = pd.DataFrame({"image": means.index.astype(str),
                         "path": [str(index[i]) for i in means.index], "split": ""})
     for target in ranges:
