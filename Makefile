@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 CORES  ?= 4
 
-.PHONY: install demo test test-slurm lint bench clean
+.PHONY: install demo test test-slurm test-catalog lint config-doc bench clean
 
 install: $(VENV)/.installed
 
@@ -26,8 +26,19 @@ test: install
 test-slurm: install
 	AESTHETIC_MTL_SLURM_REQUIRED=1 $(BIN)/python -m pytest -m slurm -rA tests/test_slurm.py
 
+# The Snakemake workflow catalog's test config (.test/config/config.yaml) and its report.
+test-catalog: install
+	$(BIN)/snakemake --cores $(CORES) --configfile .test/config/config.yaml
+	$(BIN)/snakemake --cores 1 --configfile .test/config/config.yaml --report results/report.zip
+
+# Snakemake's linter on the whole workflow, then the rule files' formatting (snakefmt, settings in pyproject.toml).
 lint: install
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
+	$(BIN)/snakefmt --check Snakefile workflow/rules/
+
+# config/README.md from the schema's descriptions (tests/test_config_doc.py fails when they disagree).
+config-doc: install
+	$(BIN)/python -m aesthetic_mtl.config_doc
 
 bench: install
 	$(BIN)/python bench/run.py

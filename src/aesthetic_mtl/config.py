@@ -145,9 +145,9 @@ def _check_dataset(name: str, ds: dict) -> None:
     from .datasets import get_format
 
     key = f"datasets.{name}"
-    known = get_format(ds["format"]).LABEL_NAMES
+    known = get_format(ds["format"]).LABEL_NAMES  # None: any column (format table checks its header)
     for target in ds["targets"]:
-        if target not in known:
+        if known is not None and target not in known:
             raise ConfigError(f"config key '{key}.targets.{target}': the {ds['format']} release has "
                               f"no labels named '{target}' (it has: {', '.join(known)})")
     if ds["overall"] not in ds["targets"]:
@@ -155,8 +155,12 @@ def _check_dataset(name: str, ds: dict) -> None:
     for target, (low, high) in ds["targets"].items():
         if not low < high:
             raise ConfigError(f"config key '{key}.targets.{target}': range [{low}, {high}] is empty")
+    _check_table_keys(key, ds)
     split = ds["split"]
-    if split["method"] == "official" and ds["format"] != "aadb":
+    if split["method"] == "official" and ds["format"] == "table" and not ds.get("split_column"):
+        raise ConfigError(f"config key '{key}.split.method': 'official' needs 'split_column' (the "
+                          f"table's split column); without one use a random split")
+    if split["method"] == "official" and ds["format"] not in ("aadb", "table"):
         raise ConfigError(f"config key '{key}.split.method': format '{ds['format']}' has no official split")
     if split["method"] == "random":
         fractions = split.get("fractions")
@@ -168,9 +172,48 @@ def _check_dataset(name: str, ds: dict) -> None:
     if ds["source"] == "synthetic" and "synthetic" not in ds:
         raise ConfigError(f"config key '{key}.synthetic': source 'synthetic' needs generator parameters")
     if ds["source"] == "official":
-        missing = [f for f in get_format(ds["format"]).required_files(ds) if f not in ds.get("files", {})]
+        from .datasets import get_format
+
+        try:
+            needed = get_format(ds["format"]).required_files(ds)
+        except ConfigError as err:
+            raise ConfigError(f"config key '{key}': {err}") from None
+        missing = [f for f in needed if f not in ds.get("files", {})]
         if missing:
             raise ConfigError(f"config key '{key}.files': no URL for {', '.join(missing)}")
+
+
+TABLE_KEYS = ("table", "image_column", "split_column", "delimiter")
+
+
+def _check_table_keys(key: str, ds: dict) -> None:
+    """The generic table format's own keys: needed with it, meaningless without it."""
+    if ds["format"] != "table":
+        extra = [k for k in (*TABLE_KEYS, "path") if k in ds]
+        if extra:
+            raise ConfigError(f"config key '{key}.{extra[0]}': only for 'format: table' (this dataset's "
+                              f"format is '{ds['format']}')")
+        if ds["source"] == "local":
+            raise ConfigError(f"config key '{key}.source': 'local' is for 'format: table' (place "
+                              f"{ds['format']} release files in resources/<dataset>/archives/ instead)")
+        return
+    if not ds.get("table"):
+        raise ConfigError(f"config key '{key}.table': 'format: table' needs the name of its CSV/TSV file")
+    if ds["source"] == "local" and not ds.get("path"):
+        raise ConfigError(f"config key '{key}.path': 'source: local' needs the folder of images and table")
+    if ds["source"] != "local" and "path" in ds:
+        raise ConfigError(f"config key '{key}.path': only for 'source: local'")
+    from .datasets import table
+
+    try:
+        table.table_name(ds)
+        table.delimiter(ds)
+    except ConfigError as err:
+        raise ConfigError(f"config key '{key}.table': {err}") from None
+    columns = [ds.get("image_column") or table.DEFAULT_IMAGE_COLUMN, ds.get("split_column")]
+    clash = [c for c in columns if c in ds["targets"]]
+    if clash:
+        raise ConfigError(f"config key '{key}.targets.{clash[0]}': is also the image or split column")
 
 
 def _check_targets(key: str, targets: list[str], ds: dict) -> None:

@@ -16,10 +16,18 @@ from .io import read_tsv, write_json, write_tsv
 
 
 def obtain_archives(ds: dict, names: list[str], ok_path: Path, *, log: Callable = print) -> None:
-    """Synthesize the release files, or download / verify them; then record their digests."""
+    """Synthesize the release files, or download / verify them; then record their digests.
+
+    A `source: local` folder (format `table`) is read in place: its fingerprint is recorded instead.
+    """
     from .download import obtain_files, sha256_file
     from .synthetic import generate, params_for
 
+    if ds["source"] == "local":
+        from .datasets import get_format
+
+        write_json(ok_path, get_format(ds["format"]).local_fingerprint(ds, log=log))
+        return
     archives = ok_path.parent / "archives"
     archives.mkdir(parents=True, exist_ok=True)
     if ds["source"] == "synthetic":

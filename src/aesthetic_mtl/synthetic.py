@@ -61,6 +61,15 @@ AADB image archives: `image_source: original` (default) writes train + validatio
 
 EVA: `votes_filtered.csv` plus `EVA_together.zip` cut into `parts` raw pieces (default 3), named
 `EVA_together.zip.001` ...; the zip also holds ~5 % images nobody voted on, as the release does.
+
+Table (`format: table`, your own rated photos): the configured table (`table:`, with `image_column`,
+an optional `split_column` and one column per configured target) plus `images.zip`, the way
+`datasets.table` extracts a downloaded release. Each target borrows one AADB latent (same name, case
+aside, if AADB has it; the dataset's `overall` borrows `score`; others take unused attributes in turn),
+so values and pictures agree as in synthetic AADB; values are rescaled to the configured range. Images
+sit in sub-folders (`2021/`, `2022/summer/`), every fifth one is a PNG, and ~5 % of the images have no
+row (ignored by `parse`, as unlabelled files are). Parameters: `n_images`, `image_size`, `seed`;
+`params_for` adds the layout keys from the dataset config.
 """
 
 from __future__ import annotations
@@ -89,15 +98,23 @@ AADB_DEFAULTS = {"n_train": 240, "n_validation": 40, "n_test": 80, "overlap": 8,
                  "seed": 0, "image_source": "original"}
 EVA_DEFAULTS = {"n_images": 300, "min_votes": 6, "max_votes": 12, "image_size": 256, "seed": 0,
                 "parts": 3}
+TABLE_DEFAULTS = {"n_images": 120, "image_size": 256, "seed": 0}
+TABLE_LAYOUT = ("table", "image_column", "split_column", "delimiter", "targets", "overall")
 
 # --------------------------------------------------------------------------------- public entry
 
 
 def params_for(ds_cfg: dict) -> dict:
-    """Generator parameters of a dataset config: its `synthetic:` block plus `image_source`."""
+    """Generator parameters of a dataset config: its `synthetic:` block plus `image_source`.
+
+    A table dataset's file layout (table name, columns, delimiter, targets with ranges, overall) is
+    part of its config, not of the release format, so it is passed on too.
+    """
     params = dict(ds_cfg.get("synthetic") or {})
     if "image_source" in ds_cfg:
         params.setdefault("image_source", ds_cfg["image_source"])
+    if ds_cfg.get("format") == "table":
+        params.update({k: ds_cfg[k] for k in TABLE_LAYOUT if ds_cfg.get(k) is not None})
     return params
 
 
@@ -113,8 +130,10 @@ def generate(fmt: str, archives: Path, params: dict, targets: list[str] | None =
         _generate_aadb(archives, {**AADB_DEFAULTS, **(params or {})})
     elif fmt == "eva":
         _generate_eva(archives, {**EVA_DEFAULTS, **(params or {})})
+    elif fmt == "table":
+        _generate_table(archives, {**TABLE_DEFAULTS, **(params or {})})
     else:
-        raise ConfigError(f"no synthetic generator for format {fmt!r}; known: aadb, eva")
+        raise ConfigError(f"no synthetic generator for format {fmt!r}; known: aadb, eva, table")
 
 
 # ------------------------------------------------------------------------------------ AADB labels
@@ -693,3 +712,76 @@ def _generate_eva(archives: Path, p: dict) -> None:
     for j, name in enumerate(fmt.part_names({"source": "synthetic", "synthetic": {"parts": parts}})):
         with atomic_path(archives / name) as tmp:
             tmp.write_bytes(data[j * chunk:(j + 1) * chunk])
+
+
+# Order in which table targets without an AADB namesake borrow an AADB latent (most visible first).
+BORROW_ORDER = ("score", "Light", "VividColor", "ColorHarmony", "DoF", "Content", "Object",
+                "RuleOfThirds", "BalacingElements", "MotionBlur", "Symmetry", "Repetition")
+TABLE_FOLDERS = ("2021", "2022/summer", "2022/winter")
+
+
+def borrowed_latents(targets: list[str], overall: str | None) -> dict[str, str]:
+    """{table target: AADB target whose latent and labels it borrows} (see the module docstring)."""
+    from .datasets.aadb import TARGETS as AADB_TARGETS
+
+    by_lower = {t.lower(): t for t in AADB_TARGETS}
+    out = {t: by_lower[t.lower()] for t in targets if t.lower() in by_lower}
+    if overall in targets and overall not in out and "score" not in out.values():
+        out[overall] = "score"
+    free = [t for t in BORROW_ORDER if t not in out.values()] or list(BORROW_ORDER)
+    for i, target in enumerate(t for t in targets if t not in out):
+        out[target] = free[i % len(free)]
+    return {t: out[t] for t in targets}
+
+
+def _table_split(n: int, rng: np.random.Generator) -> np.ndarray:
+    """70 / 10 / 20 % train / validation / test in random order (every split non-empty for n >= 3)."""
+    n_test, n_val = max(1, round(0.2 * n)), max(1, round(0.1 * n))
+    names = np.array(["train"] * n, dtype=object)
+    order = rng.permutation(n)
+    names[order[:n_test]] = "test"
+    names[order[n_test:n_test + n_val]] = "validation"
+    return names
+
+
+def _generate_table(archives: Path, p: dict) -> None:
+    from .datasets import deterministic_zip
+    from .datasets import table as fmt
+    from .datasets.aadb import RANGES as AADB_RANGES
+
+    n = _int_param(p, "n_images", 3)
+    size, seed = _int_param(p, "image_size", 32), _int_param(p, "seed", 0)
+    targets = p.get("targets") or {}
+    if not targets:
+        raise ConfigError("synthetic table: the dataset config names no targets")
+    layout = {"source": "synthetic", "table": p.get("table"), "delimiter": p.get("delimiter")}
+    table_file, delim = fmt.table_name(layout), fmt.delimiter(layout)
+    image_col = p.get("image_column") or fmt.DEFAULT_IMAGE_COLUMN
+
+    rng = np.random.default_rng([seed, 0])
+    n_extra = max(1, n // 20)                          # image files no row names
+    z, labels = aadb_labels(n + n_extra, rng)
+    borrowed = borrowed_latents(list(targets), p.get("overall"))
+    names = []
+    for i in range(n + n_extra):
+        folder = TABLE_FOLDERS[int(rng.integers(0, len(TABLE_FOLDERS)))]
+        names.append(f"{folder}/IMG_{seed:02d}{i:05d}.{'png' if i % 5 == 4 else 'jpg'}")
+    table = pd.DataFrame({image_col: names[:n]})
+    if p.get("split_column"):
+        table[p["split_column"]] = _table_split(n, rng)
+    for target, (low, high) in targets.items():
+        src = borrowed[target]
+        a_low, a_high = AADB_RANGES[src]
+        unit = (labels[src].to_numpy()[:n] - a_low) / (a_high - a_low)
+        table[target] = np.round(low + np.clip(unit, 0, 1) * (high - low), 4)
+    fmt.write_table(table, archives / table_file, delim)
+
+    with deterministic_zip(archives / fmt.SYNTHETIC_ZIP) as add:
+        for i, name in enumerate(names):
+            img = render_image(aadb_knobs(z[i]), np.random.default_rng([seed, 1, i]), size)
+            if name.endswith(".png"):
+                buf = io.BytesIO()
+                img.save(buf, format="PNG")
+                add(name, buf.getvalue(), False)
+            else:
+                add(name, _jpeg(img), False)

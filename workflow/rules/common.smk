@@ -9,12 +9,8 @@ from aesthetic_mtl.config import settings, validate_config
 from aesthetic_mtl.datasets import get_format
 from aesthetic_mtl.pipeline import output_key
 
-validate_config(
-    config
-)  # schema + cross-key checks; one line naming the bad key, before any job runs
-validate(
-    config, "../schemas/config.schema.yaml"
-)  # Snakemake's own check of the same schema
+validate_config(config)  # schema + cross-key checks; one line naming the bad key, before any job runs
+validate(config, "../schemas/config.schema.yaml")  # Snakemake's own check of the same schema
 
 DATASETS = list(config["datasets"])
 BACKBONE = config["backbone"]["name"]
@@ -22,9 +18,7 @@ SIZE = config["images"]["size"]
 SEEDS = config["training"]["seeds"]
 FIRST_SEED = SEEDS[0]
 STAGES = ["stage1", "stage2"]
-CONDA_ENV = (
-    "../../envs/aesthetic-mtl.yaml"  # for --software-deployment-method conda (clusters)
-)
+CONDA_ENV = "../../envs/aesthetic-mtl.yaml"  # for --software-deployment-method conda (clusters)
 
 # Every file the workflow writes, by kind. `path()` is the only place that fills them in.
 TEMPLATES = {
@@ -112,6 +106,12 @@ def archive_names(dataset):
     return get_format(ds["format"]).required_files(ds)
 
 
+def local_table_input(wildcards):
+    """A `source: local` dataset's label table (format table): editing it re-runs the data steps."""
+    ds = config["datasets"][wildcards.dataset]
+    return [get_format(ds["format"]).local_table(ds)] if ds["source"] == "local" else []
+
+
 def trunk_weights(backbone):
     """Trunk weights of a backbone: fetched ImageNet weights, a user-given file, or none (random trunk)."""
     weights = config["backbone"]["weights"]
@@ -166,12 +166,8 @@ def model_outputs(dataset, chunk):
     for setting in chunk:
         where = {"dataset": dataset, "setting": setting}
         for stage in STAGES:
-            out[output_key(setting, "checkpoint", stage)] = path(
-                "checkpoint", stage=stage, **where
-            )
-            out[output_key(setting, "history", stage)] = path(
-                "history", stage=stage, **where
-            )
+            out[output_key(setting, "checkpoint", stage)] = path("checkpoint", stage=stage, **where)
+            out[output_key(setting, "history", stage)] = path("history", stage=stage, **where)
             for test in DATASETS:
                 key = output_key(setting, "predictions", stage, test)
                 out[key] = path("predictions", stage=stage, test=test, **where)
@@ -192,9 +188,7 @@ def prediction_tables():
     """Every predictions table, with the metadata the metrics table records for it."""
     tables = []
     for ds in DATASETS:
-        for (setting, seed), stage, test in itertools.product(
-            model_keys(ds), STAGES, DATASETS
-        ):
+        for (setting, seed), stage, test in itertools.product(model_keys(ds), STAGES, DATASETS):
             meta = {
                 "dataset": test,
                 "train_dataset": ds,
@@ -260,11 +254,7 @@ def all_outputs():
         figures.append("cross_dataset_heatmap")
     names.append("published")
     return (
-        [
-            path(kind, dataset=ds)
-            for ds in DATASETS
-            for kind in ("label_figure", "split_report")
-        ]
+        [path(kind, dataset=ds) for ds in DATASETS for kind in ("label_figure", "split_report")]
         + [path("metrics")]
         + [f for name in names for f in table_files(name).values()]
         + [path("figure", name=name) for name in figures]

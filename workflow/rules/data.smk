@@ -2,6 +2,8 @@
 
 
 rule obtain_archives:
+    input:
+        local_table_input,
     output:
         ok=path("archives"),
     log:

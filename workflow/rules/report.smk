@@ -224,10 +224,7 @@ rule summary:
     input:
         metrics=path("metrics"),
         split_reports=[path("split_report", dataset=ds) for ds in DATASETS],
-        skipped=[
-            path("images", dataset=ds, size=SIZE, file="skipped.tsv")
-            for ds in DATASETS
-        ],
+        skipped=[path("images", dataset=ds, size=SIZE, file="skipped.tsv") for ds in DATASETS],
     output:
         md=path("summary", ext="md"),
         html=report(

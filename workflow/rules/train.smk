@@ -13,16 +13,9 @@ for _dataset in DATASETS:
             name:
                 train_rule_name(_dataset, _k, _chunks)
             input:
-                **{
-                    f"{test}_{kind}": file
-                    for test in DATASETS
-                    for kind, file in feature_files(test).items()
-                },
+                **{f"{test}_{kind}": file for test in DATASETS for kind, file in feature_files(test).items()},
                 targets=[path("targets", dataset=test) for test in DATASETS],
-                skipped=[
-                    path("images", dataset=test, size=SIZE, file="skipped.tsv")
-                    for test in DATASETS
-                ],
+                skipped=[path("images", dataset=test, size=SIZE, file="skipped.tsv") for test in DATASETS],
                 weights=weights_file,
             output:
                 **model_outputs(_dataset, _chunk),
@@ -41,15 +34,10 @@ for _dataset in DATASETS:
                 runtime=30 + 30 * len(_chunk),  # minutes (SLURM): paper-scale stage 2 on one GPU, generous
             params:
                 dataset=_dataset,
-                models={
-                    setting: settings(config, _dataset)[setting] for setting in _chunk
-                },
+                models={setting: settings(config, _dataset)[setting] for setting in _chunk},
                 spec=training_spec(),
                 info=DATASET_INFO[_dataset],
-                tests={
-                    test: list(config["datasets"][test]["targets"])
-                    for test in DATASETS
-                },
+                tests={test: list(config["datasets"][test]["targets"]) for test in DATASETS},
                 weights=config["backbone"]["weights"],
             script:
                 "../scripts/train.py"

@@ -3,7 +3,8 @@
 Every format module exposes the same small interface (see ARCHITECTURE.md, "Contracts"):
 
 * `TARGETS` - the release's target names in their default order, `RANGES` - their raw ranges;
-  `LABEL_NAMES` - every name the release can provide as a target (the config check refuses others);
+  `LABEL_NAMES` - every name the release can provide as a target (the config check refuses others;
+  None: any column, checked when the table is parsed);
 * `required_files(ds_cfg) -> list[str]` - archive names needed for this dataset config;
 * `extract(archives, raw, ds_cfg)` - unpack the archives into `raw`;
 * `parse(raw, ds_cfg, *, on_bad_image="error") -> DataFrame` - columns `image`, `path`, `split`,
@@ -13,7 +14,8 @@ Every format module exposes the same small interface (see ARCHITECTURE.md, "Cont
   cache skips it and lists it in skipped.tsv like any bad image. `attrs["unlabelled_images"]` counts
   the image files no label names (ignored);
 * a writer used by `aesthetic_mtl.synthetic` to emit the official files (AADB
-  `write_label_archive`, EVA `write_votes`), so that write -> extract -> parse round-trips.
+  `write_label_archive`, EVA `write_votes`, table `write_table`), so that write -> extract -> parse
+  round-trips.
 
 The helpers below are shared by the format modules: deterministic zip writing (fixed timestamps and
 permissions, so a seeded synthetic release is byte-identical on every run), recursive file indexing
@@ -39,7 +41,7 @@ from typing import Callable, Iterator, Sequence
 from ..errors import ConfigError, DataError
 from ..io import atomic_path
 
-FORMATS = ("aadb", "eva")
+FORMATS = ("aadb", "eva", "table")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)   # the earliest date a zip can hold: fixed, so bytes are reproducible
 MAX_LISTED = 5                      # offenders listed in an error message
@@ -48,7 +50,7 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 def get_format(name: str) -> ModuleType:
-    """The module implementing release format `name` (`aadb`, `eva`)."""
+    """The module implementing release format `name` (`aadb`, `eva`, `table`: your own CSV/TSV)."""
     if name not in FORMATS:
         raise ConfigError(f"unknown dataset format {name!r}; known formats: {', '.join(FORMATS)}")
     return importlib.import_module(f"{__name__}.{name}")
