@@ -84,8 +84,8 @@ def prepare(cfg: dict, work: Path) -> tuple[Path, Path, list[str]]:
     pipeline.split(results / "labels.tsv", ds["split"], results / "splits.tsv", results / "split_report.json",
                    log=_quiet)
     pipeline.image_cache(results / "labels.tsv", results / "images", cfg["images"], "error", workers=1, log=_quiet)
-    pipeline.normalize(results / "labels.tsv", results / "splits.tsv", results / "images" / "skipped.tsv",
-                       ds["targets"], results / "targets.tsv", log=_quiet)
+    pipeline.normalize(results / "labels.tsv", results / "splits.tsv", ds["targets"], results / "targets.tsv",
+                       log=_quiet)
     return results / "images", results / "targets.tsv", list(ds["targets"])
 
 
