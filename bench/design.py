@@ -25,7 +25,8 @@ import yaml
 from common import REPO, quiet
 
 # Overlays on config.yaml. Everything not named here is the paper's / the demo's value.
-_DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+# (without the demo's own output folders: the benchmarks run in a work folder of their own)
+_DEMO = {k: v for k, v in yaml.safe_load((REPO / "config" / "demo.yaml").read_text()).items() if k != "paths"}
 
 DESIGNS: dict[str, dict] = {
     # the demo overlay itself (240/40/80 AADB, 300 EVA, two seeds): used by the bf16 check and gpu.py
@@ -288,7 +289,8 @@ def train_model(cfg: dict, data, tests: dict, setting: str, targets: list[str], 
         stage = result.stage
         run.add_time(f"train_{stage}", time.perf_counter() - t0, spec.stage(stage).epochs * n_train)
         for test, table in result.predictions.items():
-            meta = {"dataset": test, "train_dataset": data.name, "setting": setting, "stage": stage, "seed": seed}
+            meta = {"dataset": test, "train_dataset": data.name, "backbone": spec.backbone, "setting": setting,
+                    "stage": stage, "seed": seed}
             run.tables.append((meta, table))
         own = result.predictions[data.name]
         pred = own[[f"pred_{t}" for t in targets]].to_numpy()

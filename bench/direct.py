@@ -18,7 +18,9 @@ number it also follows the same conventions:
 - the trunk stays in eval mode (frozen BatchNorm statistics), as in the pipeline;
 - random numbers: `torch.manual_seed(seed)` before the head is built and before each stage (dropout
   masks come from the global generator), and one `torch.randperm` per epoch from a generator seeded
-  with `seed` for the batch order. `DataLoader(shuffle=True)` would draw a worker base seed from the
+  with `seed` for the batch order (stage 2: a seed derived from (seed, 1), so it does not repeat
+  stage 1's order); the head starts as `head.init` says (Keras: glorot-uniform, zero bias), Adam uses
+  `training.adam_eps` and the halving follows `schedule` (continuous: Keras' ExponentialDecay). `DataLoader(shuffle=True)` would draw a worker base seed from the
   same stream and `RandomSampler` draws one extra permutation per epoch, so the port uses a
   three-line sampler and gives the loader its own generator.
 """
@@ -81,7 +83,8 @@ class EpochShuffle(Sampler):
 class Net(nn.Module):
     """Trunk -> global average pooling -> Dense 128 ReLU -> Dense 64 ReLU -> Dropout -> sigmoid outputs."""
 
-    def __init__(self, features: nn.Sequential, width: int, n_out: int, hidden=(128, 64), dropout=0.35) -> None:
+    def __init__(self, features: nn.Sequential, width: int, n_out: int, hidden=(128, 64), dropout=0.35,
+                 init: str = "torch") -> None:
         super().__init__()
         self.features = features
         layers, w = [], width
@@ -89,6 +92,11 @@ class Net(nn.Module):
             layers += [nn.Linear(w, h), nn.ReLU()]
             w = h
         self.head = nn.Sequential(*layers, nn.Dropout(dropout), nn.Linear(w, n_out), nn.Sigmoid())
+        if init == "keras":  # Keras' Dense default: glorot-uniform kernel, zero bias
+            for m in self.head:
+                if isinstance(m, nn.Linear):
+                    nn.init.xavier_uniform_(m.weight)
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).mean(dim=(2, 3)))
@@ -111,13 +119,30 @@ def _predict(net: Net, ds: Dataset, batch_size: int, num_workers: int) -> np.nda
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
+def _stream_seed(seed: int, stream: int) -> int:
+    """Stage 1 draws from `seed`, stage 2 from a seed derived from (seed, 1), as the pipeline's stages do."""
+    if stream == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _scheduler(optimizer, halve_every: int | None, schedule: str):
+    """lr0 * 0.5 ** (step // n) (staircase) or lr0 * 0.5 ** (step / n) (continuous, Keras' default)."""
+    if not halve_every:
+        return None
+    if schedule == "staircase":
+        return torch.optim.lr_scheduler.StepLR(optimizer, halve_every, gamma=0.5)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 ** (step / halve_every))
+
+
 def train_stage(net: Net, params: list[nn.Parameter], train: JpegDataset, val: JpegDataset, *, epochs: int,
-                lr: float, batch_size: int, halve_every: int | None, seed: int, num_workers: int) -> list[dict]:
+                lr: float, batch_size: int, halve_every: int | None, seed: int, num_workers: int,
+                schedule: str = "staircase", eps: float = 1e-8) -> list[dict]:
     torch.manual_seed(seed)
     sampler = EpochShuffle(len(train), seed)
     loader = _loader(train, batch_size, num_workers, sampler)
-    optimizer = torch.optim.Adam(params, lr=lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, halve_every, gamma=0.5) if halve_every else None
+    optimizer = torch.optim.Adam(params, lr=lr, eps=eps)
+    scheduler = _scheduler(optimizer, halve_every, schedule)
     mse = nn.MSELoss()
     history = []
     for epoch in range(epochs):
@@ -160,10 +185,11 @@ def direct_path(cfg: dict, data: dict, *, threads: int) -> DesignRun:
                 t0 = time.perf_counter()
                 torch.manual_seed(seed)
                 backbone = build_backbone(name_bb, wfile)
-                net = Net(backbone.features, backbone.pooled_width, len(targets), hcfg["hidden"], hcfg["dropout"])
+                net = Net(backbone.features, backbone.pooled_width, len(targets), hcfg["hidden"], hcfg["dropout"],
+                          hcfg.get("init", "torch"))
                 sets = {s: JpegDataset(p, y, size, backbone.offset, backbone.scale, backbone.channel_order) for s, (p, y) in parts.items()}
                 run.add_time("build_model", time.perf_counter() - t0)
-                for stage in ("stage1", "stage2"):
+                for stream, stage in enumerate(("stage1", "stage2")):  # stage 2 draws from its own stream
                     for p in net.features.parameters():
                         p.requires_grad_(False)
                     params = list(net.head.parameters())
@@ -175,8 +201,9 @@ def direct_path(cfg: dict, data: dict, *, threads: int) -> DesignRun:
                     st = tcfg[stage]
                     t0 = time.perf_counter()
                     train_stage(net, params, sets["train"], sets["validation"], epochs=st["epochs"], lr=st["lr"],
-                                batch_size=tcfg["batch_size"], halve_every=st.get("halve_every_steps"), seed=seed,
-                                num_workers=workers)
+                                batch_size=tcfg["batch_size"], halve_every=st.get("halve_every_steps"),
+                                seed=_stream_seed(seed, stream), num_workers=workers,
+                                schedule=st.get("schedule", "staircase"), eps=tcfg.get("adam_eps", 1e-8))
                     run.add_time(f"train_{stage}", time.perf_counter() - t0, st["epochs"] * len(sets["train"]))
                     t0 = time.perf_counter()
                     pred = _predict(net, sets["test"], 64, workers)
