@@ -4,7 +4,9 @@ Every format module exposes the same small interface (see ARCHITECTURE.md, "Cont
 
 * `TARGETS` - the release's target names in their default order, `RANGES` - their raw ranges;
   `LABEL_NAMES` - every name the release can provide as a target (the config check refuses others;
-  None: any column, checked when the table is parsed);
+  None: any column, checked when the table is parsed); `RELEASE_FROM_TARGETS` - whether the configured
+  targets shape the release files (the synthetic table's columns), so that the workflow re-makes them
+  when the targets change;
 * `required_files(ds_cfg) -> list[str]` - archive names needed for this dataset config;
 * `extract(archives, raw, ds_cfg)` - unpack the archives into `raw`;
 * `parse(raw, ds_cfg, *, on_bad_image="error") -> DataFrame` - columns `image`, `path`, `split`,

@@ -49,6 +49,7 @@ TARGETS = ["BalacingElements", "ColorHarmony", "Content", "DoF", "Light", "Motio
            "Repetition", "RuleOfThirds", "Symmetry", "VividColor", "score"]
 RANGES = {t: (-1.0, 1.0) for t in TARGETS[:-1]} | {"score": (0.0, 1.0)}
 LABEL_NAMES = tuple(TARGETS)
+RELEASE_FROM_TARGETS = False        # the release is fixed; targets pick among its lists
 """Every target the release has a label list for (`imgList*Regression_<name>.txt`): the 12 above. A
 configured target outside this list stops the config check (`snakemake -n`), before any download."""
 

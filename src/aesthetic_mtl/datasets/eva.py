@@ -51,6 +51,7 @@ DELIMITER = "="
 COLUMNS = ["image_id", "user_id", "score", "difficulty", "visual", "composition", "quality",
            "semantic", "vote_time", "1", "2", "3", "4"]
 LABEL_NAMES = tuple(c for c in COLUMNS if c not in ("image_id", "user_id", "vote_time"))
+RELEASE_FROM_TARGETS = False        # the release is fixed; targets pick among its columns
 """The numeric columns of the votes, each usable as a target; anything else stops the config check."""
 ZIP_STEM = "EVA_together"
 OFFICIAL_PARTS = 7

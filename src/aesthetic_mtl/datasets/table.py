@@ -58,6 +58,7 @@ SYNTHETIC_ZIP = "images.zip"        # the synthetic generator's image archive
 DEFAULT_IMAGE_COLUMN = "image"
 DELIMITERS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 LABEL_NAMES = None                   # any column of the table (the header is checked when it is parsed)
+RELEASE_FROM_TARGETS = True        # a synthetic table is written with one column per configured target
 SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
 
 
