@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml
-	$(BIN)/snakemake --cores 1 --configfile config/demo.yaml --report results/report.html
+	$(BIN)/snakemake --cores 1 --configfile config/demo.yaml --report results/demo/report.html
 
 test: install
 	$(BIN)/python -m pytest -m "not slurm"

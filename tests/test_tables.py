@@ -51,7 +51,8 @@ def synthetic_metrics(seeds=SEEDS) -> pd.DataFrame:
                         for label in labels:
                             v = srcc_value(test, train, setting, stage, seed, label)
                             for metric, value in (("srcc", v), ("plcc", v + 0.01), ("mse", 0.02)):
-                                rows.append({"dataset": test, "train_dataset": train, "setting": setting,
+                                rows.append({"dataset": test, "train_dataset": train, "backbone": "vgg16",
+                                             "setting": setting,
                                              "stage": stage, "seed": seed, "target": label, "metric": metric,
                                              "value": value})
     return pd.DataFrame(rows, columns=METRICS_COLUMNS)
@@ -265,3 +266,50 @@ def test_one_seed_shows_the_bootstrap_ci_and_several_seeds_mean_std(tmp_path):
     assert many.data["stage2_ci_high"].iloc[2] == pytest.approx(mean + 0.04)   # the CSV keeps the CI
     md = many.markdown()
     assert "[" not in md.split("\n\n")[1]
+
+
+def test_synthetic_data_is_never_compared_with_the_paper(metrics):
+    """The demo's synthetic scores get no paper column and no sentence next to the paper's numbers."""
+    synthetic = {ds: {**cfg, "source": "synthetic"} for ds, cfg in DATASETS.items()}
+    for kind in ("stage1_vs_stage2", "multitask_vs_single"):
+        table = build_table(kind, metrics, synthetic, dataset="AADB")
+        assert table.data["paper"].isna().all() and set(table.display["paper"]) == {""}
+        assert any("AADB: synthetic data in this run" in note for note in table.notes)
+    published = build_table("published", metrics, synthetic, backbone="efficientnet_lite0")
+    ours = published.data[published.data["origin"] == "computed here"]
+    assert ours["paper"].isna().all()
+    blocks, _ = build_summary(metrics, synthetic)
+    md = render_markdown(blocks)
+    assert "**AADB**, **EVA**: synthetic data from the built-in generator" in md
+    assert "the paper reports 0" not in md and "0.7067" not in md.split("## Key tables")[0]
+    # real data keep the comparison
+    real = render_markdown(build_summary(metrics, {ds: {**cfg, "source": "official"}
+                                                   for ds, cfg in DATASETS.items()})[0])
+    assert "the paper reports 0.7067" in real and "synthetic data" not in real
+
+
+def test_two_backbones_get_rows_of_their_own(metrics):
+    """A run with two backbones: every table and the summary answer multi- vs single-task per backbone, and
+    no statistic mixes the two (a second backbone 0.1 lower everywhere)."""
+    other = metrics.assign(backbone="efficientnet_lite0", value=metrics["value"] - 0.1)
+    both = pd.concat([metrics, other], ignore_index=True)
+    table = build_table("multitask_vs_single", both, DATASETS, dataset="AADB")
+    d = table.data.set_index(["backbone", "target"])
+    m, s = expected("AADB", "AADB", "multitask", "stage2", "score")
+    assert d.loc[("vgg16", "score"), "multitask_mean"] == pytest.approx(m)
+    assert d.loc[("efficientnet_lite0", "score"), "multitask_mean"] == pytest.approx(m - 0.1)
+    assert d.loc[("efficientnet_lite0", "score"), "multitask_std"] == pytest.approx(s)  # seeds of one backbone
+    assert list(table.display.columns)[0] == "backbone" and len(table.display) == 2 * 3
+    assert any(n.startswith("backbone:") for n in table.notes)
+    cross = build_table("cross_dataset", both, DATASETS)
+    assert set(cross.data["backbone"]) == {"vgg16", "efficientnet_lite0"}
+    # one backbone: no backbone column (the paper's layout)
+    assert "backbone" not in build_table("multitask_vs_single", metrics, DATASETS, dataset="AADB").data
+    published = published_table(both, DATASETS, "unused").data
+    ours = published[published["method"].str.startswith("ours: multi-task") & (published["dataset"] == "AADB")]
+    assert len(ours) == 2 and ours["total_params"].nunique() == 2  # each backbone's own parameter count
+    md = render_markdown(build_summary(both, DATASETS)[0])
+    for name in ("vgg16", "efficientnet_lite0"):
+        assert f"**AADB**, backbone `{name}`: the multi-task model" in md
+        assert f"the multi-task model ({name}) ranks" in md
+    assert md.count("Multi-task beat single-task on the overall score") == 4  # 2 datasets x 2 backbones

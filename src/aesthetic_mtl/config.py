@@ -94,6 +94,12 @@ def validate_config(config: dict, schema_path: Path = SCHEMA_PATH) -> None:
     check_config(config)
 
 
+def backbone_names(config: dict) -> list[str]:
+    """The run's backbones: `backbone.name` is one name or a list of them."""
+    name = config["backbone"]["name"]
+    return [name] if isinstance(name, str) else list(name)
+
+
 def check_config(config: dict) -> None:
     """Cross-key checks; raise ConfigError naming the key."""
     from .backbones import known_backbones
@@ -101,10 +107,14 @@ def check_config(config: dict) -> None:
     datasets = config["datasets"]
     for name, ds in datasets.items():
         _check_dataset(name, ds)
-    backbone = config["backbone"]["name"]
-    if backbone not in known_backbones():
-        raise ConfigError(f"config key 'backbone.name': unknown backbone '{backbone}'; "
-                          f"known: {', '.join(known_backbones())}")
+    names = backbone_names(config)
+    for backbone in names:
+        if backbone not in known_backbones():
+            raise ConfigError(f"config key 'backbone.name': unknown backbone '{backbone}'; "
+                              f"known: {', '.join(known_backbones())}")
+    if len(names) > 1 and config["backbone"]["weights"] not in ("imagenet", "none"):
+        raise ConfigError("config key 'backbone.weights': a weights file fits one backbone, but backbone.name "
+                          f"lists {len(names)}; use imagenet or none, or run one backbone at a time")
     all_targets = {t for ds in datasets.values() for t in ds["targets"]}
     for target in config["head"].get("loss_weights", {}):
         if target not in all_targets:

@@ -15,7 +15,10 @@ import pandas as pd
 
 from .io import read_tsv, write_tsv
 
-METRICS_COLUMNS = ["dataset", "train_dataset", "setting", "stage", "seed", "target", "metric", "value"]
+METRICS_COLUMNS = ["dataset", "train_dataset", "backbone", "setting", "stage", "seed", "target", "metric", "value"]
+MODEL_COLUMNS = METRICS_COLUMNS[:6]
+"""What names one scored predictions table: test dataset, and the model's dataset, backbone, setting, stage
+and seed."""
 
 
 def target_pairs(model_targets: Iterable[str], train: str, test: str, cross: Mapping) -> list[tuple[str, str, str]]:
@@ -36,14 +39,14 @@ def score_predictions(pred: pd.DataFrame, meta: Mapping, cross: Mapping, bootstr
     rows = []
     for src, dst, label in target_pairs(model_targets, meta["train_dataset"], meta["dataset"], cross):
         for metric, value in all_metrics(pred[f"pred_{src}"], pred[f"true_{dst}"], bootstrap, seed).items():
-            rows.append({**{k: meta[k] for k in METRICS_COLUMNS[:5]}, "target": label, "metric": metric,
+            rows.append({**{k: meta[k] for k in MODEL_COLUMNS}, "target": label, "metric": metric,
                          "value": value})
     return rows
 
 
 def metrics_table(predictions: Iterable[tuple[Mapping, Path]], cross: Mapping, bootstrap: int = 1000,
                   seed: int = 0) -> pd.DataFrame:
-    """Score every predictions file; `predictions` yields (meta, path) with meta keys of METRICS_COLUMNS[:5]."""
+    """Score every predictions file; `predictions` yields (meta, path) with the keys of MODEL_COLUMNS."""
     rows = []
     for meta, path in predictions:
         rows += score_predictions(read_tsv(path), meta, cross, bootstrap, seed)

@@ -328,6 +328,13 @@ def _layer_name(model, layer) -> str:
 FIGURE_KINDS = ("training_curves", "prediction_scatter", "srcc_bars", "cross_heatmap")
 
 
+def _metrics_of(path, backbone: str | None) -> pd.DataFrame:
+    """The metrics of one backbone's models: a figure never averages over several backbones."""
+    from .tables import one_backbone, read_metrics
+
+    return one_backbone(read_metrics(path), backbone)
+
+
 def draw(kind: str, inputs, out, **options) -> None:
     """What the workflow calls: one of FIGURE_KINDS from the rule's named inputs and params."""
     if kind == "training_curves":
@@ -339,8 +346,9 @@ def draw(kind: str, inputs, out, **options) -> None:
                            title_suffix=f"multi-task model, stage 2, seed {options['seed']}")
     elif kind == "srcc_bars":
         cfg = options["datasets"][options["dataset"]]
-        srcc_bars(inputs["metrics"], options["dataset"], list(cfg["targets"]), out, overall=cfg["overall"])
+        srcc_bars(_metrics_of(inputs["metrics"], options.get("backbone")), options["dataset"], list(cfg["targets"]),
+                  out, overall=cfg["overall"])
     elif kind == "cross_heatmap":
-        cross_heatmap(inputs["metrics"], options["datasets"], out)
+        cross_heatmap(_metrics_of(inputs["metrics"], options.get("backbone")), options["datasets"], out)
     else:
         raise ValueError(f"unknown figure kind '{kind}'; expected one of {FIGURE_KINDS}")

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from .io import read_tsv, write_text
-from .tables import (PAPER_CITATION, Stat, Table, cross_table, html_grid, paper_value, read_metrics,
-                     settings_table, stage_table, stat)
+from .tables import (PAPER_CITATION, Stat, Table, backbones_of, build_table, html_grid, is_synthetic,
+                     one_backbone, paper_value, read_metrics, stat)
 
 
 def _f(x: float, digits: int = 3) -> str:
@@ -31,8 +31,9 @@ def _spread_note(a: Stat, b: Stat) -> str:
     return ", within the seed-to-seed spread" if diff <= spread else ", larger than the seed-to-seed spread"
 
 
-def dataset_findings(metrics: pd.DataFrame, dataset: str, cfg: Mapping) -> list[str]:
-    """Sentences about one dataset: overall SRCC vs the paper, multi- vs single-task, stage 2 vs 1."""
+def dataset_findings(metrics: pd.DataFrame, dataset: str, cfg: Mapping, backbone: str | None = None) -> list[str]:
+    """Sentences about one dataset (and one backbone's models, when named): overall SRCC vs the paper,
+    multi- vs single-task, stage 2 vs 1."""
     overall, targets = cfg["overall"], list(cfg["targets"])
 
     def s(setting, stage, target=overall):
@@ -40,13 +41,14 @@ def dataset_findings(metrics: pd.DataFrame, dataset: str, cfg: Mapping) -> list[
 
     m1, m2, single = s("multitask", "stage1"), s("multitask", "stage2"), s(f"single_{overall}", "stage2")
     out = []
+    name = f"**{dataset}**, backbone `{backbone}`" if backbone else f"**{dataset}**"
     if m2.n == 0:
-        return [f"**{dataset}**: no finite stage-2 SRCC of the multi-task model on the overall score "
+        return [f"{name}: no finite stage-2 SRCC of the multi-task model on the overall score "
                 f"(`{overall}`): it was not trained, or its predictions were constant."]
     seeds = f"{m2.n} seed{'s' if m2.n > 1 else ''}"
-    first = (f"**{dataset}**: the multi-task model predicts the overall score (`{overall}`) of the test split "
+    first = (f"{name}: the multi-task model predicts the overall score (`{overall}`) of the test split "
              f"with SRCC {m2.text()} after stage 2 ({seeds})")
-    paper = paper_value(dataset, overall)
+    paper = paper_value(dataset, overall, cfg.get("source"))
     if np.isfinite(paper):
         diff = m2.mean - paper
         first += (f"; the paper reports {paper:g}, so ours is {abs(diff):.3f} "
@@ -76,8 +78,9 @@ def dataset_findings(metrics: pd.DataFrame, dataset: str, cfg: Mapping) -> list[
     return out
 
 
-def cross_findings(metrics: pd.DataFrame, datasets: Mapping[str, Mapping]) -> list[str]:
-    """One sentence per train -> test direction on the overall score."""
+def cross_findings(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], backbone: str | None = None) -> list[str]:
+    """One sentence per train -> test direction on the overall score (of one backbone's models, when named)."""
+    model = f"multi-task model ({backbone})" if backbone else "multi-task model"
     out = []
     for train in datasets:
         for test in datasets:
@@ -90,7 +93,7 @@ def cross_findings(metrics: pd.DataFrame, datasets: Mapping[str, Mapping]) -> li
                 continue
             own = stat(metrics, dataset=test, train_dataset=test, setting="multitask", stage="stage2", target=dst)
             ref = f"; the model trained on {test} itself reaches {own.text()}" if own.n else ""
-            out.append(f"Trained on {train} and tested on {test}, the multi-task model ranks the overall score "
+            out.append(f"Trained on {train} and tested on {test}, the {model} ranks the overall score "
                        f"(`{src}` -> `{dst}`) with SRCC {c.text()}{ref}.")
     return out
 
@@ -127,20 +130,35 @@ def data_findings(datasets: Sequence[str], split_reports: Mapping[str, str | Pat
     return out
 
 
+def synthetic_notice(datasets: Mapping[str, Mapping]) -> list[tuple[str, object]]:
+    """A paragraph saying plainly which datasets are synthetic: their scores are no paper reproduction."""
+    synthetic = [ds for ds, cfg in datasets.items() if is_synthetic(cfg)]
+    if not synthetic:
+        return []
+    names = ", ".join(f"**{ds}**" for ds in synthetic)
+    return [("p", f"{names}: synthetic data from the built-in generator (the demo), not the real release. These "
+                  "numbers show that the pipeline runs end to end; they are not comparable with the paper's, "
+                  "and no sentence or table column here compares them.")]
+
+
 def build_summary(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], *,
                   split_reports: Mapping[str, str | Path] | None = None,
                   skipped: Mapping[str, str | Path] | None = None) -> tuple[list[tuple[str, object]], list[Table]]:
     """Blocks (('h2', text), ('p', text), ('ul', [items]), ('table', Table)) of the summary."""
     seeds = sorted(metrics["seed"].unique())
+    named = backbones_of(metrics)
     blocks: list[tuple[str, object]] = [
         ("h1", "Results summary"),
         ("p", f"Generated from `results/metrics.tsv`: SRCC on each test split, mean ± std over "
               f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}). "
               f"Paper values: {PAPER_CITATION}."),
+        *synthetic_notice(datasets),
         ("h2", "Findings"),
-        ("ul", [line for ds, cfg in datasets.items() for line in dataset_findings(metrics, ds, cfg)]),
+        ("ul", [line for ds, cfg in datasets.items() for b in named
+                for line in dataset_findings(one_backbone(metrics, b), ds, cfg, b if len(named) > 1 else None)]),
     ]
-    cross = cross_findings(metrics, datasets)
+    cross = [line for b in named for line in cross_findings(one_backbone(metrics, b), datasets,
+                                                             b if len(named) > 1 else None)]
     if cross:
         blocks += [("h2", "Cross-dataset"), ("ul", cross)]
     data = data_findings(list(datasets), split_reports or {}, skipped or {})
@@ -148,10 +166,10 @@ def build_summary(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], *,
         blocks += [("h2", "Data"), ("ul", data)]
     tables = []
     for ds, cfg in datasets.items():
-        tables.append(stage_table(metrics, ds, list(cfg["targets"]), cfg["overall"]))
-        tables.append(settings_table(metrics, ds, list(cfg["targets"]), cfg["overall"]))
+        for kind in ("stage1_vs_stage2", "multitask_vs_single"):
+            tables.append(build_table(kind, metrics, datasets, dataset=ds))
     if (metrics["dataset"] != metrics["train_dataset"]).any():
-        tables.append(cross_table(metrics, datasets))
+        tables.append(build_table("cross_dataset", metrics, datasets))
     blocks.append(("h2", "Key tables"))
     blocks += [("table", t) for t in tables]
     return blocks, tables

@@ -19,7 +19,7 @@ import html
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -76,9 +76,24 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
     df = read_tsv(path)
     df["seed"] = df["seed"].astype(int)
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
-    for col in ("dataset", "train_dataset", "setting", "stage", "target", "metric"):
-        df[col] = df[col].astype(str)
+    for col in ("dataset", "train_dataset", "backbone", "setting", "stage", "target", "metric"):
+        if col in df.columns:
+            df[col] = df[col].astype(str)
     return df
+
+
+def backbones_of(metrics: pd.DataFrame) -> list[str | None]:
+    """The backbones of a metrics table in order of appearance ([None] for a table without the column)."""
+    if "backbone" not in metrics.columns or metrics.empty:
+        return [None]
+    return list(dict.fromkeys(metrics["backbone"]))
+
+
+def one_backbone(metrics: pd.DataFrame, backbone: str | None) -> pd.DataFrame:
+    """The rows of one backbone: every statistic is taken within one backbone, never across several."""
+    if backbone is None or "backbone" not in metrics.columns:
+        return metrics
+    return metrics[metrics["backbone"] == backbone]
 
 
 @dataclass(frozen=True)
@@ -140,8 +155,15 @@ def stat(metrics: pd.DataFrame, *, dataset: str, train_dataset: str, setting: st
     return Stat.of(values, ci["low"], ci["high"])
 
 
-def paper_value(dataset: str, target: str) -> float:
+def paper_value(dataset: str, target: str, source: str | None = None) -> float:
+    """The paper's number for (dataset, target); NaN for synthetic data, which the paper never measured."""
+    if source == "synthetic":
+        return math.nan
     return PAPER_SRCC.get((dataset, target), math.nan)
+
+
+def is_synthetic(cfg: Mapping) -> bool:
+    return cfg.get("source") == "synthetic"
 
 
 def _paper_text(value: float) -> str:
@@ -264,6 +286,27 @@ def _tex(value) -> str:
     return text.replace("±", r"$\pm$").replace("->", r"$\rightarrow$").replace("−", "$-$")
 
 
+def per_backbone(build: Callable[[pd.DataFrame], Table], metrics: pd.DataFrame) -> Table:
+    """`build` on each backbone's rows, stacked under a leading `backbone` column when a run trained several
+    (the paper's open question: does multi-task win with other backbones too?); one backbone: as built."""
+    names = backbones_of(metrics)
+    if len(names) == 1:
+        return build(metrics)
+    parts = [(name, build(one_backbone(metrics, name))) for name in names]
+    first = parts[0][1]
+
+    def stacked(form: str) -> pd.DataFrame:
+        frames = [getattr(t, form).copy() for _, t in parts]
+        for (name, _), frame in zip(parts, frames):
+            frame.insert(0, "backbone", name)
+        return pd.concat(frames, ignore_index=True)
+
+    notes = [n for n in first.notes if not n.startswith(NOT_DEFINED)]
+    notes.append(f"backbone: rows of the models built on each backbone trunk ({', '.join(names)}); "
+                 "means and spreads are over the seeds of one backbone.")
+    return Table(first.name, f"{first.title}, per backbone", stacked("data"), stacked("display"), notes)
+
+
 # --------------------------------------------------------------------------------------------------
 # the paper's tables
 # --------------------------------------------------------------------------------------------------
@@ -294,19 +337,23 @@ def _seed_note(metrics: pd.DataFrame) -> str:
             "confidence interval of SRCC over test images.")
 
 
-def _paper_note() -> str:
-    return (f"'paper': the value reported by {PAPER_CITATION} (overall score only); "
+def _paper_note(synthetic: Sequence[str] = ()) -> str:
+    note = (f"'paper': the value reported by {PAPER_CITATION} (overall score only); "
             "blank where the paper gives no number.")
+    if synthetic:
+        note += (f" {', '.join(synthetic)}: synthetic data in this run (the built-in generator), so the column "
+                 "stays blank: these numbers test the pipeline and are not comparable with the paper's.")
+    return note
 
 
 def stage_table(metrics: pd.DataFrame, dataset: str, targets: Sequence[str], overall: str,
-                setting: str = "multitask") -> Table:
+                setting: str = "multitask", source: str | None = None) -> Table:
     """SRCC per target of the multi-task model after stage 1 (frozen trunk) and stage 2 (fine-tuned)."""
     data, display = [], []
     for t in targets:
         s1, s2 = (stat(metrics, dataset=dataset, train_dataset=dataset, setting=setting, stage=st, target=t)
                   for st in ("stage1", "stage2"))
-        paper = paper_value(dataset, t)
+        paper = paper_value(dataset, t, source)
         data.append({"target": t, **_stat_columns("stage1", s1), **_stat_columns("stage2", s2),
                      "change": _diff(s2, s1), "paper": paper})
         display.append({"target": _label(t, overall), "stage 1 (frozen trunk)": s1.text(),
@@ -316,11 +363,12 @@ def stage_table(metrics: pd.DataFrame, dataset: str, targets: Sequence[str], ove
                  f"{dataset}: test SRCC of the {setting.replace('multitask', 'multi-task')} model per target, "
                  "stage 1 vs stage 2",
                  pd.DataFrame(data), pd.DataFrame(display),
-                 [_seed_note(metrics), "change: stage 2 mean minus stage 1 mean.", _paper_note()])
+                 [_seed_note(metrics), "change: stage 2 mean minus stage 1 mean.",
+                  _paper_note([dataset] if source == "synthetic" else [])])
 
 
 def settings_table(metrics: pd.DataFrame, dataset: str, targets: Sequence[str], overall: str,
-                   stage: str = "stage2") -> Table:
+                   stage: str = "stage2", source: str | None = None) -> Table:
     """SRCC per target: the multi-task model vs one single-task model per target (and named subsets)."""
     own = metrics[(metrics["dataset"] == dataset) & (metrics["train_dataset"] == dataset)]
     subsets = [s for s in dict.fromkeys(own["setting"]) if s != "multitask" and not s.startswith("single_")]
@@ -331,7 +379,7 @@ def settings_table(metrics: pd.DataFrame, dataset: str, targets: Sequence[str], 
                       target=t)
         subs = {s: stat(metrics, dataset=dataset, train_dataset=dataset, setting=s, stage=stage, target=t)
                 for s in subsets}
-        paper = paper_value(dataset, t)
+        paper = paper_value(dataset, t, source)
         row = {"target": t, **_stat_columns("multitask", multi), **_stat_columns("single", single),
                "difference": _diff(multi, single)}
         for s, v in subs.items():
@@ -346,7 +394,7 @@ def settings_table(metrics: pd.DataFrame, dataset: str, targets: Sequence[str], 
     if subsets:
         notes.append("subset columns: multi-task models trained on a named subset of the targets "
                      "(blank: target not in the subset).")
-    notes.append(_paper_note())
+    notes.append(_paper_note([dataset] if source == "synthetic" else []))
     return Table(f"{dataset}_multitask_vs_single",
                  f"{dataset}: test SRCC per target, multi-task vs single-task ({stage.replace('stage', 'stage ')})",
                  pd.DataFrame(data), pd.DataFrame(display), notes)
@@ -408,7 +456,8 @@ def _counts(backbone: str, n_outputs: int, stage: str, hidden: tuple, dropout: f
 def published_table(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], backbone: str,
                     hidden: Sequence[int] = (128, 64), dropout: float = 0.35,
                     published: Sequence[Published] = tuple(PUBLISHED), stage: str = "stage2") -> Table:
-    """Overall-score SRCC of our models next to the paper's and other published numbers."""
+    """Overall-score SRCC of our models (one pair of rows per backbone in `metrics`; `backbone` names the
+    trunk of a metrics table without a backbone column) next to the paper's and other published numbers."""
     data, display = [], []
 
     def add(ds, method, source, s: Stat, total, trainable, paper, reported: bool = False):
@@ -423,22 +472,26 @@ def published_table(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], back
                         "trained in stage 2": f"{trainable:,}" if trainable else "",
                         "paper": _paper_text(paper)})
 
+    named = backbones_of(metrics)
     for ds, cfg in datasets.items():
         overall, targets = cfg["overall"], list(cfg["targets"])
-        paper = paper_value(ds, overall)
-        multi = stat(metrics, dataset=ds, train_dataset=ds, setting="multitask", stage=stage, target=overall)
-        if multi.n:
-            total, trainable = parameter_counts(backbone, targets, stage, hidden, dropout)
-            add(ds, f"ours: multi-task ({backbone}, {len(targets)} outputs)", "this workflow", multi,
-                total, trainable, paper)
-        single = stat(metrics, dataset=ds, train_dataset=ds, setting=f"single_{overall}", stage=stage,
-                      target=overall)
-        if single.n:
-            total, trainable = parameter_counts(backbone, [overall], stage, hidden, dropout)
-            add(ds, f"ours: single-task {overall} ({backbone})", "this workflow", single, total, trainable,
-                math.nan)
-        if np.isfinite(paper):
-            add(ds, "Soydaner & Wagemans: multi-task CNN (VGG16)", "arXiv 2305.09373 (2023)", Stat(paper),
+        paper = paper_value(ds, overall, cfg.get("source"))
+        for name in named:  # each backbone's models with its own parameter counts
+            rows, trunk = one_backbone(metrics, name), name or backbone
+            multi = stat(rows, dataset=ds, train_dataset=ds, setting="multitask", stage=stage, target=overall)
+            if multi.n:
+                total, trainable = parameter_counts(trunk, targets, stage, hidden, dropout)
+                add(ds, f"ours: multi-task ({trunk}, {len(targets)} outputs)", "this workflow", multi,
+                    total, trainable, paper)
+            single = stat(rows, dataset=ds, train_dataset=ds, setting=f"single_{overall}", stage=stage,
+                          target=overall)
+            if single.n:
+                total, trainable = parameter_counts(trunk, [overall], stage, hidden, dropout)
+                add(ds, f"ours: single-task {overall} ({trunk})", "this workflow", single, total, trainable,
+                    math.nan)
+        quoted = paper_value(ds, overall)
+        if np.isfinite(quoted):
+            add(ds, "Soydaner & Wagemans: multi-task CNN (VGG16)", "arXiv 2305.09373 (2023)", Stat(quoted),
                 None, None, paper, reported=True)
         for p in published:
             if p.dataset == ds:
@@ -449,7 +502,7 @@ def published_table(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], back
              "numbers copied from the source named in the row (on the real AADB / EVA test sets).",
              "Our parameter counts are computed by building the model: backbone trunk + head; trained in "
              "stage 2 = the stage-2 trunk layers and the head. Blank: not reported by the source.",
-             _paper_note()]
+             _paper_note([ds for ds, cfg in datasets.items() if is_synthetic(cfg)])]
     return Table("published", "Overall-score test SRCC against the paper and published methods",
                  pd.DataFrame(data), pd.DataFrame(display), notes)
 
@@ -469,9 +522,10 @@ def build_table(kind: str, metrics: pd.DataFrame, datasets: Mapping[str, Mapping
             raise ValueError(f"table '{kind}' needs a configured dataset, got {dataset!r}")
         cfg = datasets[dataset]
         fn = stage_table if kind == "stage1_vs_stage2" else settings_table
-        return fn(metrics, dataset, list(cfg["targets"]), cfg["overall"])
+        return per_backbone(lambda m: fn(m, dataset, list(cfg["targets"]), cfg["overall"],
+                                         source=cfg.get("source")), metrics)
     if kind == "cross_dataset":
-        return cross_table(metrics, datasets)
+        return per_backbone(lambda m: cross_table(m, datasets), metrics)
     if kind == "published":
         head = head or {}
         return published_table(metrics, datasets, backbone, head.get("hidden", (128, 64)),

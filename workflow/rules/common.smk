@@ -5,7 +5,7 @@ import itertools
 
 from snakemake.utils import validate
 
-from aesthetic_mtl.config import settings, validate_config
+from aesthetic_mtl.config import backbone_names, settings, validate_config
 from aesthetic_mtl.datasets import get_format
 from aesthetic_mtl.pipeline import output_key
 
@@ -13,35 +13,48 @@ validate_config(config)  # schema + cross-key checks; one line naming the bad ke
 validate(config, "../schemas/config.schema.yaml")  # Snakemake's own check of the same schema
 
 DATASETS = list(config["datasets"])
-BACKBONE = config["backbone"]["name"]
+BACKBONES = backbone_names(config)  # one run can train every model on several backbones
+FIGURE_BACKBONE = BACKBONES[0]  # the figures show the first one
 SIZE = config["images"]["size"]
 SEEDS = config["training"]["seeds"]
 FIRST_SEED = SEEDS[0]
 STAGES = ["stage1", "stage2"]
 CONDA_ENV = "../../envs/aesthetic-mtl.yaml"  # for --software-deployment-method conda (clusters)
 
-# Every file the workflow writes, by kind. `path()` is the only place that fills them in.
-TEMPLATES = {
-    "archives": "resources/{dataset}/archives.ok",
-    "raw": "resources/{dataset}/raw",
-    "weights": "resources/weights/{backbone}.pth",
-    "labels": "results/{dataset}/labels.tsv",
-    "splits": "results/{dataset}/splits.tsv",
-    "split_report": "results/{dataset}/split_report.json",
-    "targets": "results/{dataset}/targets.tsv",
-    "label_figure": "results/{dataset}/label_distributions.png",
-    "images": "results/{dataset}/images_{size}/{file}",
-    "features": "results/cache/{dataset}/{backbone}_{size}/{file}",
-    "checkpoint": "results/models/{dataset}/{backbone}/{setting}/seed{seed}/{stage}.pt",
-    "history": "results/models/{dataset}/{backbone}/{setting}/seed{seed}/history_{stage}.tsv",
-    "predictions": "results/predictions/{dataset}/{backbone}/{setting}/seed{seed}/{stage}/{test}.tsv",
-    "metrics": "results/metrics.tsv",
-    "provenance": "results/metrics.provenance.json",
-    "summary": "results/summary.{ext}",
-    "table": "results/tables/{name}.{ext}",
-    "figure": "results/figures/{name}.png",
-    "log": "logs/{rule}/{name}.log",
+# Every file the workflow writes, by kind, under the configured folders (`paths`; the demo writes apart).
+# `path()` is the only place that fills them in.
+_TEMPLATES = {
+    "archives": "<resources>/{dataset}/archives.ok",
+    "raw": "<resources>/{dataset}/raw",
+    "weights": "<resources>/weights/{backbone}.pth",
+    "labels": "<results>/{dataset}/labels.tsv",
+    "splits": "<results>/{dataset}/splits.tsv",
+    "split_report": "<results>/{dataset}/split_report.json",
+    "targets": "<results>/{dataset}/targets.tsv",
+    "label_figure": "<results>/{dataset}/label_distributions.png",
+    "images": "<results>/{dataset}/images_{size}/{file}",
+    "features": "<results>/cache/{dataset}/{backbone}_{size}/{file}",
+    "checkpoint": "<results>/models/{dataset}/{backbone}/{setting}/seed{seed}/{stage}.pt",
+    "history": "<results>/models/{dataset}/{backbone}/{setting}/seed{seed}/history_{stage}.tsv",
+    "predictions": "<results>/predictions/{dataset}/{backbone}/{setting}/seed{seed}/{stage}/{test}.tsv",
+    "metrics": "<results>/metrics.tsv",
+    "provenance": "<results>/metrics.provenance.json",
+    "summary": "<results>/summary.{ext}",
+    "table": "<results>/tables/{name}.{ext}",
+    "figure": "<results>/figures/{name}.png",
+    "log": "<logs>/{rule}/{name}.log",
 }
+FOLDERS = {"results": "results", "resources": "resources", "logs": "logs", **config.get("paths", {})}
+
+
+def in_folders(template):
+    """A template with its <folder> placeholder replaced by the configured folder."""
+    for folder, where in FOLDERS.items():
+        template = template.replace(f"<{folder}>", where)
+    return template
+
+
+TEMPLATES = {kind: in_folders(template) for kind, template in _TEMPLATES.items()}
 TABLE_FORMATS = ("csv", "md", "tex", "html")
 
 
@@ -56,6 +69,7 @@ def path(kind, **values):
 wildcard_constraints:
     dataset="|".join(DATASETS),
     test="|".join(DATASETS),
+    backbone="|".join(BACKBONES),
     seed=r"\d+",
     size=r"\d+",
     stage="stage1|stage2",
@@ -68,9 +82,13 @@ wildcard_constraints:
 
 
 def release_cfg(wildcards):
-    """What decides a dataset's release files and how they unpack: not its targets, split or overall target."""
+    """What decides a dataset's release files and how they unpack: not its split or overall target, and
+    its targets only where they shape the files (a synthetic table's columns)."""
     ds = config["datasets"][wildcards.dataset]
-    return {k: v for k, v in ds.items() if k not in ("targets", "split", "overall")}
+    skip = ["split", "overall"]
+    if not get_format(ds["format"]).RELEASE_FROM_TARGETS:
+        skip.append("targets")
+    return {k: v for k, v in ds.items() if k not in skip}
 
 
 def labels_cfg(wildcards):
@@ -82,9 +100,10 @@ def labels_cfg(wildcards):
 
 
 def dataset_info(dataset):
-    """Target ranges and overall target of a dataset: what tables, figures and checkpoints need of it."""
+    """Target ranges, overall target and source of a dataset: what tables, figures and checkpoints need of it
+    (tables and the summary compare with the paper's numbers only when the data are not synthetic)."""
     ds = config["datasets"][dataset]
-    return {"targets": dict(ds["targets"]), "overall": ds["overall"]}
+    return {"targets": dict(ds["targets"]), "overall": ds["overall"], "source": ds["source"]}
 
 
 DATASET_INFO = {ds: dataset_info(ds) for ds in DATASETS}
@@ -188,10 +207,11 @@ def prediction_tables():
     """Every predictions table, with the metadata the metrics table records for it."""
     tables = []
     for ds in DATASETS:
-        for (setting, seed), stage, test in itertools.product(model_keys(ds), STAGES, DATASETS):
+        for backbone, (setting, seed), stage, test in itertools.product(BACKBONES, model_keys(ds), STAGES, DATASETS):
             meta = {
                 "dataset": test,
                 "train_dataset": ds,
+                "backbone": backbone,
                 "setting": setting,
                 "stage": stage,
                 "seed": seed,
@@ -199,7 +219,7 @@ def prediction_tables():
             file = path(
                 "predictions",
                 dataset=ds,
-                backbone=BACKBONE,
+                backbone=backbone,
                 setting=setting,
                 seed=seed,
                 stage=stage,
@@ -210,10 +230,11 @@ def prediction_tables():
 
 
 def first_model(dataset, kind, **values):
-    """A file of the first seed's multi-task model after stage 2 (the scatter plot and Grad-CAM show it)."""
+    """A file of the first backbone's and first seed's multi-task model after stage 2 (the scatter plot and
+    Grad-CAM show it)."""
     where = {
         "dataset": dataset,
-        "backbone": BACKBONE,
+        "backbone": FIGURE_BACKBONE,
         "setting": "multitask",
         "seed": FIRST_SEED,
         "stage": "stage2",
@@ -226,7 +247,7 @@ def multitask_histories(dataset, stage):
         path(
             "history",
             dataset=dataset,
-            backbone=BACKBONE,
+            backbone=FIGURE_BACKBONE,
             setting="multitask",
             seed=s,
             stage=stage,

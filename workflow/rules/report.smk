@@ -33,7 +33,6 @@ rule table_dataset:
     params:
         kind=lambda wc: wc.table,
         datasets=lambda wc: {wc.dataset: DATASET_INFO[wc.dataset]},
-        backbone=BACKBONE,
         head=config["head"],
     script:
         "../scripts/tables.py"
@@ -56,7 +55,6 @@ use rule table_dataset as table_cross with:
     params:
         kind="cross_dataset",
         datasets=DATASET_INFO,
-        backbone=BACKBONE,
         head=config["head"],
 
 
@@ -77,7 +75,6 @@ use rule table_dataset as table_published with:
     params:
         kind="published",
         datasets=DATASET_INFO,
-        backbone=BACKBONE,
         head=config["head"],
 
 
@@ -156,6 +153,7 @@ rule figure_srcc_bars:
     params:
         kind="srcc_bars",
         options=lambda wc: {
+            "backbone": FIGURE_BACKBONE,
             "dataset": wc.dataset,
             "datasets": {wc.dataset: DATASET_INFO[wc.dataset]},
         },
@@ -181,7 +179,7 @@ rule figure_cross:
         CONDA_ENV
     params:
         kind="cross_heatmap",
-        options={"datasets": DATASET_INFO},
+        options={"datasets": DATASET_INFO, "backbone": FIGURE_BACKBONE},
     script:
         "../scripts/figures.py"
 
@@ -192,7 +190,7 @@ rule gradcam:
         predictions=lambda wc: first_model(wc.dataset, "predictions", test=wc.dataset),
         images=path("images", size=SIZE, file="images.npy"),
         index=path("images", size=SIZE, file="index.tsv"),
-        weights=trunk_weights(BACKBONE),
+        weights=trunk_weights(FIGURE_BACKBONE),
     output:
         figure=report(
             path("figure", name="{dataset}_gradcam"),
