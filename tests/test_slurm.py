@@ -209,11 +209,13 @@ def requested_gpu(rec: dict[str, str]) -> bool:
 
 # ---- the test ------------------------------------------------------------------------------------
 
-def test_workflow_runs_through_slurm(slurm_cluster, tmp_path):
+@pytest.fixture(scope="module")
+def undisturbed(slurm_cluster, tmp_path_factory) -> dict:
+    """One complete run of the pipeline through SLURM: what the other tests compare against."""
     pipe = pipeline_invocation()
     if not (pipe.source / pipe.snakefile).is_file():
         pytest.fail(f"no workflow to run: {pipe.source / pipe.snakefile} does not exist")
-    work = working_copy(pipe, tmp_path)
+    work = working_copy(pipe, tmp_path_factory.mktemp("slurm"))
     flags = cluster_flags(slurm_cluster, work / PROFILE / "config.yaml")
     log = work / "snakemake-slurm.log"
     timeout = float(os.environ.get("AESTHETIC_MTL_SLURM_TIMEOUT", 1800))
@@ -224,6 +226,11 @@ def test_workflow_runs_through_slurm(slurm_cluster, tmp_path):
     text = log.read_text(errors="replace")
     assert rc == 0, (f"Snakemake failed (exit {rc}) after {elapsed:.0f} s; log {log}:\n{tail(log)}"
                      + failed_job_logs(text, slurm_cluster["accounting"]))
+    return {"pipe": pipe, "work": work, "flags": flags, "log": log, "text": text, "elapsed": elapsed}
+
+
+def test_workflow_runs_through_slurm(slurm_cluster, undisturbed):
+    pipe, work, log, text, elapsed = (undisturbed[k] for k in ("pipe", "work", "log", "text", "elapsed"))
 
     # 1. every output exists and is up to date
     summary = _run(snakemake(work, pipe, "--summary"), cwd=work, timeout=300)
@@ -266,3 +273,85 @@ def test_workflow_runs_through_slurm(slurm_cluster, tmp_path):
 
     print(f"\n{len(jobs)} SLURM jobs ({len([1 for r, _, _ in jobs if r in pipe.gpu_rules])} with a GPU), "
           f"rules {sorted({r for r, _, _ in jobs})}, in {elapsed:.0f} s; workdir {work}")
+
+
+# ---- a training job cancelled mid-run --------------------------------------------------------------
+
+CRASH_ENV = "AESTHETIC_MTL_CRASH_AFTER"   # aesthetic_mtl.io.crash_point: `hold=` parks a job at a step
+
+
+def wait_for(condition, what: str, proc: subprocess.Popen, log: Path, timeout: float = 900) -> None:
+    """Poll `condition` every 0.2 s until it holds; fail naming `what` if Snakemake ends or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"Snakemake ended (exit {proc.returncode}) before {what}; log {log}:\n{tail(log)}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}; log {log}:\n{tail(log)}")
+        time.sleep(0.2)
+
+
+def train_jobs(log: Path) -> dict[str, str]:
+    """SLURM job id -> rule of every training job Snakemake submitted so far."""
+    text = log.read_text(errors="replace")
+    found = {jobid: re.search(r"/rule_(\w+)/", path) for _, jobid, path in SUBMITTED.findall(text)}
+    return {j: m.group(1) for j, m in found.items() if m and m.group(1).startswith("train_")}
+
+
+def running(jobid: str) -> bool:
+    out = _run(["squeue", "-h", "-j", jobid, "-o", "%T"])
+    return out.returncode == 0 and out.stdout.strip() in ("RUNNING", "COMPLETING")
+
+
+def test_cancelled_training_job_is_redone_alone(slurm_cluster, undisturbed, tmp_path):
+    """`scancel` of a training job mid-stage-2: Snakemake reports the failed job, `--rerun-incomplete`
+    redoes that job (and what depends on it) only, and the metrics equal the undisturbed run's.
+
+    Both training jobs stop at their first stage-2 step (test hook) until a release file appears: the
+    first is released and completes, the second is cancelled while it waits (one GPU on the test node,
+    so SLURM runs them one after the other).
+    """
+    pipe = undisturbed["pipe"]
+    if pipe.source != REPO:
+        pytest.skip("checks this repository's workflow (AESTHETIC_MTL_SLURM_WORKFLOW is set)")
+    work = working_copy(pipe, tmp_path)
+    release, held = work / "release", work / "release.held"
+    log = work / "cancelled.log"
+    env = {**{k: v for k, v in os.environ.items() if k != "SNAKEMAKE_PROFILE"}, CRASH_ENV: f"stage2:1:hold={release}"}
+    with log.open("w") as out:
+        proc = subprocess.Popen(snakemake(work, pipe, *undisturbed["flags"]), cwd=work, stdout=out,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        wait_for(held.exists, "the first training job reached stage 2", proc, log)
+        first = next(j for j in train_jobs(log) if running(j))
+        held.unlink()
+        release.touch()
+        wait_for(lambda: not running(first), f"training job {first} finished", proc, log)
+        release.unlink()  # before the next training job can reach its stage 2 (its start-up takes seconds)
+        held.unlink(missing_ok=True)  # the first job's later settings passed the hold point too
+        wait_for(held.exists, "the second training job reached stage 2", proc, log)
+        second = next(j for j in train_jobs(log) if running(j))
+        assert second != first
+        assert _run(["scancel", second]).returncode == 0
+        rc = proc.wait(timeout=900)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        release.touch()  # never leave a job waiting
+    jobs = train_jobs(log)
+    text = log.read_text(errors="replace")
+    assert rc != 0, f"Snakemake did not report the cancelled job {second}; log {log}:\n{tail(log)}"
+    assert f"Error in rule {jobs[second]}" in text, tail(log)
+    print(f"\ncancelled SLURM job {second} ({jobs[second]}) after {jobs[first]} ({first}) completed; "
+          f"Snakemake exit {rc}")
+
+    # the rerun redoes the cancelled job only (and what reads its outputs), then matches the undisturbed run
+    rerun_log = work / "rerun.log"
+    rc = run_logged(snakemake(work, pipe, *undisturbed["flags"], "--rerun-incomplete"), work, rerun_log, 1800)
+    assert rc == 0, f"rerun failed (exit {rc}); log {rerun_log}:\n{tail(rerun_log)}"
+    redone = sorted(train_jobs(rerun_log).values())
+    assert redone == [jobs[second]], f"the rerun trained {redone}, expected only {jobs[second]}"
+    metrics = (work / "results" / "metrics.tsv").read_text()
+    assert metrics == (undisturbed["work"] / "results" / "metrics.tsv").read_text(), \
+        "metrics after cancel + rerun differ from the undisturbed run"
+    print(f"rerun trained {redone}; metrics.tsv identical to the undisturbed run's")

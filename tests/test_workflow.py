@@ -17,7 +17,9 @@ pytestmark = pytest.mark.slow
 
 def test_metrics_cover_every_setting_stage_and_cross_pair(tiny_run, tiny_config):
     metrics = pd.read_csv(tiny_run / "results" / "metrics.tsv", sep="\t")
-    assert list(metrics.columns) == ["dataset", "train_dataset", "setting", "stage", "seed", "target", "metric", "value"]
+    assert list(metrics.columns) == ["dataset", "train_dataset", "backbone", "setting", "stage", "seed", "target",
+                                     "metric", "value"]
+    assert set(metrics["backbone"]) == {tiny_config["backbone"]["name"]}
     own = metrics[metrics["dataset"] == metrics["train_dataset"]]
     for ds in tiny_config["datasets"]:
         for setting, targets in settings(tiny_config, ds).items():

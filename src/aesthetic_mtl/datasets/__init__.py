@@ -102,6 +102,19 @@ def parse_value(text: str, low: float, high: float) -> tuple[float | None, str |
     return value, None
 
 
+def parse_row(fields: Sequence[str], columns: dict[str, int], ranges: dict[str, tuple[float, float]],
+              where: str) -> tuple[dict[str, float] | None, str | None]:
+    """Every target of one delimited line, checked against its range: (values, None), or (None, the first
+    problem, naming `where` and the column)."""
+    row = {}
+    for target, (low, high) in ranges.items():
+        value, why = parse_value(fields[columns[target]], low, high)
+        if why:
+            return None, f"{where}: column {target!r}: {why}"
+        row[target] = value
+    return row, None
+
+
 def unsafe_name(name: str) -> str | None:
     """Why a label's image name could reach outside the release folder, or None when it cannot.
 

@@ -39,7 +39,7 @@ import pandas as pd
 
 from ..errors import DataError
 from ..io import atomic_path
-from . import (IMAGE_SUFFIXES, iter_files, offenders, outside_release, parse_value, read_text_lines,
+from . import (IMAGE_SUFFIXES, iter_files, offenders, outside_release, parse_row, read_text_lines,
                replace_dir, require_archives, target_ranges, unsafe_name)
 
 TARGETS = ["score", "visual", "composition", "quality", "semantic"]
@@ -156,18 +156,14 @@ def read_votes(path: Path, ranges: dict[str, tuple[float, float]]) -> pd.DataFra
         if unsafe:
             problems.append(f"{path.name} line {lineno}: column 'image_id': {unsafe}")
             continue
-        row = {}
-        for target, (low, high) in ranges.items():
-            value, why = parse_value(fields[cols[target]], low, high)
-            if why:
-                problems.append(f"{path.name} line {lineno}: column {target!r}: {why}")
-                break
-            row[target] = value
-        else:
-            ids.append(image)
-            linenos.append(lineno)
-            for target, value in row.items():
-                values[target].append(value)
+        row, problem = parse_row(fields, cols, ranges, f"{path.name} line {lineno}")
+        if problem:
+            problems.append(problem)
+            continue
+        ids.append(image)
+        linenos.append(lineno)
+        for target, value in row.items():
+            values[target].append(value)
     if problems:
         raise DataError(f"{path}: {len(problems)} bad line(s):{offenders(problems)}")
     if not ids:

@@ -47,7 +47,7 @@ import pandas as pd
 
 from ..errors import ConfigError, DataError
 from ..io import atomic_path
-from . import (IMAGE_SUFFIXES, iter_files, offenders, parse_value, replace_dir, require_archives,
+from . import (IMAGE_SUFFIXES, iter_files, offenders, parse_row, replace_dir, require_archives,
                target_ranges)
 
 TARGETS: list[str] = []             # no defaults: the config names every target with its range
@@ -274,20 +274,16 @@ def read_table(path: Path, ds_cfg: dict, shown: Path | None = None) -> pd.DataFr
                 problems.append(f"{where}: column {split_col!r}: {fields[cols[split_col]]!r} is not a "
                                 f"split (train, validation or val, test)")
                 continue
-        row = {}
-        for target, (low, high) in ranges.items():
-            value, why = parse_value(fields[cols[target]], low, high)
-            if why:
-                problems.append(f"{where}: column {target!r}: {why}")
-                break
-            row[target] = value
-        else:
-            first_seen[rel] = lineno
-            images.append(rel)
-            lines.append(lineno)
-            splits.append(split)
-            for target, value in row.items():
-                values[target].append(value)
+        row, problem = parse_row(fields, cols, ranges, where)
+        if problem:
+            problems.append(problem)
+            continue
+        first_seen[rel] = lineno
+        images.append(rel)
+        lines.append(lineno)
+        splits.append(split)
+        for target, value in row.items():
+            values[target].append(value)
     if problems:
         raise DataError(f"{shown}: {len(problems)} bad row(s):{offenders(problems)}")
     if not images:
