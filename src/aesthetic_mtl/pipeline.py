@@ -175,7 +175,9 @@ def train_models(dataset: str, backbone: str, seed: int, *, models: dict[str, li
 
     device = pick_device(threads)
     training = TrainingSpec.from_config(backbone, spec["head"], spec["training"])
-    opened = {name: CachedDataset.open(name, caches[name], targets_paths[name], skipped[name], log=log)
+    placement = spec["training"].get("cache_placement", "auto")
+    opened = {name: CachedDataset.open(name, caches[name], targets_paths[name], skipped[name], device=device,
+                                       placement=placement, log=log)
               for name in {dataset, *tests}}
     trunk = {"spec": weights["spec"], "file": str(weights["file"]) if weights["file"] else None,
              "sha256": sha256_file(weights["file"]) if weights["file"] else None}

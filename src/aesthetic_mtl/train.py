@@ -26,6 +26,7 @@ from .device import autocast
 from .errors import DataError, TrainingError
 from .io import crash_point
 from .model import AestheticModel
+from .placement import Inputs, MappedInputs, place
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -109,28 +110,28 @@ def weighted_mse(pred: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> 
     return (per_target * weights).sum() / weights.sum()
 
 
-def _batch(inputs: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Gather rows of a (memory-mapped) array as a tensor; float16 caches are widened to float32."""
-    data = np.ascontiguousarray(inputs[rows])
-    tensor = torch.from_numpy(data)
-    if tensor.dtype == torch.float16:
-        tensor = tensor.float()
-    return tensor.to(device)
+def _inputs(inputs, device: torch.device) -> Inputs:
+    """Placed inputs as they are; a plain (memory-mapped) array is read batch by batch."""
+    return MappedInputs(inputs, device) if isinstance(inputs, np.ndarray) else inputs
 
 
-def predict(forward: Forward, inputs: np.ndarray, rows: np.ndarray, *, batch_size: int = 64,
+def _row_batches(rows: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    return [rows[start:start + batch_size] for start in range(0, len(rows), batch_size)]
+
+
+def predict(forward: Forward, inputs: Inputs | np.ndarray, rows: np.ndarray, *, batch_size: int = 64,
             device: torch.device = torch.device("cpu"), bf16_cuda: bool = True) -> np.ndarray:
     """Model outputs in [0, 1] for `rows` of `inputs`, in order."""
     outputs = []
     with torch.inference_mode(), autocast(device, bf16_cuda):  # the trunk only: the head leaves autocast
-        for start in range(0, len(rows), batch_size):
-            outputs.append(forward(_batch(inputs, rows[start:start + batch_size], device)).float().cpu())
+        for batch in _inputs(inputs, device).batches(_row_batches(rows, batch_size)):
+            outputs.append(forward(batch).float().cpu())
     if not outputs:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(outputs).numpy()
 
 
-def fit(model: AestheticModel, forward: Forward, inputs: np.ndarray, train: Split, val: Split,
+def fit(model: AestheticModel, forward: Forward, inputs: Inputs | np.ndarray, train: Split, val: Split,
         stage: StageConfig, *, seed: int, params: list[torch.nn.Parameter], loss_weights: Sequence[float],
         device: torch.device = torch.device("cpu"), bf16_cuda: bool = True,
         log: Callable = print, desc: str = "train") -> pd.DataFrame:
@@ -144,16 +145,18 @@ def fit(model: AestheticModel, forward: Forward, inputs: np.ndarray, train: Spli
     scheduler = lr_scheduler(optimizer, stage)
     weights = torch.tensor(loss_weights, dtype=torch.float32, device=device)
     y_all = torch.from_numpy(train.y).to(device)
+    placed = _inputs(inputs, device)
     history, step = [], 0
     for epoch in range(1, stage.epochs + 1):
         model.train()
         perm = torch.randperm(len(train.rows), generator=order_rng).numpy()
         losses = []
-        batches = range(0, len(perm), stage.batch_size)
-        for start in tqdm(batches, desc=f"{desc} epoch {epoch}", unit="batch", mininterval=5, leave=False):
-            idx = perm[start:start + stage.batch_size]
+        order = _row_batches(perm, stage.batch_size)
+        batches = placed.batches([train.rows[idx] for idx in order])
+        for idx, batch in tqdm(zip(order, batches), total=len(order), desc=f"{desc} epoch {epoch}", unit="batch",
+                               mininterval=5, leave=False):
             with autocast(device, bf16_cuda):  # the trunk only: the head leaves autocast (float32 scores)
-                pred = forward(_batch(inputs, train.rows[idx], device))
+                pred = forward(batch)
             loss = weighted_mse(pred, y_all[idx], weights)
             if not torch.isfinite(loss):
                 raise TrainingError(f"{desc}: loss is {loss.item()} at epoch {epoch}, step {step + 1}; "
@@ -166,7 +169,7 @@ def fit(model: AestheticModel, forward: Forward, inputs: np.ndarray, train: Spli
             step += 1
             losses.append(loss.item())
             crash_point(desc, step)  # test hook (tests/test_crash_safety.py); no-op normally
-        val_loss = evaluate_loss(model, forward, inputs, val, stage.batch_size, weights, device, bf16_cuda)
+        val_loss = evaluate_loss(model, forward, placed, val, stage.batch_size, weights, device, bf16_cuda)
         row = {"epoch": epoch, "steps": step, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
                "lr": optimizer.param_groups[0]["lr"]}
         log(f"{desc} epoch {epoch}: train_loss {row['train_loss']:.5f} val_loss {val_loss:.5f} lr {row['lr']:.2e}")
@@ -175,7 +178,7 @@ def fit(model: AestheticModel, forward: Forward, inputs: np.ndarray, train: Spli
     return pd.DataFrame(history)
 
 
-def evaluate_loss(model: AestheticModel, forward: Forward, inputs: np.ndarray, split: Split, batch_size: int,
+def evaluate_loss(model: AestheticModel, forward: Forward, inputs: Inputs | np.ndarray, split: Split, batch_size: int,
                   weights: torch.Tensor, device: torch.device, bf16_cuda: bool) -> float:
     """Loss on a held-out split with dropout off (NaN when the split is empty)."""
     if len(split.rows) == 0:
@@ -235,10 +238,15 @@ class CachedDataset:
     pooled: np.ndarray
     index: pd.DataFrame
     targets: pd.DataFrame
+    device: torch.device = torch.device("cpu")
+    placement: str = "memmap"     # training.cache_placement: where the caches live while the job trains
+    placed: dict[str, Inputs] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def open(cls, name: str, cache_dir, targets_path, skipped_path=None, *, log: Callable = print) -> "CachedDataset":
-        """Memory-mapped caches and the targets, less the images the image cache skipped (its skipped.tsv)."""
+    def open(cls, name: str, cache_dir, targets_path, skipped_path=None, *, device: torch.device = torch.device("cpu"),
+             placement: str = "memmap", log: Callable = print) -> "CachedDataset":
+        """Memory-mapped caches and the targets, less the images the image cache skipped (its skipped.tsv).
+        Each cache moves where `placement` says when a stage first needs it, once for every model of the job."""
         from pathlib import Path
 
         from .caching import open_feature_cache
@@ -254,14 +262,17 @@ class CachedDataset:
                 log(f"{name}: {len(targets) - len(kept)} split rows of {len(skipped)} image(s) the image cache "
                     f"skipped leave the splits (listed in {skipped_path})")
             targets = kept
-        return cls(name, prefix, pooled, index, targets)
+        return cls(name, prefix, pooled, index, targets, device, placement)
 
     def split(self, split: str, columns: Sequence[str]) -> Split:
         return split_rows(self.targets, self.index, split, columns)
 
-    def inputs(self, stage: str) -> np.ndarray:
+    def inputs(self, stage: str) -> Inputs:
         """What a stage trains and predicts from: pooled features (stage 1), prefix activations (stage 2)."""
-        return self.pooled if stage == "stage1" else self.prefix
+        kind = "pooled" if stage == "stage1" else "prefix"
+        if kind not in self.placed:
+            self.placed[kind] = place(getattr(self, kind), self.device, self.placement)
+        return self.placed[kind]
 
     def test_images(self) -> np.ndarray:
         return self.targets.loc[self.targets["split"] == "test", "image"].to_numpy()
