@@ -1,111 +1,327 @@
-"""The whole demo design on a GPU, in-process (the pipeline's fast path); meant to finish well within 5 minutes
-on a lent GPU machine (the same design takes about 100 s in-process on 2 CPU cores, plus ~30 s to
-synthesize the data).
+"""`make bench-gpu`: the paper's whole grid at the real datasets' sizes, through `snakemake`, on one GPU.
 
-    .venv/bin/python bench/gpu.py                         # CUDA: config.yaml + config/demo.yaml, every setting and seed
-    .venv/bin/python bench/gpu.py --device cpu --quick    # the same code on the CPU at a tiny size (tests)
+    .venv/bin/python bench/gpu.py                 # paper scale; writes bench/gpu-results.md
+    .venv/bin/python bench/gpu.py --quick --out /tmp/g.md   # a tiny grid on the CPU (tests/test_bench.py)
 
-Steps, each timed: synthetic AADB + EVA releases -> extract -> parse -> split -> normalize (untimed
-preparation), then the design: image cache (CPU, decoder threads) -> feature cache (the device, bf16
-autocast on CUDA as the package does) -> for every dataset, setting and seed: stage 1 on pooled
-features, test predictions, stage 2 on prefix activations, test predictions, SRCC.
+The grid: synthetic AADB of the real size (8,458 / 500 / 1,000 images, 127 shared by validation and test)
+and EVA (4,070 images, the seeded split), 224 px, VGG16 with a random trunk (timing does not depend on
+the weights), every setting of config.yaml (AADB: multi-task, 12 single-task, `no_neutral`; EVA:
+multi-task, 5 single-task), 3 seeds, both stages, every test prediction (own and cross-dataset), the
+metrics, tables, figures and summary. It runs in a copy of the repository with the local profile
+(`--profile profiles/local --resources gpu=1`), exactly as a user's run would, then once more with
+`training.models_per_job: 1` (one process per model) to show what chunking buys.
 
-Prints images/s of the caching passes, training samples/s of each stage, the time of the whole design,
-the overall-score SRCC of the multi-task models and the peak GPU memory. `--device cpu` hides every GPU
-(CUDA_VISIBLE_DEVICES="") before torch is imported, so the run is a CPU run even on a GPU machine.
+Figures, from Snakemake's log (job start and end times) and the jobs' logs (each training job logs its
+fit and prediction seconds per model and stage, and GPU jobs their peak GPU memory): wall time per
+phase, images/s, achieved TFLOP/s against the device's dense bf16 and TF32 peaks (FLOPs counted with
+`torch.utils.flop_counter` on the model itself: one trunk forward per cached image, stage-2 layers
+forward + backward per training image and epoch, forward per predicted image), peak GPU memory, and the
+whole grid's wall time. Synthesizing the data (a real run: downloading it) is timed apart.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
-import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, command_line, machine, md_table, usable_cores  # noqa: E402
+
+GRIDS = {
+    "paper": {
+        "datasets": {
+            "AADB": {"source": "synthetic", "synthetic": {"n_train": 8458, "n_validation": 500, "n_test": 1000,
+                                                          "overlap": 127, "image_size": 256, "seed": 11}},
+            "EVA": {"source": "synthetic", "synthetic": {"n_images": 4070, "min_votes": 30, "max_votes": 46,
+                                                         "image_size": 256, "seed": 12}},
+        },
+        "images": {"size": 224},
+        "backbone": {"name": "vgg16", "weights": "none"},
+    },
+    "tiny": {
+        "datasets": {
+            "AADB": {"source": "synthetic", "synthetic": {"n_train": 24, "n_validation": 8, "n_test": 12,
+                                                          "overlap": 2, "image_size": 96, "seed": 5}},
+            "EVA": {"source": "synthetic", "synthetic": {"n_images": 40, "min_votes": 3, "max_votes": 5,
+                                                         "image_size": 96, "seed": 6}},
+        },
+        "images": {"size": 64},
+        "backbone": {"name": "vgg16", "weights": "none"},
+        "training": {"batch_size": 8, "seeds": [1], "stage1": {"epochs": 1}, "stage2": {"epochs": 1}},
+        "experiment": {"single_targets": {"AADB": ["score"], "EVA": ["score"]}},
+        "evaluation": {"bootstrap": 20},
+    },
+}
+PEAK_TFLOPS = {  # dense, per GPU: (bf16, TF32), from the vendors' data sheets
+    "H200": (989.4, 494.7), "H100": (989.4, 494.7), "A100": (312.0, 156.0), "L40S": (362.1, 183.0),
+}
+PHASES = {  # phase -> rules (training jobs are train_<dataset>[_<k>])
+    "data (synthesize / download, parse, split)": ("obtain_archives", "extract", "parse_labels", "split",
+                                                   "normalize", "fetch_weights"),
+    "decode (image cache)": ("image_cache",),
+    "feature cache": ("feature_cache",),
+    "training + predictions": ("train_",),
+    "metrics": ("metrics",),
+    "tables, figures, summary": ("table_", "figure_", "gradcam", "summary", "label_figure"),
+}
+COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", "results", "resources", "logs", "benchmarks", ".snakemake",
+                                     "__pycache__", "*.egg-info", ".pytest_cache", "bench")
+STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
+START = re.compile(r"^(?:local)?rule (\w+):$")
+FINISH = re.compile(r"^Finished jobid: \d+ \(Rule: (\w+)\)$")
+FIT = re.compile(r"^(stage[12]): trained (\d+) images x (\d+) epochs in ([\d.]+) s; "
+                 r"(\d+) test predictions in ([\d.]+) s$", re.M)
+PEAK = re.compile(r"peak GPU memory: ([\d.]+) MiB")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
-    p.add_argument("--quick", action="store_true", help="a few dozen 64 px images, one epoch per stage")
-    p.add_argument("--design", default=None, help="design name in bench/design.py (default: demo, --quick: quick)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads: torch and image decoding (default: all)")
+    p.add_argument("--quick", action="store_true", help="the tiny grid (CPU is fine): what the tests run")
     p.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="Markdown report (default: bench/gpu-results.md for the paper grid; --quick: print only)")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder")
-    args = p.parse_args(argv)
-    args.design = args.design or ("quick" if args.quick else "demo")
-    return args
+    p.add_argument("--skip-chunk-comparison", action="store_true", help="skip the one-model-per-job run")
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------------------------------
+# running the workflow
+# --------------------------------------------------------------------------------------------------
+
+def snakemake(repo: Path, log: Path, *args: str) -> float:
+    """One `snakemake` run with the local profile; its output goes to `log`; returns the wall time."""
+    cmd = [sys.executable, "-m", "snakemake", *args, "--profile", "profiles/local", "--resources", "gpu=1",
+           "--configfile", "bench_grid.yaml"]
+    t0 = time.perf_counter()
+    with log.open("w") as out:
+        proc = subprocess.run(cmd, cwd=repo, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"snakemake {' '.join(args)} failed (exit {proc.returncode}); log {log}:\n"
+                         + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+    return wall
+
+
+def job_spans(log: Path) -> list[tuple[str, datetime, datetime]]:
+    """(rule, start, end) of every job in a Snakemake log (1 s resolution)."""
+    stamp, started, spans = None, defaultdict(list), []
+    for line in log.read_text(errors="replace").splitlines():
+        line = line.strip()
+        if m := STAMP.match(line):
+            stamp = datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y")
+        elif (m := START.match(line)) and stamp:
+            started[m.group(1)].append(stamp)
+        elif (m := FINISH.match(line)) and stamp and started[m.group(1)]:
+            spans.append((m.group(1), started[m.group(1)].pop(0), stamp))
+    return spans
+
+
+def phase_times(spans) -> dict[str, tuple[float, int]]:
+    """Wall seconds from a phase's first job start to its last job end, and its number of jobs."""
+    out = {}
+    for phase, prefixes in PHASES.items():
+        mine = [(s, e) for rule, s, e in spans if rule.startswith(prefixes) and rule != "all"]
+        if mine:
+            out[phase] = ((max(e for _, e in mine) - min(s for s, _ in mine)).total_seconds(), len(mine))
+    return out
+
+
+def training_log_figures(logs: Path) -> dict:
+    """Fit and prediction seconds, images trained and predicted, from every training job's log."""
+    fig = {"fit_s": 0.0, "predict_s": 0.0, "trained": {"stage1": 0, "stage2": 0}, "predicted": {"stage1": 0, "stage2": 0}}
+    for path in sorted(logs.glob("train/*.log")):
+        for stage, n, epochs, fit_s, n_pred, pred_s in FIT.findall(path.read_text(errors="replace")):
+            fig["fit_s"] += float(fit_s)
+            fig["predict_s"] += float(pred_s)
+            fig["trained"][stage] += int(n) * int(epochs)
+            fig["predicted"][stage] += int(n_pred)
+    return fig
+
+
+def peak_memory(logs: Path) -> float:
+    values = [float(v) for path in logs.rglob("*.log") for v in PEAK.findall(path.read_text(errors="replace"))]
+    return max(values) if values else float("nan")
+
+
+# --------------------------------------------------------------------------------------------------
+# arithmetic
+# --------------------------------------------------------------------------------------------------
+
+def flops_per_image(backbone: str, size: int, n_outputs: int = 12) -> dict[str, float]:
+    """FLOPs per image of the trunk forward (feature cache), the stage-2 layers forward + backward (one
+    training step) and forward (one prediction), counted on the model itself."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from aesthetic_mtl.model import build_model
+
+    model = build_model(backbone, [f"t{i}" for i in range(n_outputs)], None)
+    images = torch.zeros(1, size, size, 3, dtype=torch.uint8)
+    with torch.no_grad(), FlopCounterMode(display=False) as trunk:
+        prefix = model.prefix(images)
+        model.pooled_from_prefix(prefix)
+    model.set_stage("stage2")
+    with FlopCounterMode(display=False) as step:
+        model.forward_from_prefix(prefix).sum().backward()
+    with torch.no_grad(), FlopCounterMode(display=False) as pred:
+        model.forward_from_prefix(prefix)
+    return {"trunk": trunk.get_total_flops(), "train_step": step.get_total_flops(),
+            "predict": pred.get_total_flops()}
+
+
+def device_info() -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"name": "CPU (no CUDA device)", "peaks": None}
+    name = torch.cuda.get_device_name(0)
+    peaks = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    return {"name": name, "peaks": peaks}
+
+
+def tflops(flop: float, seconds: float, peaks) -> str:
+    if not seconds or seconds != seconds:
+        return ""
+    achieved = flop / seconds / 1e12
+    if peaks is None:
+        return f"{achieved:.3g}"
+    return f"{achieved:.3g} ({100 * achieved / peaks[0]:.1f}% of bf16, {100 * achieved / peaks[1]:.1f}% of TF32)"
+
+
+# --------------------------------------------------------------------------------------------------
+# the benchmark
+# --------------------------------------------------------------------------------------------------
+
+def grid_config(name: str) -> dict:
+    grid = yaml.safe_load(yaml.safe_dump(GRIDS[name]))
+    grid["paths"] = {"results": "results", "resources": "resources", "logs": "logs"}
+    return grid
+
+
+def run_grid(args, work: Path) -> dict:
+    name = "tiny" if args.quick else "paper"
+    repo = work / "repo"
+    shutil.rmtree(repo, ignore_errors=True)
+    shutil.copytree(REPO, repo, ignore=COPY_IGNORE)
+    cfg = grid_config(name)
+    (repo / "bench_grid.yaml").write_text(yaml.safe_dump(cfg))
+    res = {"grid": name, "config": cfg}
+    prepare = [f"results/{ds}/targets.tsv" for ds in cfg["datasets"]]
+    res["prepare_s"] = snakemake(repo, work / "prepare.log", *prepare)
+    res["whole_s"] = snakemake(repo, work / "grid.log")
+    res["spans"] = job_spans(work / "grid.log")
+    res["phases"] = phase_times(res["spans"])
+    res["training"] = training_log_figures(repo / "logs")
+    res["peak_mib"] = peak_memory(repo / "logs")
+    res["jobs"] = len(res["spans"])
+    res["images"] = {ds: sum(1 for _ in (repo / "results" / ds / "targets.tsv").open()) - 1 for ds in cfg["datasets"]}
+    res["metrics"] = (repo / "results" / "metrics.tsv").read_text()
+    if not args.skip_chunk_comparison:  # the same training, one process per model
+        for sub in ("models", "predictions"):
+            shutil.rmtree(repo / "results" / sub)
+        (repo / "results" / "metrics.tsv").unlink()
+        cfg.setdefault("training", {})["models_per_job"] = 1
+        (repo / "bench_grid.yaml").write_text(yaml.safe_dump(cfg))
+        res["per_model_s"] = snakemake(repo, work / "per_model.log", "results/metrics.tsv")
+        spans = job_spans(work / "per_model.log")
+        res["per_model_phases"] = phase_times(spans)
+        res["per_model_jobs"] = sum(1 for rule, _, _ in spans if rule.startswith("train_"))
+        res["per_model_same_metrics"] = (repo / "results" / "metrics.tsv").read_text() == res["metrics"]
+    return res
+
+
+def report(args, res: dict, threads: int) -> str:
+    cfg, dev = res["config"], device_info()
+    size, backbone = cfg["images"]["size"], cfg["backbone"]["name"]
+    flop = flops_per_image(backbone, size)
+    n_images = sum(res["images"].values())
+    tr = res["training"]
+    train_flop = tr["trained"]["stage2"] * flop["train_step"]
+    pred_flop = tr["predicted"]["stage2"] * flop["predict"]
+    rows = [["synthesize the data (a real run: download), parse, split", f"{res['prepare_s']:.1f}", "", ""]]
+    rates = {"decode (image cache)": (n_images, "images/s"), "feature cache": (n_images, "images/s")}
+    for phase, (seconds, jobs) in res["phases"].items():
+        if phase.startswith("data"):
+            continue
+        rate, tf = "", ""
+        if phase in rates:
+            rate = f"{rates[phase][0] / seconds:.0f} {rates[phase][1]}" if seconds else ""
+        if phase == "feature cache":
+            tf = tflops(n_images * flop["trunk"], seconds, dev["peaks"])
+        rows.append([f"{phase} ({jobs} jobs)", f"{seconds:.0f}", rate, tf])
+    rows.append(["  of which stage-1 + stage-2 fitting (sum over jobs)", f"{tr['fit_s']:.1f}",
+                 f"{(tr['trained']['stage1'] + tr['trained']['stage2']) / tr['fit_s']:.0f} train images/s"
+                 if tr["fit_s"] else "", tflops(train_flop, tr["fit_s"], dev["peaks"])])
+    rows.append(["  of which test predictions (sum over jobs)", f"{tr['predict_s']:.1f}",
+                 f"{(tr['predicted']['stage1'] + tr['predicted']['stage2']) / tr['predict_s']:.0f} images/s"
+                 if tr["predict_s"] else "", tflops(pred_flop, tr["predict_s"], dev["peaks"])])
+    rows.append([f"**whole grid** ({res['jobs']} jobs, `snakemake --profile profiles/local`)",
+                 f"**{res['whole_s']:.0f}**", "", ""])
+    info = machine(threads)
+    sizes = ", ".join(f"{k} {v} images" for k, v in res["images"].items())
+    lines = [
+        f"# GPU benchmark: the paper grid through snakemake ({res['grid']} grid)",
+        "",
+        f"Command: `{command_line()}`  ",
+        f"Device: {dev['name']}; CPU {info['cpu']}, {info['cores']} cores; torch {info['torch']}; "
+        f"snakemake {info['snakemake']}  ",
+        f"Grid: {sizes}, {size} px, {backbone} (random trunk), seeds {cfg.get('training', {}).get('seeds', [1, 2, 3])}, "
+        "every setting, both stages, own and cross-dataset predictions, metrics, tables, figures.",
+        "",
+        md_table(["phase", "wall s", "rate", "achieved TFLOP/s"], rows),
+        "",
+        f"Peak GPU memory (largest over the GPU jobs): "
+        + (f"{res['peak_mib']:.0f} MiB" if res["peak_mib"] == res["peak_mib"] else "not measured (no CUDA device)"),
+        "",
+        f"FLOPs per image (counted on the model): trunk forward {flop['trunk'] / 1e9:.2f} GFLOP, stage-2 training "
+        f"step {flop['train_step'] / 1e9:.2f} GFLOP, stage-2 prediction {flop['predict'] / 1e9:.2f} GFLOP; "
+        f"{train_flop / 1e15:.3f} PFLOP of stage-2 training in all.",
+    ]
+    if "per_model_s" in res:
+        trained = res["phases"].get("training + predictions", (float("nan"), 0))
+        per = res["per_model_phases"].get("training + predictions", (float("nan"), 0))
+        lines += ["", "## What chunking buys", "",
+                  md_table(["training jobs", "training phase wall s", "training + metrics wall s"],
+                           [[f"default chunks ({trained[1]} jobs)", f"{trained[0]:.0f}", ""],
+                            [f"one model per job ({res['per_model_jobs']} jobs)", f"{per[0]:.0f}",
+                             f"{res['per_model_s']:.0f}"]]),
+                  "",
+                  "metrics.tsv of the two runs: " + ("identical" if res["per_model_same_metrics"] else "DIFFERENT")]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch initialises CUDA
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TQDM_DISABLE", "1")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-    import torch
-
-    import design
-    from common import machine, print_table, usable_cores
-
-    threads = args.threads or usable_cores()
-    torch.set_num_threads(threads)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("no CUDA device: run with --device cpu (and --quick for a tiny run)", file=sys.stderr)
-        return 2
-    device = torch.device(args.device)
-    info = machine(threads)
-    gpu = torch.cuda.get_device_name(0) if device.type == "cuda" else "none"
-    print(f"device {device} ({gpu}); CPU {info['cpu']}, {info['cores']} cores, torch {info['torch']}, "
-          f"{threads} threads", flush=True)
-
+    threads = usable_cores()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="aesthetic-gpu-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
     try:
-        t0 = time.perf_counter()
-        if device.type == "cuda":
-            torch.zeros(1, device=device)  # CUDA context, outside the timed design
-            torch.cuda.reset_peak_memory_stats()
-        init = time.perf_counter() - t0
-        cfg, _ = design.load_design(args.design, work)
-        t0 = time.perf_counter()
-        data = design.prepare_data(cfg, work / "data")
-        prep = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        run = design.fast_path(cfg, data, work / "fast", threads=threads, device=device)
-        whole = time.perf_counter() - t0
+        res = run_grid(args, work)
+        text = report(args, res, threads)
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
+    print(text)
+    out = args.out or (None if args.quick else REPO / "bench" / "gpu-results.md")
+    if out is not None:
+        from aesthetic_mtl.io import write_text
 
-    s = design.design_summary(cfg)
-    rows = [["CUDA init (untimed)", f"{init:.2f}", "", ""]] if device.type == "cuda" else []
-    rows.append(["data preparation (untimed)", f"{prep:.2f}", "", ""])
-    # each stage phase includes its test predictions on every dataset (and stage 1 building the model)
-    units = {"image_cache": "images/s", "feature_cache": "images/s", "train_stage1": "train samples/s",
-             "train_stage2": "train samples/s"}
-    for phase in units:
-        rate = run.rate(phase) if run.counts.get(phase) else float("nan")
-        rows.append([phase, f"{run.seconds.get(phase, 0.0):.2f}", f"{rate:.1f}" if rate == rate else "", units[phase]])
-    rows.append(["whole design", f"{whole:.2f}", "", ""])
-    print_table(f"{args.design} design on {device} ({gpu}): {sum(s['models'].values())} models "
-                f"({', '.join(f'{k} {v}' for k, v in s['models'].items())}), {s['backbone']} {s['size']} px, "
-                f"batch {s['batch']}", ["phase", "seconds", "rate", "unit"], rows)
-    overall = []
-    for ds, dcfg in cfg["datasets"].items():
-        for stage in ("stage1", "stage2"):
-            vals = [v for (d, st, _seed, stg, t), v in run.srcc.items()
-                    if d == ds and st == "multitask" and stg == stage and t == dcfg["overall"]]
-            overall.append([ds, stage, f"{statistics.mean(vals):.3f}" if vals else "n/a", len(vals)])
-    print_table("multi-task overall-score test SRCC (mean over seeds)", ["dataset", "stage", "SRCC", "seeds"], overall)
-    if device.type == "cuda":
-        print(f"\npeak GPU memory allocated: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
-    print(f"\nwhole design: {whole:.1f} s on {device}")
-    return 0
+        write_text(out, text)
+        print(f"wrote {out}")
+    return 0 if res.get("per_model_same_metrics", True) else 1
 
 
 if __name__ == "__main__":

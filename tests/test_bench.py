@@ -5,6 +5,7 @@ benchmark runs, writes its report section, and that the fast path and the direct
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,10 +42,20 @@ def test_quick_benchmarks_run_and_write_the_report(tmp_path):
     assert before == after  # a quick run never overwrites the committed figures
 
 
-def test_gpu_script_runs_on_the_cpu(tmp_path):
-    proc = _run(GPU, "--device", "cpu", "--quick", "--threads", "1", "--workdir", str(tmp_path / "work"))
-    assert "whole design" in proc.stdout
-    assert "feature_cache" in proc.stdout and "train_stage2" in proc.stdout
+@pytest.mark.slow
+def test_gpu_grid_benchmark_runs_through_snakemake_on_the_cpu(tmp_path):
+    """`make bench-gpu` at a tiny size: the grid through snakemake, then one model per job."""
+    out = tmp_path / "gpu.md"
+    proc = _run(GPU, "--quick", "--workdir", str(tmp_path / "work"), "--out", str(out), timeout=1800)
+    text = out.read_text()
+    assert text in proc.stdout
+    for phase in ("decode (image cache)", "feature cache", "training + predictions", "of which test predictions",
+                  "tables, figures, summary", "**whole grid**", "## What chunking buys"):
+        assert phase in text, phase
+    assert "metrics.tsv of the two runs: identical" in text
+    assert "default chunks (2 jobs)" in text  # one per dataset (one seed)
+    assert int(re.search(r"one model per job \((\d+) jobs\)", text).group(1)) == 5  # AADB 3 settings, EVA 2
+    assert "Peak GPU memory (largest over the GPU jobs): not measured (no CUDA device)" in text
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from . import integrity
-from .device import autocast, pick_device
+from .device import autocast, log_peak_memory, pick_device
 from .errors import DataError
 from .images import open_image_cache
 from .io import atomic_path, crash_point, open_output_memmap, read_tsv, write_json, write_tsv
@@ -66,6 +66,7 @@ def build_feature_cache(image_dir: Path, out_dir: Path, backbone_name: str, weig
     write_json(out_dir / integrity.META, {"backbone": backbone_name, "dtype": dtype, "n": n, **(meta or {}),
                                           integrity.KEY: check})
     write_tsv(out_dir / "index.tsv", index)
+    log_peak_memory(device, log)
 
 
 def _narrow(block: np.ndarray, dtype: str, out_dir: Path) -> np.ndarray:

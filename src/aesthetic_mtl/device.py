@@ -34,3 +34,9 @@ def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
     if device.type in ("cuda", "cpu"):
         return torch.autocast(device.type, enabled=False)
     return contextlib.nullcontext()
+
+
+def log_peak_memory(device: torch.device, log) -> None:
+    """One line with the job's peak GPU memory (read back by bench/gpu.py); nothing on the CPU."""
+    if device.type == "cuda":
+        log(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")

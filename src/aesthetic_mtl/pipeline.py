@@ -167,7 +167,7 @@ def train_models(dataset: str, backbone: str, seed: int, *, models: dict[str, li
     table (the image cache's skipped.tsv) leave its splits. `spec` holds the config sections `head`,
     `training` and `images`; `info` the dataset's target ranges and overall target.
     """
-    from .device import pick_device
+    from .device import log_peak_memory, pick_device
     from .download import sha256_file
     from .io import provenance, write_tsv
     from .model import save_checkpoint
@@ -197,3 +197,4 @@ def train_models(dataset: str, backbone: str, seed: int, *, models: dict[str, li
                           tests={name: (opened[name], tests[name]) for name in tests},
                           weights_file=weights["file"], device=device, log=log, on_stage=write)
         log(f"{dataset} {setting} seed {seed}: done")
+    log_peak_memory(device, log)

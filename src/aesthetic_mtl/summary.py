@@ -149,7 +149,7 @@ def build_summary(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], *,
     named = backbones_of(metrics)
     blocks: list[tuple[str, object]] = [
         ("h1", "Results summary"),
-        ("p", f"Generated from `results/metrics.tsv`: SRCC on each test split, mean ± std over "
+        ("p", f"Generated from the run's `metrics.tsv`: SRCC on each test split, mean ± std over "
               f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}). "
               f"Paper values: {PAPER_CITATION}."),
         *synthetic_notice(datasets),

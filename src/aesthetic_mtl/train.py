@@ -14,6 +14,7 @@ The head, the loss and every prediction are float32 on every device (the head le
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -328,13 +329,18 @@ def train_and_predict(spec: TrainingSpec, data: CachedDataset, targets: Sequence
     results = []
     for stage in ("stage1", "stage2"):
         forward = model.forward_from_pooled if stage == "stage1" else model.forward_from_prefix
+        start = time.perf_counter()
         history = fit(model, forward, data.inputs(stage), train, val, spec.stage(stage), seed=seed,
                       params=stage_params(model, stage), loss_weights=loss_weights, device=device,
                       bf16_cuda=spec.bf16_cuda, log=log, desc=stage)
+        fitted = time.perf_counter()
         history.insert(0, "stage", stage)
         predictions = {name: prediction_table(model, stage, test, test_targets, device=device,
                                               bf16_cuda=spec.bf16_cuda)
                        for name, (test, test_targets) in tests.items()}
+        log(f"{stage}: trained {len(train.rows)} images x {spec.stage(stage).epochs} epochs in "
+            f"{fitted - start:.2f} s; {sum(len(t) for t in predictions.values())} test predictions in "
+            f"{time.perf_counter() - fitted:.2f} s")  # read back by bench/gpu.py
         result = StageResult(stage, model, history, predictions)
         if on_stage is not None:
             on_stage(result)
