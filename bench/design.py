@@ -33,7 +33,7 @@ DESIGNS: dict[str, dict] = {
     "demo": copy.deepcopy(_DEMO),
     # demo, smaller: AADB 32/8/40 images, EVA 80 images split 40/10/50 %, one seed; every setting of the
     # demo. Test splits of 40 images: one swapped near-tie then moves SRCC by at most 12 * 39 / (40^3 - 40)
-    # = 0.007, so float rounding cannot fake a disagreement beyond 0.01 (16 test images: up to 0.044).
+    # = 0.007, so float rounding fakes a disagreement of 0.007 per swapped pair (16 test images: up to 0.044).
     "bench": {
         **copy.deepcopy(_DEMO),
         "datasets": {

@@ -17,7 +17,9 @@ Benchmarks (see bench/results.md for what each measures and the figures):
 Every figure is the median of `--repeats` runs with min and max; variants are interleaved (a, b, a, b)
 so that load from other processes hits them alike. Without --out, a full run (no --quick, no --only)
 writes bench/results.md; other runs only print unless --out is given. The exit status is 1 when the fast
-path and the direct implementation disagree on SRCC by more than 0.01.
+path computes something else than the direct implementation: its NCHW control must match the direct
+port's SRCC to 1e-6, and the fast path itself (channels-last rounding, amplified by training) must stay
+within two swaps of near-tied test predictions (at least 0.01).
 """
 
 from __future__ import annotations
@@ -454,11 +456,26 @@ def main(argv=None) -> int:
         log(f"\nwrote {args.out}")
     log(f"\ntotal {share['wall_s']:.0f} s; other processes used {share.get('others_cores', float('nan')):.2f} "
         f"cores on average meanwhile")
-    if "design" in results and not results["design"]["srcc_diff"] <= 0.01:
-        log(f"ERROR: fast path and direct implementation disagree: SRCC differs by {results['design']['srcc_diff']:.4f} "
-            f"at {results['design']['srcc_where']} (> 0.01)")
-        return 1
-    return 0
+    return 1 if "design" in results and disagree(results["design"]) else 0
+
+
+def disagree(d: dict) -> bool:
+    """Whether the fast path computes something else than the direct port (then exit 1).
+
+    The control (the fast path with the port's NCHW memory layout) must match the port exactly; the
+    fast path itself, whose channels-last rounding training amplifies, within two swaps of nearly tied
+    test predictions (12 / (n (n + 1)) each). The report's goal (<= 0.01) is shown either way.
+    """
+    control, tolerance = d["control"]["srcc_diff"], max(0.01, 2 * d["swap_bound"])
+    if not control <= 1e-6:
+        log(f"ERROR: the NCHW control and the direct implementation disagree: SRCC differs by {control:.2e} at "
+            f"{d['control']['srcc_where']}")
+        return True
+    if not d["srcc_diff"] <= tolerance:
+        log(f"ERROR: fast path and direct implementation disagree: SRCC differs by {d['srcc_diff']:.4f} at "
+            f"{d['srcc_where']} (> {tolerance:.4f}, two swaps of near-ties)")
+        return True
+    return False
 
 
 if __name__ == "__main__":
