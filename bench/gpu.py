@@ -9,7 +9,9 @@ the weights), every setting of config.yaml (AADB: multi-task, 12 single-task, `n
 multi-task, 5 single-task), 3 seeds, both stages, every test prediction (own and cross-dataset), the
 metrics, tables, figures and summary. It runs in a copy of the repository with the local profile
 (`--profile profiles/local --resources gpu=1`), exactly as a user's run would, then once more with
-`training.models_per_job: 1` (one process per model) to show what chunking buys.
+`training.models_per_job: 1` (one process per model) to show what chunking buys, and once with
+`training.bf16_autocast_cuda: true` (feature cache, training and predictions again) to measure what bf16
+autocast of the trunk and the stage-2 layers changes in SRCC and in speed.
 
 Figures, from Snakemake's log (job start and end times) and the jobs' logs (each training job logs its
 fit and prediction seconds per model and stage, and GPU jobs their peak GPU memory): wall time per
@@ -93,6 +95,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="Markdown report (default: bench/gpu-results.md for the paper grid; --quick: print only)")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder")
     p.add_argument("--skip-chunk-comparison", action="store_true", help="skip the one-model-per-job run")
+    p.add_argument("--skip-precision", action="store_true", help="skip the bf16 autocast run")
     return p.parse_args(argv)
 
 
@@ -235,6 +238,9 @@ def run_grid(args, work: Path) -> dict:
     res["peak_mib"] = peak_memory(repo / "logs")
     res["jobs"] = len(res["spans"])
     res["images"] = {ds: sum(1 for _ in (repo / "results" / ds / "targets.tsv").open()) - 1 for ds in cfg["datasets"]}
+    res["test_images"] = {ds: sum(line.split("\t")[1] == "test" for line in
+                                  (repo / "results" / ds / "targets.tsv").read_text().splitlines()[1:])
+                          for ds in cfg["datasets"]}
     res["metrics"] = (repo / "results" / "metrics.tsv").read_text()
     if not args.skip_chunk_comparison:  # the same training, one process per model
         for sub in ("models", "predictions"):
@@ -248,7 +254,29 @@ def run_grid(args, work: Path) -> dict:
         res["per_model_train_to_metrics_s"] = training_to_metrics(spans)
         res["per_model_jobs"] = sum(1 for rule, _, _ in spans if rule.startswith("train_"))
         res["per_model_same_metrics"] = (repo / "results" / "metrics.tsv").read_text() == res["metrics"]
+        cfg["training"].pop("models_per_job")
+    if not args.skip_precision:  # feature cache, training and predictions again under bf16 autocast
+        cfg.setdefault("training", {})["bf16_autocast_cuda"] = True
+        (repo / "bench_grid.yaml").write_text(yaml.safe_dump(cfg))
+        snakemake(repo, work / "bf16.log", "results/metrics.tsv")
+        res["bf16_phases"] = phase_times(job_spans(work / "bf16.log"))
+        res["bf16_diff"] = srcc_differences(res["metrics"], (repo / "results" / "metrics.tsv").read_text())
     return res
+
+
+def srcc_differences(fp32: str, bf16: str) -> dict:
+    """|SRCC(bf16) - SRCC(fp32)| over every (model, stage, test set, target): largest, mean, count."""
+    import io
+
+    import pandas as pd
+
+    keys = ["dataset", "train_dataset", "backbone", "setting", "stage", "seed", "target"]
+    a, b = (pd.read_csv(io.StringIO(t), sep="\t") for t in (fp32, bf16))
+    a, b = (m[m["metric"] == "srcc"].set_index(keys)["value"] for m in (a, b))
+    diff = (a - b.reindex(a.index)).abs().dropna()
+    if diff.empty:
+        return {"max": float("nan"), "mean": float("nan"), "n": 0, "where": ""}
+    return {"max": float(diff.max()), "mean": float(diff.mean()), "n": int(len(diff)), "where": ", ".join(str(k) for k in diff.idxmax())}
 
 
 def report(args, res: dict, threads: int) -> str:
@@ -309,6 +337,19 @@ def report(args, res: dict, threads: int) -> str:
                              f"{res['per_model_train_to_metrics_s']:.0f}"]]),
                   "",
                   "metrics.tsv of the two runs: " + ("identical" if res["per_model_same_metrics"] else "DIFFERENT")]
+    if "bf16_diff" in res:
+        d = res["bf16_diff"]
+        rows = []
+        for phase in ("feature cache", "training + predictions"):
+            fp32, bf16 = res["phases"].get(phase, (float("nan"), 0))[0], res["bf16_phases"].get(phase, (float("nan"), 0))[0]
+            rows.append([phase, f"{fp32:.0f}", f"{bf16:.0f}", f"{fp32 / bf16:.2f}x" if bf16 else ""])
+        test_images = ", ".join(f"{k} {v}" for k, v in res["test_images"].items())
+        lines += ["", "## Precision: float32 (TF32 allowed) vs bf16 autocast of the trunk and stage-2 layers", "",
+                  md_table(["phase", "fp32 wall s", "bf16 wall s", "fp32 / bf16"], rows), "",
+                  f"SRCC, |bf16 - fp32| over {d['n']} values (every model, stage, test set and target; test "
+                  f"images: {test_images}): largest **{d['max']:.4f}** ({d['where']}), mean **{d['mean']:.4f}**. "
+                  "Head, loss and predictions are float32 in both. On the CPU autocast is off in both runs, "
+                  "so the difference there is 0 by construction."]
     return "\n".join(lines) + "\n"
 
 

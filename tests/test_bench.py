@@ -56,6 +56,9 @@ def test_gpu_grid_benchmark_runs_through_snakemake_on_the_cpu(tmp_path):
     assert "default chunks (2 jobs)" in text  # one per dataset (one seed)
     assert int(re.search(r"one model per job \((\d+) jobs\)", text).group(1)) == 5  # AADB 3 settings, EVA 2
     assert "Peak GPU memory (largest over the GPU jobs): not measured (no CUDA device)" in text
+    # the precision run: on the CPU autocast is off in both, so SRCC cannot move
+    assert "## Precision: float32 (TF32 allowed) vs bf16 autocast" in text
+    assert re.search(r"largest \*\*0\.0000\*\*", text)
 
 
 @pytest.mark.slow
