@@ -8,6 +8,7 @@ The model can start from three points, so training can skip work that never chan
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 import warnings
@@ -140,6 +141,24 @@ def build_model(backbone_name: str, targets: Sequence[str], weights_file: str | 
     `head_init`: "torch" or "keras" (config `head.init`); the head draws from torch's global generator.
     """
     return AestheticModel(build_backbone(backbone_name, weights_file), targets, hidden, dropout, head_init)
+
+
+def parameter_counts(backbone: str, targets: Sequence[str], stage: str = "stage2",
+                     hidden: Sequence[int] = (128, 64), dropout: float = 0.35) -> tuple[int, int]:
+    """(total, trainable) parameters of backbone trunk + head, counted on a built model.
+
+    The trunk is built once per (backbone, stage) and the head for the given number of outputs.
+    """
+    return _counts(backbone, len(targets), stage, tuple(hidden), float(dropout))
+
+
+@functools.lru_cache(maxsize=None)
+def _counts(backbone: str, n_outputs: int, stage: str, hidden: tuple, dropout: float) -> tuple[int, int]:
+    model = build_model(backbone, [f"t{i}" for i in range(n_outputs)], None, hidden, dropout)
+    total, stage2 = count_parameters(model)
+    if stage == "stage2":
+        return total, stage2
+    return total, sum(p.numel() for p in model.head.parameters())
 
 
 CHECKPOINT_FORMAT = 1
