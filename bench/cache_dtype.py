@@ -105,7 +105,7 @@ def train_and_score(cfg: dict, cache: Path, targets_path: Path, targets: list[st
     """Both stages of the multi-task model from one cache; {(stage, target): test SRCC}."""
     import torch
 
-    from aesthetic_mtl.caching import open_feature_cache
+    from aesthetic_mtl.feature_cache import open_feature_cache
     from aesthetic_mtl.io import read_tsv
     from aesthetic_mtl.metrics import srcc
     from aesthetic_mtl.model import build_model
@@ -132,7 +132,7 @@ def train_and_score(cfg: dict, cache: Path, targets_path: Path, targets: list[st
 def run(args: argparse.Namespace, backbone: str, weights: str, size: int) -> dict:
     import torch
 
-    from aesthetic_mtl.caching import build_feature_cache
+    from aesthetic_mtl.feature_cache import build_feature_cache
 
     torch.set_num_threads(1)
     cfg = design(args, backbone, weights, int(size))

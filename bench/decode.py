@@ -48,7 +48,7 @@ def plain_decode(paths: list[Path], size: int) -> np.ndarray:
 def cache_decode(paths: list[Path], out_dir: Path, size: int, workers: int) -> None:
     import pandas as pd
 
-    from aesthetic_mtl.images import build_image_cache
+    from aesthetic_mtl.image_cache import build_image_cache
 
     table = pd.DataFrame({"image": [p.name for p in paths], "path": [str(p) for p in paths]})
     build_image_cache(table, out_dir, size, workers=workers, log=quiet, progress=False)
@@ -85,7 +85,7 @@ def run(workdir: Path, n: int, size: int, repeats: int, threads: int, log=print)
     rates = {k: Timing([n / v for v in t.values]) for k, t in times.items()}
     speedup = Timing([p / c for p, c in zip(times["plain"].values, times["cache"].values)])
     # how different the pixels are (draft decoding + reducing_gap vs full decode + plain bicubic)
-    from aesthetic_mtl.images import open_image_cache
+    from aesthetic_mtl.image_cache import open_image_cache
 
     cached, _ = open_image_cache(workdir / "cache")
     plain = plain_decode(paths[: min(16, n)], size)

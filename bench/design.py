@@ -182,7 +182,8 @@ def cpu_bf16_autocast(enabled: bool):
         return
     import torch
 
-    from aesthetic_mtl import caching, device, train
+    from aesthetic_mtl import device, train
+    from aesthetic_mtl import feature_cache as caching
 
     original = device.autocast
 
@@ -235,9 +236,9 @@ def fast_path(cfg: dict, data: dict[str, Dataset], workdir: Path, *, threads: in
     `nchw`: feature cache computed from contiguous NCHW input (see `contiguous_preprocess`)."""
     import torch
 
-    from aesthetic_mtl.caching import build_feature_cache, open_feature_cache
+    from aesthetic_mtl.feature_cache import build_feature_cache, open_feature_cache
     from aesthetic_mtl.config import settings
-    from aesthetic_mtl.images import build_image_cache
+    from aesthetic_mtl.image_cache import build_image_cache
     from aesthetic_mtl.train import CachedDataset
 
     device = device or torch.device("cpu")
@@ -321,7 +322,7 @@ def feature_diff(dir_a: Path, dir_b: Path, cfg: dict) -> tuple[float, float]:
     the mean |feature|."""
     import numpy as np
 
-    from aesthetic_mtl.caching import open_feature_cache
+    from aesthetic_mtl.feature_cache import open_feature_cache
 
     worst, scale = 0.0, 0.0
     sub = f"{cfg['backbone']['name']}_{cfg['images']['size']}"

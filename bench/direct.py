@@ -217,7 +217,7 @@ def direct_path(cfg: dict, data: dict, *, threads: int) -> DesignRun:
 
 def pixel_check(data: dict, fast_workdir: Path, size: int) -> dict:
     """Compare this port's decoded pixels with the fast path's image cache, image by image."""
-    from aesthetic_mtl.images import open_image_cache
+    from aesthetic_mtl.image_cache import open_image_cache
 
     worst, differing, n = 0, 0, 0
     for name, ds in data.items():

@@ -60,7 +60,7 @@ def _child(argv: list[str]) -> None:
     if kind == "image":
         import pandas as pd
 
-        from aesthetic_mtl.images import build_image_cache
+        from aesthetic_mtl.image_cache import build_image_cache
 
         photos, n, out, size, workers = Path(argv[1]), int(argv[2]), Path(argv[3]), int(argv[4]), int(argv[5])
         paths = sorted(photos.glob("*.jpg"))[:n]
@@ -69,7 +69,7 @@ def _child(argv: list[str]) -> None:
     elif kind == "feature":
         import torch  # noqa: F401 - imported before the baseline, as in the feature_cache job
 
-        from aesthetic_mtl.caching import build_feature_cache
+        from aesthetic_mtl.feature_cache import build_feature_cache
 
         image_dir, out, backbone, weights = Path(argv[1]), Path(argv[2]), argv[3], argv[4]
         batch, dtype, threads = int(argv[5]), argv[6], int(argv[7])

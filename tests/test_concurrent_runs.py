@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from aesthetic_mtl.caching import open_feature_cache
-from aesthetic_mtl.images import open_image_cache
+from aesthetic_mtl.feature_cache import open_feature_cache
+from aesthetic_mtl.image_cache import open_image_cache
 
 from conftest import CRASH_ENV, SNAKEMAKE, TINY, copy_repo, run_snakemake
 

@@ -25,7 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
-from aesthetic_mtl.caching import open_feature_cache
+from aesthetic_mtl.feature_cache import open_feature_cache
 from aesthetic_mtl.config import settings
 from aesthetic_mtl.errors import DataError
 

@@ -24,9 +24,9 @@ import torch
 from PIL import Image
 
 from aesthetic_mtl import io
-from aesthetic_mtl.caching import build_feature_cache, open_feature_cache
+from aesthetic_mtl.feature_cache import build_feature_cache, open_feature_cache
 from aesthetic_mtl.errors import OutputError
-from aesthetic_mtl.images import build_image_cache, open_image_cache
+from aesthetic_mtl.image_cache import build_image_cache, open_image_cache
 from aesthetic_mtl.model import build_model, load_model, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,7 +151,7 @@ import hashlib, os, sys
 from pathlib import Path
 import pandas as pd
 from aesthetic_mtl.errors import OutputError
-from aesthetic_mtl.images import build_image_cache, open_image_cache
+from aesthetic_mtl.image_cache import build_image_cache, open_image_cache
 
 table, mount = pd.read_csv(sys.argv[1], dtype=str), Path(sys.argv[2])
 out_size = lambda folder: sum(p.stat().st_size + 4096 for p in folder.iterdir())

@@ -9,9 +9,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from aesthetic_mtl.figures import (cross_heatmap, gradcam_examples, prediction_scatter, srcc_bars,
-                                   training_curves)
-from aesthetic_mtl.gradcam import cam_layer, grad_cam, last_conv_layer
+from aesthetic_mtl.figures import cross_heatmap, prediction_scatter, srcc_bars, training_curves
+from aesthetic_mtl.gradcam import cam_layer, grad_cam, gradcam_examples, last_conv_layer
 from aesthetic_mtl.io import provenance, write_tsv
 from aesthetic_mtl.model import build_model, save_checkpoint
 from test_tables import DATASETS, synthetic_metrics

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFile, JpegImagePlugin
 
-from aesthetic_mtl import images
+from aesthetic_mtl import image_cache, images
 from aesthetic_mtl.errors import DataError
-from aesthetic_mtl.images import build_image_cache, iter_batches, load_image, open_image_cache
+from aesthetic_mtl.image_cache import build_image_cache, iter_batches, open_image_cache
+from aesthetic_mtl.images import load_image
 from aesthetic_mtl.io import read_tsv
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
@@ -458,11 +459,11 @@ def test_shrink_npy_keeps_a_valid_file(tmp_path):
     mm[:] = np.arange(1000, dtype=np.uint8)[:, None, None, None]
     mm.flush()
     del mm
-    images._shrink_npy(path, 7)
+    image_cache._shrink_npy(path, 7)
     small = np.load(path)
     assert small.shape == (7, 2, 2, 3)
     np.testing.assert_array_equal(small[:, 0, 0, 0], np.arange(7))
-    images._copy_rows(path, 3)      # the fallback path
+    image_cache._copy_rows(path, 3)      # the fallback path
     assert np.load(path).shape == (3, 2, 2, 3)
 
 

@@ -89,15 +89,6 @@ def _batches(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
-def overall_target(ckpt: dict) -> str | None:
-    """The overall target of the checkpoint's dataset, found in its stored config."""
-    targets = list(ckpt["targets"])
-    for ds in (ckpt.get("config") or {}).get("datasets", {}).values():
-        if ds.get("overall") in targets and set(targets) <= set(ds.get("targets", {})):
-            return ds["overall"]
-    return "score" if "score" in targets else None
-
-
 def score_images(model, ckpt: dict, paths: list[Path], *, batch_size: int = 32, device=None,
                  progress: bool = True, on_error=None):
     """Scores of `paths` on each target's raw scale; unreadable files are passed to `on_error` and skipped.
@@ -163,6 +154,7 @@ def predict(checkpoint, images, out, weights, batch_size, device, quiet) -> None
     import pandas as pd
 
     from .io import atomic_path
+    from .model import checkpoint_overall
 
     dev = pick_device(device)
     paths = collect_images(images)
@@ -181,7 +173,7 @@ def predict(checkpoint, images, out, weights, batch_size, device, quiet) -> None
     kept, raw = score_images(model, ckpt, paths, batch_size=batch_size, device=dev, progress=not quiet,
                              on_error=on_error)
     targets = list(model.targets)
-    overall = overall_target(ckpt)
+    overall = checkpoint_overall(ckpt)
     order = ([overall] if overall in targets else []) + [t for t in targets if t != overall]
     table = pd.DataFrame({"image": [str(p) for p in kept]})
     for t in order:
@@ -222,7 +214,7 @@ def _load(checkpoint, weights):
 
 def checkpoint_info(path: str | os.PathLike) -> dict:
     """What a checkpoint holds, as plain data."""
-    from .model import read_checkpoint
+    from .model import checkpoint_overall, read_checkpoint
 
     ckpt = read_checkpoint(path)
     config = ckpt.get("config") or {}
@@ -237,7 +229,7 @@ def checkpoint_info(path: str | os.PathLike) -> dict:
         "stage": ckpt["stage"],
         "image_size": ckpt["image_size"],
         "targets": {t: list(ckpt["ranges"][t]) for t in ckpt["targets"]},
-        "overall": overall_target(ckpt),
+        "overall": checkpoint_overall(ckpt),
         "head": ckpt.get("head"),
         "stored_parameters": n_params,
         "weights": {"spec": weights.get("spec"), "file": weights.get("file"), "sha256": weights.get("sha256")},

@@ -1,4 +1,4 @@
-"""Getting the release files: resumable HTTP / Google Drive download, sha256 lock, safe extraction.
+"""Getting the release files: resumable HTTP / Google Drive download, sha256 lock.
 
 Why this is more than `urlretrieve`:
 
@@ -10,8 +10,8 @@ Why this is more than `urlretrieve`:
   extraction, with a confusing message, so HTML where a binary was expected is an error here.
 * The releases publish no checksums. The first use records one in a lock file and every later use
   verifies it, so a silently changed or corrupted archive cannot change results unnoticed.
-* Archives come from the internet: extraction refuses path traversal, symlinks and zip bombs, and
-  never leaves half-written files at their final names.
+
+Unpacking what was obtained (safe extraction, split archives) is `archives`.
 """
 
 from __future__ import annotations
@@ -21,26 +21,22 @@ import http.client
 import json
 import os
 import re
-import shutil
 import socket
 import ssl
-import stat
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
 from html.parser import HTMLParser
 from http.cookiejar import CookieJar
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable
 
 from tqdm import tqdm
 
 from .errors import DataError, DownloadError
-from .io import atomic_path, write_json
+from .io import write_json
 
 Log = Callable[[str], object]
 
@@ -51,7 +47,6 @@ DRIVE_DOWNLOAD = "https://drive.usercontent.google.com/download"
 MAX_HTML_BYTES = 2 << 20     # an interstitial page is a few kB; never buffer a mislabelled archive
 MAX_FORM_HOPS = 3            # interstitial -> file; more means Drive keeps refusing
 MAX_BACKOFF_S = 120.0
-MIB = 1 << 20
 
 
 class _Transient(Exception):
@@ -432,131 +427,3 @@ def _read_lock(lock_path: Path) -> dict[str, str]:
     if not isinstance(lock, dict) or not all(isinstance(v, str) for v in lock.values()):
         raise DataError(f"{lock_path}: expected a JSON object of file name -> sha256")
     return {k: v.strip().lower() for k, v in lock.items()}
-
-
-# -------------------------------------------------------------------------------------- extraction
-
-def safe_extract_zip(zip_path: Path, dest: Path, *, max_total_bytes: int = 64 * 2**30,
-                     max_ratio: float = 200.0) -> list[Path]:
-    """Extract `zip_path` into `dest`, refusing traversal, symlinks and zip bombs; return the files.
-
-    Members are written to a temporary sibling of `dest` and then renamed into place, so an
-    interrupted extraction never leaves a truncated file under a name a rerun would trust.
-    """
-    zip_path, dest = Path(zip_path), Path(dest)
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            members = [(info, _member_path(zip_path, info, dest)) for info in zf.infolist()]
-            _check_bomb(zip_path, [info for info, _ in members], max_total_bytes, max_ratio)
-            dest.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.extract.", dir=dest.parent))
-            try:
-                for info, rel in members:
-                    _extract_member(zf, zip_path, info, staging / rel)
-                return _move_into_place(members, staging, dest)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as err:
-        raise DataError(f"{zip_path}: corrupt or unreadable zip archive ({err})") from err
-
-
-def _member_path(zip_path: Path, info: zipfile.ZipInfo, dest: Path) -> PurePosixPath:
-    """The member's relative path, after refusing anything that could land outside `dest`."""
-    name = info.filename.replace("\\", "/")
-
-    def refuse(why: str) -> DataError:
-        return DataError(f"{zip_path}: refusing entry {info.filename!r}: {why}")
-
-    if stat.S_ISLNK(info.external_attr >> 16):
-        raise refuse("it is a symbolic link")
-    if name.startswith("/"):
-        raise refuse("absolute path")
-    if re.match(r"^[A-Za-z]:", name):
-        raise refuse("path with a drive letter")
-    rel = PurePosixPath(name)
-    if ".." in rel.parts:
-        raise refuse("'..' path component")
-    if "\x00" in name or not (rel.parts or info.is_dir()):
-        raise refuse("empty or invalid name")
-    root = dest.resolve()
-    if not (root / rel).resolve().is_relative_to(root):
-        raise refuse(f"resolves outside {dest}")
-    return rel
-
-
-def _check_bomb(zip_path: Path, infos: list[zipfile.ZipInfo], max_total_bytes: int,
-                max_ratio: float) -> None:
-    """Refuse archives whose declared sizes or compression ratios say "decompression bomb"."""
-    total = sum(info.file_size for info in infos)
-    if total > max_total_bytes:
-        raise DataError(f"{zip_path}: refusing archive: it declares {total} bytes uncompressed, "
-                        f"more than the limit of {max_total_bytes}")
-    for info in infos:
-        ratio = info.file_size / info.compress_size if info.compress_size else float("inf")
-        if info.file_size > MIB and ratio > max_ratio:
-            raise DataError(f"{zip_path}: refusing entry {info.filename!r}: compression ratio "
-                            f"{ratio:.0f} exceeds {max_ratio:g} (possible zip bomb)")
-
-
-def _extract_member(zf: zipfile.ZipFile, zip_path: Path, info: zipfile.ZipInfo,
-                    out: Path) -> None:
-    """Write one member, counting bytes so a lying size header cannot fill the disk."""
-    if info.is_dir():
-        out.mkdir(parents=True, exist_ok=True)
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
-    with zf.open(info) as src, open(out, "wb") as dst:
-        for block in iter(lambda: src.read(CHUNK), b""):
-            written += len(block)
-            if written > info.file_size:
-                raise DataError(f"{zip_path}: refusing entry {info.filename!r}: it expands "
-                                f"beyond its declared size of {info.file_size} bytes")
-            dst.write(block)
-
-
-def _move_into_place(members: list[tuple[zipfile.ZipInfo, PurePosixPath]], staging: Path,
-                     dest: Path) -> list[Path]:
-    """Rename the staged members onto their final names (same filesystem: atomic per file)."""
-    extracted = []
-    for info, rel in members:
-        final = dest / rel
-        if info.is_dir():
-            final.mkdir(parents=True, exist_ok=True)
-            continue
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / rel, final)
-        extracted.append(final)
-    return extracted
-
-
-# ---------------------------------------------------------------------------------- split archives
-
-def join_parts(parts: list[Path], dest: Path) -> Path:
-    """Concatenate split-zip parts (`X.zip.001`, `.002`, ...) in order into `dest`, atomically.
-
-    The numbering is checked because a missing middle part would still give a file of plausible
-    size that fails only deep inside extraction.
-    """
-    parts = [Path(p) for p in parts]
-    _check_part_numbers(parts)
-    with atomic_path(dest) as tmp:
-        with open(tmp, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as src:
-                    shutil.copyfileobj(src, out, CHUNK)
-    return Path(dest)
-
-
-def _check_part_numbers(parts: list[Path]) -> None:
-    """Parts must exist, share a stem, and be numbered 1, 2, 3, ... in the given order."""
-    if not parts:
-        raise DataError("join_parts: no parts given")
-    stem = parts[0].name.rsplit(".", 1)[0]
-    for expected, part in enumerate(parts, start=1):
-        base, _, number = part.name.rpartition(".")
-        if not number.isdigit() or base != stem or int(number) != expected:
-            raise DataError(f"{part}: parts of {stem} are not consecutively numbered: expected "
-                            f"part {expected:03d} at position {expected}, got {part.name}")
-        if not part.is_file():
-            raise DataError(f"{part}: part {expected} of the split archive {stem} is missing")

@@ -20,7 +20,7 @@ SETTING_COLORS = ["#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa337
 FONTS = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 10}
 
 
-def _styled(fn):
+def styled(fn):
     """Run a figure function with the results figures' font sizes (global rcParams untouched)."""
     import functools
 
@@ -64,7 +64,7 @@ def label_distributions(labels_path, ranges: dict, dataset: str, out) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-@_styled
+@styled
 def training_curves(histories: dict, dataset: str, out, setting: str = "multitask") -> None:
     """Train and validation loss per epoch of both stages; stage 2 continues after stage 1.
 
@@ -106,7 +106,7 @@ def training_curves(histories: dict, dataset: str, out, setting: str = "multitas
     save(fig, out)
 
 
-@_styled
+@styled
 def prediction_scatter(predictions, ranges: dict, dataset: str, out, overall: str | None = None,
                        title_suffix: str = "multi-task model, stage 2") -> None:
     """Predicted vs true value of every target on the test split, on the dataset's raw scale."""
@@ -152,7 +152,7 @@ def _setting_label(setting: str) -> str:
     return f"subset {setting}"
 
 
-@_styled
+@styled
 def srcc_bars(metrics, dataset: str, targets: list, out, overall: str | None = None, stage: str = "stage2") -> None:
     """SRCC per target: multi-task vs single-task (and named subsets), mean with std error bars over seeds."""
     from .tables import read_metrics, stat
@@ -193,7 +193,7 @@ def srcc_bars(metrics, dataset: str, targets: list, out, overall: str | None = N
     save(fig, out)
 
 
-@_styled
+@styled
 def cross_heatmap(metrics, datasets: dict, out, stage: str = "stage2", setting: str = "multitask") -> None:
     """Cross-dataset SRCC: overall score for every train x test dataset, and every mapped attribute pair."""
     from .tables import read_metrics, stat
@@ -250,79 +250,6 @@ def _heat(ax, values: np.ndarray, rows: list, cols: list, xlabel: str, ylabel: s
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=11)
     return image
-
-
-@_styled
-def gradcam_examples(checkpoint, image_dir, predictions, dataset: str, out, *, weights_file=None, k: int = 3,
-                     target: str | None = None, device: str | None = None,
-                     threads: int | None = None) -> pd.DataFrame:
-    """Grad-CAM of the best- and worst-predicted test images on the overall score.
-
-    Images come from the uint8 image cache (`image_dir`: images.npy + index.tsv), so the network sees
-    exactly the pixels it was evaluated on. Returns the chosen images with their errors.
-    """
-    import torch
-
-    from .gradcam import cam_layer, grad_cam
-    from .model import load_model
-    from .targets import from_unit
-
-    model, ckpt = load_model(checkpoint, weights_file)
-    target = target or _overall_of(ckpt)
-    pred = read_tsv(predictions)
-    pred = pred.assign(error=(pred[f"pred_{target}"] - pred[f"true_{target}"]).abs())
-    ranked = pred.sort_values(["error", "image"], kind="stable").reset_index(drop=True)
-    k = max(1, min(k, len(ranked) // 2 if len(ranked) >= 2 else 1))
-    picks = pd.concat([ranked.head(k).assign(group="best"), ranked.tail(k)[::-1].assign(group="worst")])
-    index = read_tsv(Path(image_dir) / "index.tsv")
-    row_of = dict(zip(index["image"].astype(str), index["row"]))
-    cache = np.load(Path(image_dir) / "images.npy", mmap_mode="r")
-    images = np.stack([cache[row_of[str(im)]] for im in picks["image"]])
-    dev = torch.device(device) if device else (torch.device("cuda") if torch.cuda.is_available()
-                                               else torch.device("cpu"))
-    if dev.type == "cpu" and threads:
-        torch.set_num_threads(int(threads))
-    cams = grad_cam(model, images, model.targets.index(target), device=dev)
-    low, high = ckpt["ranges"][target]
-    layer_name = _layer_name(model, cam_layer(model.features))
-    fig, axes = plt.subplots(4, k, figsize=(2.9 * k + 1.2, 12.0), squeeze=False, layout="constrained")
-    for g, group in enumerate(("best", "worst")):
-        sel = picks[picks["group"] == group]
-        for j, (img, cam, (_, r)) in enumerate(zip(images[g * k:(g + 1) * k], cams[g * k:(g + 1) * k],
-                                                   sel.iterrows())):
-            top, bottom = axes[2 * g, j], axes[2 * g + 1, j]
-            top.imshow(img)
-            t, p = from_unit(r[f"true_{target}"], low, high), from_unit(r[f"pred_{target}"], low, high)
-            top.set_title(f"{group} #{j + 1}: {str(r['image'])[:22]}\ntrue {float(t):.2f}, "
-                          f"predicted {float(p):.2f}", fontsize=10)
-            bottom.imshow(img)
-            overlay = bottom.imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-            bottom.set_title("Grad-CAM", fontsize=10)
-            for ax in (top, bottom):
-                ax.set_xticks([])
-                ax.set_yticks([])
-    fig.colorbar(overlay, ax=list(axes.flat), shrink=0.4, label="Grad-CAM (0 = none, 1 = max)")
-    fig.suptitle(f"{dataset}: Grad-CAM on {layer_name} for {target} (raw scale {low:g} to {high:g})\n"
-                 f"top two rows: {k} best-predicted test images; bottom two rows: {k} worst",
-                 fontsize=12)
-    save(fig, out)
-    return picks
-
-
-def _overall_of(ckpt: dict) -> str:
-    """The overall target of a checkpoint: its dataset's `overall` in the stored config, else 'score'."""
-    targets = list(ckpt["targets"])
-    for ds in (ckpt.get("config") or {}).get("datasets", {}).values():
-        if ds.get("overall") in targets and set(targets) <= set(ds.get("targets", {})):
-            return ds["overall"]
-    return "score" if "score" in targets else targets[0]
-
-
-def _layer_name(model, layer) -> str:
-    for name, module in model.named_modules():
-        if module is layer:
-            return name
-    return type(layer).__name__
 
 
 FIGURE_KINDS = ("training_curves", "prediction_scatter", "srcc_bars", "cross_heatmap")

@@ -11,14 +11,22 @@ The hook makes the activations a leaf of their own graph, so the gradient exists
 trunk weight is frozen (stage 1), and an in-place activation after the convolution (VGG16's
 `ReLU(inplace=True)`) cannot overwrite what was captured. Works for any backbone of the registry
 whose trunk contains a convolution (vgg16, efficientnet_lite0, torchvision CNNs).
+
+`gradcam_examples` draws the results figure: the maps of the best- and worst-predicted test images.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .figures import plt, save, styled  # pyplot on the Agg backend that figures selects
+from .io import read_tsv
 
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.LeakyReLU, nn.ELU)
@@ -101,3 +109,68 @@ def grad_cam(model: nn.Module, images: np.ndarray | torch.Tensor, output_index: 
     if not maps:
         return np.zeros((0, height, width), dtype=np.float32)
     return torch.cat(maps).numpy().astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# the figure
+# --------------------------------------------------------------------------------------------------
+
+@styled
+def gradcam_examples(checkpoint, image_dir, predictions, dataset: str, out, *, weights_file=None, k: int = 3,
+                     target: str | None = None, device: str | None = None,
+                     threads: int | None = None) -> pd.DataFrame:
+    """Grad-CAM of the best- and worst-predicted test images on the overall score.
+
+    Images come from the uint8 image cache (`image_dir`: images.npy + index.tsv), so the network sees
+    exactly the pixels it was evaluated on. Returns the chosen images with their errors.
+    """
+    from .model import checkpoint_overall, load_model
+    from .targets import from_unit
+
+    model, ckpt = load_model(checkpoint, weights_file)
+    target = target or checkpoint_overall(ckpt) or ckpt["targets"][0]
+    pred = read_tsv(predictions)
+    pred = pred.assign(error=(pred[f"pred_{target}"] - pred[f"true_{target}"]).abs())
+    ranked = pred.sort_values(["error", "image"], kind="stable").reset_index(drop=True)
+    k = max(1, min(k, len(ranked) // 2 if len(ranked) >= 2 else 1))
+    picks = pd.concat([ranked.head(k).assign(group="best"), ranked.tail(k)[::-1].assign(group="worst")])
+    index = read_tsv(Path(image_dir) / "index.tsv")
+    row_of = dict(zip(index["image"].astype(str), index["row"]))
+    cache = np.load(Path(image_dir) / "images.npy", mmap_mode="r")
+    images = np.stack([cache[row_of[str(im)]] for im in picks["image"]])
+    dev = torch.device(device) if device else (torch.device("cuda") if torch.cuda.is_available()
+                                               else torch.device("cpu"))
+    if dev.type == "cpu" and threads:
+        torch.set_num_threads(int(threads))
+    cams = grad_cam(model, images, model.targets.index(target), device=dev)
+    low, high = ckpt["ranges"][target]
+    layer_name = _layer_name(model, cam_layer(model.features))
+    fig, axes = plt.subplots(4, k, figsize=(2.9 * k + 1.2, 12.0), squeeze=False, layout="constrained")
+    for g, group in enumerate(("best", "worst")):
+        sel = picks[picks["group"] == group]
+        for j, (img, cam, (_, r)) in enumerate(zip(images[g * k:(g + 1) * k], cams[g * k:(g + 1) * k],
+                                                   sel.iterrows())):
+            top, bottom = axes[2 * g, j], axes[2 * g + 1, j]
+            top.imshow(img)
+            t, p = from_unit(r[f"true_{target}"], low, high), from_unit(r[f"pred_{target}"], low, high)
+            top.set_title(f"{group} #{j + 1}: {str(r['image'])[:22]}\ntrue {float(t):.2f}, "
+                          f"predicted {float(p):.2f}", fontsize=10)
+            bottom.imshow(img)
+            overlay = bottom.imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            bottom.set_title("Grad-CAM", fontsize=10)
+            for ax in (top, bottom):
+                ax.set_xticks([])
+                ax.set_yticks([])
+    fig.colorbar(overlay, ax=list(axes.flat), shrink=0.4, label="Grad-CAM (0 = none, 1 = max)")
+    fig.suptitle(f"{dataset}: Grad-CAM on {layer_name} for {target} (raw scale {low:g} to {high:g})\n"
+                 f"top two rows: {k} best-predicted test images; bottom two rows: {k} worst",
+                 fontsize=12)
+    save(fig, out)
+    return picks
+
+
+def _layer_name(model, layer) -> str:
+    for name, module in model.named_modules():
+        if module is layer:
+            return name
+    return type(layer).__name__

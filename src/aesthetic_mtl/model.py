@@ -8,6 +8,7 @@ The model can start from three points, so training can skip work that never chan
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 import warnings
@@ -140,6 +141,24 @@ def build_model(backbone_name: str, targets: Sequence[str], weights_file: str | 
     `head_init`: "torch" or "keras" (config `head.init`); the head draws from torch's global generator.
     """
     return AestheticModel(build_backbone(backbone_name, weights_file), targets, hidden, dropout, head_init)
+
+
+def parameter_counts(backbone: str, targets: Sequence[str], stage: str = "stage2",
+                     hidden: Sequence[int] = (128, 64), dropout: float = 0.35) -> tuple[int, int]:
+    """(total, trainable) parameters of backbone trunk + head, counted on a built model.
+
+    The trunk is built once per (backbone, stage) and the head for the given number of outputs.
+    """
+    return _counts(backbone, len(targets), stage, tuple(hidden), float(dropout))
+
+
+@functools.lru_cache(maxsize=None)
+def _counts(backbone: str, n_outputs: int, stage: str, hidden: tuple, dropout: float) -> tuple[int, int]:
+    model = build_model(backbone, [f"t{i}" for i in range(n_outputs)], None, hidden, dropout)
+    total, stage2 = count_parameters(model)
+    if stage == "stage2":
+        return total, stage2
+    return total, sum(p.numel() for p in model.head.parameters())
 
 
 CHECKPOINT_FORMAT = 1
@@ -282,6 +301,20 @@ def _bad_fields(ckpt: dict) -> str | None:
         return f"'state_dict' is empty or holds non-tensors ({bad[:3]})"
     return None
 
+
+
+def checkpoint_overall(ckpt: dict) -> str | None:
+    """The overall target of a checkpoint, read back from the config training stored in it; None if unknown.
+
+    Training stores its dataset's config (`config["datasets"][dataset]`, with its `overall` target and
+    target ranges). A model that predicts that dataset's overall target answers it; otherwise (a single-task
+    model of an attribute, a checkpoint without a config) a target named `score` is taken, else None.
+    """
+    targets = list(ckpt["targets"])
+    for ds in (ckpt.get("config") or {}).get("datasets", {}).values():
+        if ds.get("overall") in targets and set(targets) <= set(ds.get("targets", {})):
+            return ds["overall"]
+    return "score" if "score" in targets else None
 
 def load_model(path: str | Path, weights_file: str | Path | None = None) -> tuple[AestheticModel, dict]:
     """Rebuild the model of a checkpoint; `weights_file` overrides where the trunk weights are read.

@@ -89,7 +89,8 @@ def split(labels_path, split_cfg: dict, out_splits, out_report, *, log: Callable
 def image_cache(labels_path, out_dir: Path, images_cfg: dict, on_bad_image: str, *, workers: int = 2,
                 log: Callable = print) -> None:
     """Decode each image once at the input size."""
-    from .images import PILLOW_MAX_PIXELS, build_image_cache
+    from .image_cache import build_image_cache
+    from .images import PILLOW_MAX_PIXELS
 
     build_image_cache(read_tsv(labels_path), out_dir, images_cfg["size"], resize=images_cfg.get("resize", "squash"),
                       max_pixels=images_cfg.get("max_pixels", PILLOW_MAX_PIXELS), on_bad_image=on_bad_image,

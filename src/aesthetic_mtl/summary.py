@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 
 from .io import read_tsv, write_text
-from .tables import (PAPER_CITATION, Stat, Table, backbones_of, build_table, html_grid, is_synthetic,
-                     one_backbone, paper_value, read_metrics, stat)
+from .paper import PAPER_CITATION, paper_value
+from .render import CSS, html_grid
+from .tables import Stat, Table, backbones_of, build_table, is_synthetic, one_backbone, read_metrics, stat
 
 
 def _f(x: float, digits: int = 3) -> str:
@@ -215,10 +216,8 @@ def render_html(blocks) -> str:
             table = html_grid(content.display)
             notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in content.notes)
             body.append(f"<h3>{html.escape(content.title)}</h3>{table}{notes}")
-    from .tables import _CSS
-
     return ("<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Results summary</title>"
-            f"<style>{_CSS}li{{margin:4px 0}}</style></head><body>{''.join(body)}</body></html>\n")
+            f"<style>{CSS}li{{margin:4px 0}}</style></head><body>{''.join(body)}</body></html>\n")
 
 
 def write_summary(metrics_path: str | Path, datasets: Mapping[str, Mapping], out_md: str | Path, *,

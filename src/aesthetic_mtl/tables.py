@@ -14,7 +14,6 @@ the overall-score SRCC of the multi-task model on AADB (0.7067) and on EVA (0.69
 
 from __future__ import annotations
 
-import functools
 import html
 import math
 from dataclasses import dataclass, field
@@ -25,44 +24,8 @@ import numpy as np
 import pandas as pd
 
 from .io import atomic_path, read_tsv, write_text
-
-PAPER_SRCC: dict[tuple[str, str], float] = {
-    ("AADB", "score"): 0.7067,   # Soydaner & Wagemans 2023, multi-task model, AADB test set (TestNew)
-    ("EVA", "score"): 0.695,     # Soydaner & Wagemans 2023, multi-task model, EVA
-}
-"""Numbers the paper reports, keyed by (dataset, target). Nothing else goes in a `paper` column."""
-
-PAPER_CITATION = "Soydaner & Wagemans, arXiv 2305.09373 (2023)"
-
-
-@dataclass(frozen=True)
-class Published:
-    """One published overall-score SRCC, with the table or abstract it is quoted from."""
-
-    dataset: str
-    method: str
-    source: str
-    srcc: float
-    total_params: int | None = None
-    trainable_params: int | None = None
-
-
-PAN_2019_TABLE1 = ("Pan, Wang & Jiang, AAAI 2019, \"Image aesthetic assessment assisted by attributes through "
-                   "adversarial learning\", Table 1 (AADB, official split)")
-SHU_2021_ABSTRACT = ("Shu, Li, Liu & Xu, IEEE TMM (early access 2021), \"Semi-supervised adversarial learning for "
-                     "attribute-aware photo aesthetic assessment\", abstract")
-
-PUBLISHED: list[Published] = [
-    Published("AADB", "Kong et al. 2016", PAN_2019_TABLE1, 0.6782),
-    Published("AADB", "Hou, Yu & Samaras 2017", PAN_2019_TABLE1, 0.6889),
-    Published("AADB", "Malu et al. 2017", PAN_2019_TABLE1, 0.689),
-    Published("AADB", "Pan et al. 2019: single-task network", PAN_2019_TABLE1, 0.6833),
-    Published("AADB", "Pan et al. 2019: multi-task network", PAN_2019_TABLE1, 0.6927),
-    Published("AADB", "Pan et al. 2019: full method", PAN_2019_TABLE1, 0.7041),
-    Published("AADB", "Shu et al. 2021", SHU_2021_ABSTRACT, 0.761),
-]
-"""Published AADB overall-score SRCC, quoted from the table or abstract named in `source`. None of these
-sources gives parameter counts, so they stay blank. Add a row only with a number you can cite."""
+from .paper import PAPER_CITATION, PUBLISHED, Published, paper_value
+from .render import CSS, NOT_DEFINED, html_grid, markdown_grid, numeric_column, tex
 
 OUTPUT_KINDS = ("csv", "md", "tex", "html")
 
@@ -137,9 +100,6 @@ def _finite_mean(values: Iterable[float]) -> float:
     return float(v.mean()) if len(v) else math.nan
 
 
-NOT_DEFINED = "n/a"
-
-
 def stat(metrics: pd.DataFrame, *, dataset: str, train_dataset: str, setting: str, stage: str, target: str,
          metric: str = "srcc") -> Stat:
     """One cell: a metric of one (model setting, stage, target) on one test dataset, over seeds."""
@@ -153,13 +113,6 @@ def stat(metrics: pd.DataFrame, *, dataset: str, train_dataset: str, setting: st
     ci = {b: cell[cell["metric"] == f"srcc_ci_{b}"].groupby("seed")["value"].first().reindex(seeds)
           for b in ("low", "high")}
     return Stat.of(values, ci["low"], ci["high"])
-
-
-def paper_value(dataset: str, target: str, source: str | None = None) -> float:
-    """The paper's number for (dataset, target); NaN for synthetic data, which the paper never measured."""
-    if source == "synthetic":
-        return math.nan
-    return PAPER_SRCC.get((dataset, target), math.nan)
 
 
 def is_synthetic(cfg: Mapping) -> bool:
@@ -190,18 +143,18 @@ class Table:
                               "test split, for every seed).")
 
     def markdown(self) -> str:
-        lines = [f"**{self.title}**", "", _markdown_grid(self.display)]
+        lines = [f"**{self.title}**", "", markdown_grid(self.display)]
         lines += ["", *(f"- {n}" for n in self.notes)] if self.notes else []
         return "\n".join(lines) + "\n"
 
     def latex(self) -> str:
         cols = list(self.display.columns)
-        align = "l" + "".join("r" if _numeric_column(self.display[c]) else "l" for c in cols[1:])
-        body = [" & ".join(_tex(c) for c in cols) + r" \\", r"\midrule"]
-        body += [" & ".join(_tex(v) for v in row) + r" \\" for row in self.display.itertuples(index=False)]
-        notes = "".join(f"\n\\par\\footnotesize {_tex(n)}" for n in self.notes)
+        align = "l" + "".join("r" if numeric_column(self.display[c]) else "l" for c in cols[1:])
+        body = [" & ".join(tex(c) for c in cols) + r" \\", r"\midrule"]
+        body += [" & ".join(tex(v) for v in row) + r" \\" for row in self.display.itertuples(index=False)]
+        notes = "".join(f"\n\\par\\footnotesize {tex(n)}" for n in self.notes)
         return "\n".join([
-            r"\begin{table}[htbp]", r"\centering", rf"\caption{{{_tex(self.title)}}}",
+            r"\begin{table}[htbp]", r"\centering", rf"\caption{{{tex(self.title)}}}",
             rf"\label{{tab:{self.name}}}", rf"\begin{{tabular}}{{{align}}}", r"\toprule", *body,
             r"\bottomrule", r"\end{tabular}" + notes, r"\end{table}",
         ]) + "\n"
@@ -210,7 +163,7 @@ class Table:
         table = html_grid(self.display)
         notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in self.notes)
         return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-                f"<style>{_CSS}</style></head><body><h3>{html.escape(self.title)}</h3>{table}{notes}"
+                f"<style>{CSS}</style></head><body><h3>{html.escape(self.title)}</h3>{table}{notes}"
                 "</body></html>\n")
 
     def write(self, outputs: Mapping[str, str | Path]) -> None:
@@ -224,66 +177,6 @@ class Table:
                     self.data.to_csv(tmp, index=False, float_format="%.6g")
             else:
                 write_text(path, {"md": self.markdown, "tex": self.latex, "html": self.html}[kind]())
-
-
-_CSS = ("body{font-family:Helvetica,Arial,sans-serif;font-size:14px;margin:12px}"
-        "table.results{border-collapse:collapse}"
-        "table.results th,table.results td{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}"
-        "table.results .num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}"
-        "table.results thead th{border-bottom:2px solid #333}"
-        "p.note{color:#555;font-size:12px;max-width:60em}")
-
-
-def html_grid(df: pd.DataFrame) -> str:
-    """An HTML table: text columns left-aligned, numeric columns right-aligned, everything escaped."""
-    numeric = [i > 0 and _numeric_column(df.iloc[:, i]) for i in range(df.shape[1])]
-
-    def cell(tag, value, num):
-        attr = ' class="num"' if num else ""
-        return f"<{tag}{attr}>{html.escape(str(value))}</{tag}>"
-
-    head = "".join(cell("th", c, num) for c, num in zip(df.columns, numeric))
-    rows = "".join("<tr>" + "".join(cell("td", v, num) for v, num in zip(r, numeric)) + "</tr>"
-                   for r in df.itertuples(index=False))
-    return f"<table class='results'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
-
-
-def _numeric_column(col: pd.Series) -> bool:
-    return all(_looks_numeric(v) for v in col if str(v) != "")
-
-
-def _looks_numeric(value) -> bool:
-    if str(value) == NOT_DEFINED:
-        return True
-    text = str(value).replace("±", " ").replace(",", "").split()
-    try:
-        [float(t) for t in text]
-    except ValueError:
-        return False
-    return bool(text)
-
-
-def _markdown_grid(df: pd.DataFrame) -> str:
-    cols = [str(c) for c in df.columns]
-    rows = [[str(v).replace("|", r"\|") for v in r] for r in df.itertuples(index=False)]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
-    numeric = [i > 0 and _numeric_column(df.iloc[:, i]) for i in range(len(cols))]
-
-    def line(cells):
-        return "| " + " | ".join(c.rjust(w) if num else c.ljust(w)
-                                 for c, w, num in zip(cells, widths, numeric)) + " |"
-
-    rule = "| " + " | ".join(("-" * (w - 1) + ":") if num else "-" * w for w, num in zip(widths, numeric)) + " |"
-    return "\n".join([line(cols), rule] + [line(r) for r in rows])
-
-
-_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def _tex(value) -> str:
-    text = "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(value))
-    return text.replace("±", r"$\pm$").replace("->", r"$\rightarrow$").replace("−", "$-$")
 
 
 def per_backbone(build: Callable[[pd.DataFrame], Table], metrics: pd.DataFrame) -> Table:
@@ -433,31 +326,13 @@ def cross_table(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], stage: s
                  pd.DataFrame(data), pd.DataFrame(display), notes)
 
 
-def parameter_counts(backbone: str, targets: Sequence[str], stage: str = "stage2",
-                     hidden: Sequence[int] = (128, 64), dropout: float = 0.35) -> tuple[int, int]:
-    """(total, trainable) parameters of backbone trunk + head, counted on a built model.
-
-    The trunk is built once per (backbone, stage) and the head for the given number of outputs.
-    """
-    return _counts(backbone, len(targets), stage, tuple(hidden), float(dropout))
-
-
-@functools.lru_cache(maxsize=None)
-def _counts(backbone: str, n_outputs: int, stage: str, hidden: tuple, dropout: float) -> tuple[int, int]:
-    from .model import build_model, count_parameters
-
-    model = build_model(backbone, [f"t{i}" for i in range(n_outputs)], None, hidden, dropout)
-    total, stage2 = count_parameters(model)
-    if stage == "stage2":
-        return total, stage2
-    return total, sum(p.numel() for p in model.head.parameters())
-
-
 def published_table(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], backbone: str,
                     hidden: Sequence[int] = (128, 64), dropout: float = 0.35,
                     published: Sequence[Published] = tuple(PUBLISHED), stage: str = "stage2") -> Table:
     """Overall-score SRCC of our models (one pair of rows per backbone in `metrics`; `backbone` names the
     trunk of a metrics table without a backbone column) next to the paper's and other published numbers."""
+    from .model import parameter_counts  # torch is imported only when a table counts parameters
+
     data, display = [], []
 
     def add(ds, method, source, s: Stat, total, trainable, paper, reported: bool = False):

@@ -250,7 +250,7 @@ class CachedDataset:
         Each cache moves where `placement` says when a stage first needs it, once for every model of the job."""
         from pathlib import Path
 
-        from .caching import open_feature_cache
+        from .feature_cache import open_feature_cache
         from .io import read_tsv
         from .splits import drop_skipped
 

@@ -1,7 +1,7 @@
 """Rule feature_cache: frozen-prefix activations and pooled features of every image."""
 from pathlib import Path
 
-from aesthetic_mtl.caching import build_feature_cache
+from aesthetic_mtl.feature_cache import build_feature_cache
 from aesthetic_mtl.gpu import gpu_slot
 from aesthetic_mtl.io import logging_to
 

@@ -1,7 +1,7 @@
 """Rule gradcam: Grad-CAM of the best- and worst-predicted test images on the overall score."""
 from pathlib import Path
 
-from aesthetic_mtl.figures import gradcam_examples
+from aesthetic_mtl.gradcam import gradcam_examples
 from aesthetic_mtl.io import logging_to
 
 with logging_to(snakemake.log[0]) as log:

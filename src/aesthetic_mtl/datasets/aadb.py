@@ -87,7 +87,7 @@ def _stem(archive: str) -> str:
 
 def extract(archives: Path, raw: Path, ds_cfg: dict) -> None:
     """Unzip each required archive into `raw/<archive name without .zip>/` (replacing old ones)."""
-    from ..download import safe_extract_zip
+    from ..archives import safe_extract_zip
 
     archives, raw = Path(archives), Path(raw)
     require_archives(archives, required_files(ds_cfg), "AADB")

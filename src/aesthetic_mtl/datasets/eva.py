@@ -81,7 +81,7 @@ def required_files(ds_cfg: dict) -> list[str]:
 
 def extract(archives: Path, raw: Path, ds_cfg: dict) -> None:
     """Copy the votes to `raw/`, join the parts and unzip them into `raw/EVA_together/`."""
-    from ..download import join_parts, safe_extract_zip
+    from ..archives import join_parts, safe_extract_zip
 
     archives, raw = Path(archives), Path(raw)
     require_archives(archives, required_files(ds_cfg), "EVA")

@@ -158,7 +158,7 @@ def extract(archives: Path, raw: Path, ds_cfg: dict) -> None:
     if ds_cfg.get("source") == "local":
         table, images = local_table(ds_cfg), local_folder(ds_cfg)
     else:
-        from ..download import safe_extract_zip
+        from ..archives import safe_extract_zip
 
         require_archives(archives, required_files(ds_cfg), "table dataset")
         table, images = archives / table_name(ds_cfg), None

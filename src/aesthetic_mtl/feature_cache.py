@@ -27,7 +27,7 @@ from tqdm import tqdm
 from . import integrity
 from .device import autocast, log_peak_memory, pick_device
 from .errors import DataError
-from .images import open_image_cache
+from .image_cache import open_image_cache
 from .io import atomic_path, crash_point, open_output_memmap, read_tsv, write_json, write_tsv
 from .model import AestheticModel
 from .backbones import build_backbone
