@@ -1,5 +1,5 @@
 """Backbone efficiency on this CPU: images/s of the feature-cache forward pass (`model.prefix` then
-`model.pooled_from_prefix`, exactly what caching.build_feature_cache computes per batch) in fp32 and
+`model.pooled_from_prefix`, exactly what feature_cache.build_feature_cache computes per batch) in fp32 and
 under CPU bf16 autocast, the FLOPs it does (torch.utils.flop_counter.FlopCounterMode: 2 per
 multiply-add of every convolution and matmul) and the GFLOP/s achieved, against a large matmul measured
 in the same process (the practical peak of this CPU for each dtype).

@@ -175,7 +175,7 @@ class DesignRun:
 def cpu_bf16_autocast(enabled: bool):
     """Make the package's `autocast` use bf16 on the CPU too (what device.py does on CUDA only).
 
-    Patches the name where caching.py and train.py look it up; restored on exit.
+    Patches the name where feature_cache.py and train.py look it up; restored on exit.
     """
     if not enabled:
         yield

@@ -7,7 +7,7 @@ it every time an image is used, the whole network run on every batch, stage 1 (h
 then stage 2 (stage-2 layers + head, Adam 1e-4 halved every `halve_every_steps` steps), a validation
 loss after every epoch, and test predictions + SRCC after each stage.
 
-It shares no code with the pipeline's training (train.py, caching.py, images.py); it only reuses the
+It shares no code with the pipeline's training (train.py, feature_cache.py, images.py, image_cache.py); it only reuses the
 backbone registry, so that both build exactly the same trunk. To make the two comparable number by
 number it also follows the same conventions:
 

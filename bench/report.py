@@ -251,7 +251,7 @@ AADB's `no_neutral` subset), both stages, test-split SRCC of every target after 
 run: {models}.
 
 - **(a) fast path**: the package's functions in one process, as the workflow's jobs call them:
-  `images.build_image_cache` -> `caching.build_feature_cache` (cache dtype {s['cache_dtype']}) -> for
+  `image_cache.build_image_cache` -> `feature_cache.build_feature_cache` (cache dtype {s['cache_dtype']}) -> for
   every setting: `train.fit` on pooled features (stage 1) -> `train.predict` -> `train.fit` on prefix
   activations (stage 2) -> `train.predict` -> `metrics.srcc`.
 - **(b) direct**: `bench/direct.py`, a straightforward PyTorch port: a `Dataset` that opens, fully
@@ -350,8 +350,8 @@ def _decode(dec: dict, results: dict, args) -> str:
 
 {md_table(["way", "images/s"], [
         ["plain `Image.open(p).convert('RGB').resize((S, S))`, one after the other", r['plain'].fmt(1)],
-        [f"`images.build_image_cache`, {dec['workers']} decoder thread(s) (the rule uses 2)", r['cache'].fmt(1)],
-        ["`images.build_image_cache`, 1 thread", r['cache_1worker'].fmt(1)],
+        [f"`image_cache.build_image_cache`, {dec['workers']} decoder thread(s) (the rule uses 2)", r['cache'].fmt(1)],
+        ["`image_cache.build_image_cache`, 1 thread", r['cache_1worker'].fmt(1)],
         ["**speed-up, cache / plain**", f"**{dec['speedup'].fmt(2, 'x')}**"]])}
 
 CPU time per image (all threads, `time.process_time`), which load from other processes barely changes:
@@ -399,7 +399,7 @@ def _backbone(bb: dict, results: dict, args) -> str:
 {_load(bb)}
 
 Images/s of the feature-cache forward pass (`model.prefix` then `model.pooled_from_prefix`, what
-`caching.build_feature_cache` computes per batch; batch {bb['batch']}, uint8 input at {bb['size']} px,
+`feature_cache.build_feature_cache` computes per batch; batch {bb['batch']}, uint8 input at {bb['size']} px,
 one warm-up batch then {bb['batches']} timed batches), in fp32 and under `torch.autocast("cpu",
 torch.bfloat16)`. Every timed batch follows a matmul of each dtype measured moments before, and the
 fraction of peak is computed per such pair (then the median), so that load from other processes hits

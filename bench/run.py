@@ -8,7 +8,7 @@ Benchmarks (see bench/results.md for what each measures and the figures):
   design     whole experiment design in-process: the pipeline's fast path vs bench/direct.py, SRCC agreement,
              and the fast path under CPU bf16 autocast
   snakemake  the same design through the real `snakemake` (per-job process overhead included)
-  decode     image decode+resize: images.build_image_cache vs Image.open().convert().resize()
+  decode     image decode+resize: image_cache.build_image_cache vs Image.open().convert().resize()
   backbone   feature-cache forward pass images/s and GFLOP/s vs a matmul peak, fp32 and CPU bf16 autocast
   memory     peak RSS of the image and feature cache builders for N and 4N images (subprocesses)
   threads    OpenMP waiting policy (libgomp default vs PASSIVE vs 1 thread) on the quick design
@@ -243,8 +243,8 @@ def bench_decode(args, work: Path) -> dict:
     r = out["rates"]
     print_table("2. decode + resize of 1600x1200 JPEGs to %d px" % size["size"], ["way", "images/s"],
                 [["plain Image.open().convert().resize(), 1 thread", r["plain"].fmt(1)],
-                 [f"images.build_image_cache, {args.threads} workers", r["cache"].fmt(1)],
-                 ["images.build_image_cache, 1 worker", r["cache_1worker"].fmt(1)],
+                 [f"image_cache.build_image_cache, {args.threads} workers", r["cache"].fmt(1)],
+                 ["image_cache.build_image_cache, 1 worker", r["cache_1worker"].fmt(1)],
                  ["speed-up (cache / plain)", out["speedup"].fmt(2, "x")],
                  ["CPU ms per image: plain / cache", f"{out['cpu_ms']['plain'].median:.1f} / "
                   f"{out['cpu_ms']['cache'].median:.1f} = {out['cpu_ratio']:.2f}x less CPU"]])
