@@ -27,7 +27,8 @@ from aesthetic_mtl import io
 from aesthetic_mtl.feature_cache import build_feature_cache, open_feature_cache
 from aesthetic_mtl.errors import OutputError
 from aesthetic_mtl.image_cache import build_image_cache, open_image_cache
-from aesthetic_mtl.model import build_model, load_model, save_checkpoint
+from aesthetic_mtl.checkpoint import load_model, save_checkpoint
+from aesthetic_mtl.model import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,8 @@ from torch import nn
 from aesthetic_mtl.figures import cross_heatmap, prediction_scatter, srcc_bars, training_curves
 from aesthetic_mtl.gradcam import cam_layer, grad_cam, gradcam_examples, last_conv_layer
 from aesthetic_mtl.io import provenance, write_tsv
-from aesthetic_mtl.model import build_model, save_checkpoint
+from aesthetic_mtl.checkpoint import save_checkpoint
+from aesthetic_mtl.model import build_model
 from test_tables import DATASETS, synthetic_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from aesthetic_mtl.model import AestheticModel, build_model, load_model, read_checkpoint, save_checkpoint
+from aesthetic_mtl.checkpoint import load_model, read_checkpoint, save_checkpoint
+from aesthetic_mtl.model import AestheticModel, build_model
 from aesthetic_mtl.train import Split, StageConfig, fit, stage_params
 
 AADB = ["BalacingElements", "ColorHarmony", "Content", "DoF", "Light", "MotionBlur", "Object",
@@ -219,7 +220,7 @@ def test_a_random_trunk_checkpoint_refuses_a_weights_file(tmp_path, narrow_vgg16
 
 def test_checkpoints_carry_a_format_version_and_other_versions_are_refused(tmp_path, vgg):
     from aesthetic_mtl.errors import CheckpointError
-    from aesthetic_mtl.model import CHECKPOINT_FORMAT
+    from aesthetic_mtl.checkpoint import CHECKPOINT_FORMAT
 
     path = tmp_path / "stage1.pt"
     save_checkpoint(path, vgg, stage="stage1", ranges={t: [-1, 1] for t in AADB}, image_size=32,

@@ -154,7 +154,7 @@ def predict(checkpoint, images, out, weights, batch_size, device, quiet) -> None
     import pandas as pd
 
     from .io import atomic_path
-    from .model import checkpoint_overall
+    from .checkpoint import checkpoint_overall
 
     dev = pick_device(device)
     paths = collect_images(images)
@@ -191,7 +191,7 @@ def predict(checkpoint, images, out, weights, batch_size, device, quiet) -> None
 def _load(checkpoint, weights):
     """load_model with one-line refusals: not a checkpoint (exit 2), trunk weights not found."""
     from .errors import CheckpointError
-    from .model import load_model, read_checkpoint
+    from .checkpoint import load_model, read_checkpoint
 
     from .errors import DataError
 
@@ -214,7 +214,7 @@ def _load(checkpoint, weights):
 
 def checkpoint_info(path: str | os.PathLike) -> dict:
     """What a checkpoint holds, as plain data."""
-    from .model import checkpoint_overall, read_checkpoint
+    from .checkpoint import checkpoint_overall, read_checkpoint
 
     ckpt = read_checkpoint(path)
     config = ckpt.get("config") or {}

@@ -124,7 +124,7 @@ def gradcam_examples(checkpoint, image_dir, predictions, dataset: str, out, *, w
     Images come from the uint8 image cache (`image_dir`: images.npy + index.tsv), so the network sees
     exactly the pixels it was evaluated on. Returns the chosen images with their errors.
     """
-    from .model import checkpoint_overall, load_model
+    from .checkpoint import checkpoint_overall, load_model
     from .targets import from_unit
 
     model, ckpt = load_model(checkpoint, weights_file)

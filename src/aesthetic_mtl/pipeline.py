@@ -171,7 +171,7 @@ def train_models(dataset: str, backbone: str, seed: int, *, models: dict[str, li
     from .device import log_peak_memory, pick_device
     from .download import sha256_file
     from .io import provenance, write_tsv
-    from .model import save_checkpoint
+    from .checkpoint import save_checkpoint
     from .train import CachedDataset, TrainingSpec, train_and_predict
 
     device = pick_device(threads)
