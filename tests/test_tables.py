@@ -13,8 +13,9 @@ from aesthetic_mtl.evaluate import METRICS_COLUMNS
 from aesthetic_mtl.io import write_tsv
 from aesthetic_mtl.summary import build_summary, render_html, render_markdown, write_summary
 from aesthetic_mtl.paper import PAPER_SRCC
-from aesthetic_mtl.tables import (Stat, build_table, cross_table, published_table, read_metrics, settings_table,
-                                  stage_table, write_table)
+from aesthetic_mtl.seed_stats import Stat, read_metrics
+from aesthetic_mtl.tables import (build_table, cross_table, published_table, settings_table, stage_table,
+                                  write_table)
 
 DATASETS = {
     "AADB": {"targets": {"Light": [-1, 1], "Content": [-1, 1], "score": [0, 1]}, "overall": "score"},

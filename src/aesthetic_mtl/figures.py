@@ -155,7 +155,7 @@ def _setting_label(setting: str) -> str:
 @styled
 def srcc_bars(metrics, dataset: str, targets: list, out, overall: str | None = None, stage: str = "stage2") -> None:
     """SRCC per target: multi-task vs single-task (and named subsets), mean with std error bars over seeds."""
-    from .tables import read_metrics, stat
+    from .seed_stats import read_metrics, stat
 
     m = read_metrics(metrics) if not isinstance(metrics, pd.DataFrame) else metrics
     own = m[(m["dataset"] == dataset) & (m["train_dataset"] == dataset) & (m["metric"] == "srcc")
@@ -196,7 +196,7 @@ def srcc_bars(metrics, dataset: str, targets: list, out, overall: str | None = N
 @styled
 def cross_heatmap(metrics, datasets: dict, out, stage: str = "stage2", setting: str = "multitask") -> None:
     """Cross-dataset SRCC: overall score for every train x test dataset, and every mapped attribute pair."""
-    from .tables import read_metrics, stat
+    from .seed_stats import read_metrics, stat
 
     m = read_metrics(metrics) if not isinstance(metrics, pd.DataFrame) else metrics
     names = list(datasets)
@@ -257,7 +257,7 @@ FIGURE_KINDS = ("training_curves", "prediction_scatter", "srcc_bars", "cross_hea
 
 def _metrics_of(path, backbone: str | None) -> pd.DataFrame:
     """The metrics of one backbone's models: a figure never averages over several backbones."""
-    from .tables import one_backbone, read_metrics
+    from .seed_stats import one_backbone, read_metrics
 
     return one_backbone(read_metrics(path), backbone)
 

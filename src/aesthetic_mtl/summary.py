@@ -17,7 +17,8 @@ import pandas as pd
 from .io import read_tsv, write_text
 from .paper import PAPER_CITATION, paper_value
 from .render import CSS, html_grid
-from .tables import Stat, Table, backbones_of, build_table, is_synthetic, one_backbone, read_metrics, stat
+from .seed_stats import Stat, backbones_of, one_backbone, read_metrics, stat
+from .tables import Table, build_table, is_synthetic
 
 
 def _f(x: float, digits: int = 3) -> str:
