@@ -60,7 +60,7 @@ class ResidentInputs:
     def __init__(self, array: np.ndarray, device: torch.device) -> None:
         self.tensor = torch.empty(array.shape, dtype=_torch_dtype(array), device=device)
         for start in range(0, len(array), COPY_ROWS):
-            part = torch.from_numpy(np.ascontiguousarray(array[start:start + COPY_ROWS]))
+            part = torch.from_numpy(np.array(array[start:start + COPY_ROWS]))  # a writable copy of the slice
             self.tensor[start:start + len(part)].copy_(part)
 
     def batches(self, row_batches: Iterable[np.ndarray]) -> Iterator[torch.Tensor]:
@@ -79,8 +79,7 @@ class StreamedInputs:
         self.pin = device.type == "cuda"
         self.host = torch.empty(array.shape, dtype=_torch_dtype(array), pin_memory=self.pin)
         for start in range(0, len(array), COPY_ROWS):
-            self.host[start:start + COPY_ROWS].copy_(torch.from_numpy(np.ascontiguousarray(
-                array[start:start + COPY_ROWS])))
+            self.host[start:start + COPY_ROWS].copy_(torch.from_numpy(np.array(array[start:start + COPY_ROWS])))
 
     def _gather(self, rows: np.ndarray) -> torch.Tensor:
         index = torch.from_numpy(np.asarray(rows, dtype=np.int64))
