@@ -137,7 +137,7 @@ def read_votes(path: Path, ranges: dict[str, tuple[float, float]]) -> pd.DataFra
     cols = _header(path, lines, ["image_id", *ranges])
     width = len(cols) - 1
     first = cols["__line__"]
-    ids, linenos, values = [], [], {t: [] for t in ranges}
+    records: list[dict] = []
     problems = []
     for i in range(first + 1, len(lines)):
         line, lineno = lines[i], i + 1
@@ -160,15 +160,12 @@ def read_votes(path: Path, ranges: dict[str, tuple[float, float]]) -> pd.DataFra
         if problem:
             problems.append(problem)
             continue
-        ids.append(image)
-        linenos.append(lineno)
-        for target, value in row.items():
-            values[target].append(value)
+        records.append({"image_id": image, "line": lineno, **row})
     if problems:
         raise DataError(f"{path}: {len(problems)} bad line(s):{offenders(problems)}")
-    if not ids:
+    if not records:
         raise DataError(f"{path}: no votes after the header")
-    return pd.DataFrame({"image_id": ids, "line": linenos, **values})
+    return pd.DataFrame(records, columns=["image_id", "line", *ranges])
 
 
 def _image_index(raw: Path) -> dict[str, Path]:

@@ -249,7 +249,7 @@ def read_table(path: Path, ds_cfg: dict, shown: Path | None = None) -> pd.DataFr
     needed = {image_col: "image_column"} | ({split_col: "split_column"} if split_col else {})
     needed |= {t: "targets" for t in ranges}
     cols = _columns(shown, header_line, header, needed)
-    images, lines, splits, values = [], [], [], {t: [] for t in ranges}
+    records: list[dict] = []
     first_seen: dict[str, int] = {}
     problems = []
     for lineno, fields in rows[1:]:
@@ -279,16 +279,12 @@ def read_table(path: Path, ds_cfg: dict, shown: Path | None = None) -> pd.DataFr
             problems.append(problem)
             continue
         first_seen[rel] = lineno
-        images.append(rel)
-        lines.append(lineno)
-        splits.append(split)
-        for target, value in row.items():
-            values[target].append(value)
+        records.append({"image": rel, "line": lineno, "split": split, **row})
     if problems:
         raise DataError(f"{shown}: {len(problems)} bad row(s):{offenders(problems)}")
-    if not images:
+    if not records:
         raise DataError(f"{shown}: no rows after the header")
-    return pd.DataFrame({"image": images, "line": lines, "split": splits, **values})
+    return pd.DataFrame(records, columns=["image", "line", "split", *ranges])
 
 
 def parse(raw: Path, ds_cfg: dict, *, on_bad_image: str = "error") -> pd.DataFrame:
