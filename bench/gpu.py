@@ -24,6 +24,7 @@ whole grid's wall time. Synthesizing the data (a real run: downloading it) is ti
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import re
 import shutil
@@ -39,6 +40,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, command_line, machine, md_table, usable_cores  # noqa: E402
+from design import COPY_IGNORE  # noqa: E402
 
 GRIDS = {
     "paper": {
@@ -77,8 +79,6 @@ PHASES = {  # phase -> rules (training jobs are train_<dataset>[_<k>])
     "metrics": ("metrics",),
     "tables, figures, summary": ("table_", "figure_", "gradcam", "summary"),
 }
-COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", "results", "resources", "logs", "benchmarks", ".snakemake",
-                                     "__pycache__", "*.egg-info", ".pytest_cache", "bench")
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
 START = re.compile(r"^(?:local)?rule (\w+):$")
 FINISH = re.compile(r"^Finished jobid: \d+ \(Rule: (\w+)\)$")
@@ -214,18 +214,14 @@ def tflops(flop: float, seconds: float, peaks) -> str:
 # the benchmark
 # --------------------------------------------------------------------------------------------------
 
-def grid_config(name: str) -> dict:
-    grid = yaml.safe_load(yaml.safe_dump(GRIDS[name]))
-    grid["paths"] = {"results": "results", "resources": "resources", "logs": "logs"}
-    return grid
-
-
 def run_grid(args, work: Path) -> dict:
+    from aesthetic_mtl.io import read_tsv
+
     name = "tiny" if args.quick else "paper"
     repo = work / "repo"
     shutil.rmtree(repo, ignore_errors=True)
     shutil.copytree(REPO, repo, ignore=COPY_IGNORE)
-    cfg = grid_config(name)
+    cfg = copy.deepcopy(GRIDS[name])
     (repo / "bench_grid.yaml").write_text(yaml.safe_dump(cfg))
     res = {"grid": name, "config": cfg}
     prepare = [f"results/{ds}/targets.tsv" for ds in cfg["datasets"]]
@@ -237,10 +233,9 @@ def run_grid(args, work: Path) -> dict:
     res["training"] = training_log_figures(repo / "logs")
     res["peak_mib"] = peak_memory(repo / "logs")
     res["jobs"] = len(res["spans"])
-    res["images"] = {ds: sum(1 for _ in (repo / "results" / ds / "targets.tsv").open()) - 1 for ds in cfg["datasets"]}
-    res["test_images"] = {ds: sum(line.split("\t")[1] == "test" for line in
-                                  (repo / "results" / ds / "targets.tsv").read_text().splitlines()[1:])
-                          for ds in cfg["datasets"]}
+    splits = {ds: read_tsv(repo / "results" / ds / "targets.tsv")["split"] for ds in cfg["datasets"]}
+    res["images"] = {ds: len(split) for ds, split in splits.items()}
+    res["test_images"] = {ds: int((split == "test").sum()) for ds, split in splits.items()}
     res["metrics"] = (repo / "results" / "metrics.tsv").read_text()
     if not args.skip_chunk_comparison:  # the same training, one process per model
         for sub in ("models", "predictions"):

@@ -182,8 +182,6 @@ def _check_dataset(name: str, ds: dict) -> None:
     if ds["source"] == "synthetic" and "synthetic" not in ds:
         raise ConfigError(f"config key '{key}.synthetic': source 'synthetic' needs generator parameters")
     if ds["source"] == "official":
-        from .datasets import get_format
-
         try:
             needed = get_format(ds["format"]).required_files(ds)
         except ConfigError as err:

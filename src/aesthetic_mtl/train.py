@@ -27,7 +27,7 @@ from .device import autocast
 from .errors import DataError, TrainingError
 from .io import crash_point
 from .model import AestheticModel
-from .placement import Inputs, MappedInputs, place
+from .placement import Inputs, place
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -113,7 +113,7 @@ def weighted_mse(pred: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> 
 
 def _inputs(inputs, device: torch.device) -> Inputs:
     """Placed inputs as they are; a plain (memory-mapped) array is read batch by batch."""
-    return MappedInputs(inputs, device) if isinstance(inputs, np.ndarray) else inputs
+    return place(inputs, device, "memmap") if isinstance(inputs, np.ndarray) else inputs
 
 
 def _row_batches(rows: np.ndarray, batch_size: int) -> list[np.ndarray]:

@@ -22,46 +22,37 @@ STAGES = ["stage1", "stage2"]
 CONDA_ENV = "../../envs/aesthetic-mtl.yaml"  # for --software-deployment-method conda (clusters)
 
 # Every file the workflow writes, by kind, under the configured folders (`paths`; the demo writes apart).
-# `path()` is the only place that fills them in.
-_TEMPLATES = {
-    "archives": "<resources>/{dataset}/archives.ok",
-    "raw": "<resources>/{dataset}/raw",
-    "weights": "<resources>/weights/{backbone}.pth",
-    "labels": "<results>/{dataset}/labels.tsv",
-    "splits": "<results>/{dataset}/splits.tsv",
-    "split_report": "<results>/{dataset}/split_report.json",
-    "targets": "<results>/{dataset}/targets.tsv",
-    "label_figure": "<results>/{dataset}/label_distributions.png",
-    "images": "<results>/{dataset}/images_{size}/{file}",
-    "features": "<results>/cache/{dataset}/{backbone}_{size}/{file}",
-    "checkpoint": "<results>/models/{dataset}/{backbone}/{setting}/seed{seed}/{stage}.pt",
-    "history": "<results>/models/{dataset}/{backbone}/{setting}/seed{seed}/history_{stage}.tsv",
-    "predictions": "<results>/predictions/{dataset}/{backbone}/{setting}/seed{seed}/{stage}/{test}.tsv",
-    "metrics": "<results>/metrics.tsv",
-    "provenance": "<results>/metrics.provenance.json",
-    "summary": "<results>/summary.{ext}",
-    "table": "<results>/tables/{name}.{ext}",
-    "figure": "<results>/figures/{name}.png",
-    "log": "<logs>/{rule}/{name}.log",
+# `path()` is the only place that fills them in, the folders like any other placeholder.
+TEMPLATES = {
+    "archives": "{resources}/{dataset}/archives.ok",
+    "raw": "{resources}/{dataset}/raw",
+    "weights": "{resources}/weights/{backbone}.pth",
+    "labels": "{results}/{dataset}/labels.tsv",
+    "splits": "{results}/{dataset}/splits.tsv",
+    "split_report": "{results}/{dataset}/split_report.json",
+    "targets": "{results}/{dataset}/targets.tsv",
+    "label_figure": "{results}/{dataset}/label_distributions.png",
+    "images": "{results}/{dataset}/images_{size}/{file}",
+    "features": "{results}/cache/{dataset}/{backbone}_{size}/{file}",
+    "checkpoint": "{results}/models/{dataset}/{backbone}/{setting}/seed{seed}/{stage}.pt",
+    "history": "{results}/models/{dataset}/{backbone}/{setting}/seed{seed}/history_{stage}.tsv",
+    "predictions": "{results}/predictions/{dataset}/{backbone}/{setting}/seed{seed}/{stage}/{test}.tsv",
+    "metrics": "{results}/metrics.tsv",
+    "provenance": "{results}/metrics.provenance.json",
+    "summary": "{results}/summary.{ext}",
+    "table": "{results}/tables/{name}.{ext}",
+    "figure": "{results}/figures/{name}.png",
+    "log": "{logs}/{rule}/{name}.log",
 }
 FOLDERS = {"results": "results", "resources": "resources", "logs": "logs", **config.get("paths", {})}
-
-
-def in_folders(template):
-    """A template with its <folder> placeholder replaced by the configured folder."""
-    for folder, where in FOLDERS.items():
-        template = template.replace(f"<{folder}>", where)
-    return template
-
-
-TEMPLATES = {kind: in_folders(template) for kind, template in _TEMPLATES.items()}
 TABLE_FORMATS = ("csv", "md", "tex", "html")
 
 
 def path(kind, **values):
-    """The path of one kind of file with the given wildcard values filled in; the others stay wildcards."""
+    """The path of one kind of file with the folders and the given wildcard values filled in; the others
+    stay wildcards."""
     filled = TEMPLATES[kind]
-    for key, value in values.items():
+    for key, value in {**FOLDERS, **values}.items():
         filled = filled.replace(f"{{{key}}}", str(value))
     return filled
 
