@@ -48,8 +48,13 @@ PUBLISHED: list[Published] = [
 sources gives parameter counts, so they stay blank. Add a row only with a number you can cite."""
 
 
+def is_synthetic(source: str | None) -> bool:
+    """Data from the built-in generator: the paper never measured it, so nothing compares it with the paper."""
+    return source == "synthetic"
+
+
 def paper_value(dataset: str, target: str, source: str | None = None) -> float:
-    """The paper's number for (dataset, target); NaN for synthetic data, which the paper never measured."""
-    if source == "synthetic":
+    """The paper's number for (dataset, target); NaN for synthetic data."""
+    if is_synthetic(source):
         return math.nan
     return PAPER_SRCC.get((dataset, target), math.nan)

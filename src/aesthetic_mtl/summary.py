@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from .io import read_tsv, write_text
-from .paper import PAPER_CITATION, paper_value
+from .paper import PAPER_CITATION, is_synthetic, paper_value
 from .render import CSS, html_grid
 from .seed_stats import Stat, backbones_of, one_backbone, read_metrics, stat
-from .tables import Table, build_table, is_synthetic
+from .tables import Table, build_table
 
 
 def _f(x: float, digits: int = 3) -> str:
@@ -134,7 +134,7 @@ def data_findings(datasets: Sequence[str], split_reports: Mapping[str, str | Pat
 
 def synthetic_notice(datasets: Mapping[str, Mapping]) -> list[tuple[str, object]]:
     """A paragraph saying plainly which datasets are synthetic: their scores are no paper reproduction."""
-    synthetic = [ds for ds, cfg in datasets.items() if is_synthetic(cfg)]
+    synthetic = [ds for ds, cfg in datasets.items() if is_synthetic(cfg.get("source"))]
     if not synthetic:
         return []
     names = ", ".join(f"**{ds}**" for ds in synthetic)

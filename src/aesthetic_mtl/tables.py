@@ -24,15 +24,12 @@ import numpy as np
 import pandas as pd
 
 from .io import atomic_path, write_text
-from .paper import PAPER_CITATION, PUBLISHED, Published, paper_value
+from .paper import PAPER_CITATION, PUBLISHED, Published, is_synthetic, paper_value
 from .render import CSS, NOT_DEFINED, html_grid, markdown_grid, numeric_column, tex
 from .seed_stats import Stat, backbones_of, one_backbone, read_metrics, stat
 
 OUTPUT_KINDS = ("csv", "md", "tex", "html")
 
-
-def is_synthetic(cfg: Mapping) -> bool:
-    return cfg.get("source") == "synthetic"
 
 
 def _paper_text(value: float) -> str:
@@ -173,7 +170,7 @@ def stage_table(metrics: pd.DataFrame, dataset: str, targets: Sequence[str], ove
                  "stage 1 vs stage 2",
                  pd.DataFrame(data), pd.DataFrame(display),
                  [_seed_note(metrics), "change: stage 2 mean minus stage 1 mean.",
-                  _paper_note([dataset] if source == "synthetic" else [])])
+                  _paper_note([dataset] if is_synthetic(source) else [])])
 
 
 def settings_table(metrics: pd.DataFrame, dataset: str, targets: Sequence[str], overall: str,
@@ -203,7 +200,7 @@ def settings_table(metrics: pd.DataFrame, dataset: str, targets: Sequence[str], 
     if subsets:
         notes.append("subset columns: multi-task models trained on a named subset of the targets "
                      "(blank: target not in the subset).")
-    notes.append(_paper_note([dataset] if source == "synthetic" else []))
+    notes.append(_paper_note([dataset] if is_synthetic(source) else []))
     return Table(f"{dataset}_multitask_vs_single",
                  f"{dataset}: test SRCC per target, multi-task vs single-task ({stage.replace('stage', 'stage ')})",
                  pd.DataFrame(data), pd.DataFrame(display), notes)
@@ -293,7 +290,7 @@ def published_table(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], back
              "numbers copied from the source named in the row (on the real AADB / EVA test sets).",
              "Our parameter counts are computed by building the model: backbone trunk + head; trained in "
              "stage 2 = the stage-2 trunk layers and the head. Blank: not reported by the source.",
-             _paper_note([ds for ds, cfg in datasets.items() if is_synthetic(cfg)])]
+             _paper_note([ds for ds, cfg in datasets.items() if is_synthetic(cfg.get("source"))])]
     return Table("published", "Overall-score test SRCC against the paper and published methods",
                  pd.DataFrame(data), pd.DataFrame(display), notes)
 
