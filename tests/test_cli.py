@@ -27,7 +27,7 @@ def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "stage2.pt"
     torch.manual_seed(0)
     model = build_model("vgg16", TARGETS, None)
-    config = {"datasets": {"AADB": {"targets": RANGES, "overall": "score"}},
+    config = {"datasets": {"AADB": {"attributes": RANGES, "overall": "score"}},
               "images": {"size": 32, "resize": "squash"},
               "training": {"batch_size": 8, "stage1": {"epochs": 1, "lr": 1e-3}, "stage2": {"epochs": 1, "lr": 1e-4},
                            "seeds": [1]}}

@@ -29,7 +29,7 @@ def test_shipped_configs_are_valid(paper):
     assert paper["backbone"]["name"] == "vgg16_keras"
     demo = load_config(REPO / "config.yaml", REPO / "config" / "demo.yaml")
     assert demo["datasets"]["AADB"]["source"] == "synthetic"
-    assert demo["datasets"]["AADB"]["targets"] == paper["datasets"]["AADB"]["targets"]  # overlay merges
+    assert demo["datasets"]["AADB"]["attributes"] == paper["datasets"]["AADB"]["attributes"]  # overlay merges
     load_config(REPO / "config.yaml", REPO / "tests" / "configs" / "tiny.yaml")
 
 
@@ -52,32 +52,43 @@ def test_schema_errors_name_the_key(paper, change, key):
 
 @pytest.mark.parametrize("change, needle", [
     (lambda c: c["backbone"].update(name="vgg17"), "backbone.name"),
-    (lambda c: c["experiment"]["subsets"]["AADB"].update(bad=["Lite"]), "unknown target 'Lite'"),
-    (lambda c: c["experiment"]["cross_dataset"]["AADB->EVA"].update(Light="colour"), "unknown target 'colour'"),
+    (lambda c: c["experiment"]["subsets"]["AADB"].update(bad=["Lite"]), "unknown attribute 'Lite'"),
+    (lambda c: c["experiment"]["cross_dataset"]["AADB->EVA"].update(Light="colour"), "unknown attribute 'colour'"),
     (lambda c: c["experiment"]["cross_dataset"].update({"AADB->AVA": {}}), "AADB->AVA"),
     (lambda c: c["datasets"]["AADB"].update(overall="Overall"), "datasets.AADB.overall"),
     (lambda c: c["datasets"]["EVA"]["split"].update(fractions={"train": 0.5, "validation": 0.1, "test": 0.1}),
      "datasets.EVA.split.fractions"),
     (lambda c: c["head"].update(loss_weights={"Sharpness": 2}), "head.loss_weights.Sharpness"),
     (lambda c: c["datasets"]["AADB"]["files"].pop("imgListFiles_label.zip"), "imgListFiles_label.zip"),
-    (lambda c: c["experiment"].update(single_targets={"EVA": ["beauty"]}), "experiment.single_targets.EVA"),
-    (lambda c: c["datasets"]["AADB"]["targets"].update(Sharpness=[-1, 1]),
-     "config key 'datasets.AADB.targets.Sharpness': the aadb release has no labels named 'Sharpness'"),
-    (lambda c: c["datasets"]["EVA"]["targets"].update(beauty=[1, 4]),
-     "config key 'datasets.EVA.targets.beauty': the eva release has no labels named 'beauty'"),
+    (lambda c: c["experiment"].update(single_attributes={"EVA": ["beauty"]}), "experiment.single_attributes.EVA"),
+    (lambda c: c["datasets"]["AADB"]["attributes"].update(Sharpness=[-1, 1]),
+     "config key 'datasets.AADB.attributes.Sharpness': the aadb release has no labels named 'Sharpness'"),
+    (lambda c: c["datasets"]["EVA"]["attributes"].update(beauty=[1, 4]),
+     "config key 'datasets.EVA.attributes.beauty': the eva release has no labels named 'beauty'"),
 ])
 def test_semantic_errors_name_the_key(paper, change, needle):
     assert needle in _bad(paper, change)
 
 
+@pytest.mark.parametrize("change, old, new", [
+    (lambda c: c["datasets"]["AADB"].__setitem__("targets", c["datasets"]["AADB"].pop("attributes")),
+     "datasets.AADB.targets", "datasets.AADB.attributes"),
+    (lambda c: c["experiment"].__setitem__("single_targets", {"EVA": ["score"]}),
+     "experiment.single_targets", "experiment.single_attributes"),
+])
+def test_renamed_keys_say_what_they_are_called_now(paper, change, old, new):
+    message = _bad(paper, change)
+    assert f"config key '{old}': renamed '{new}'" in message, message
+
+
 def test_settings_expand_to_multitask_singles_and_subsets(paper):
     aadb = settings(paper, "AADB")
-    assert aadb["multitask"] == list(paper["datasets"]["AADB"]["targets"])
+    assert aadb["multitask"] == list(paper["datasets"]["AADB"]["attributes"])
     assert aadb["single_score"] == ["score"] and aadb["single_BalacingElements"] == ["BalacingElements"]
     assert "MotionBlur" not in aadb["no_neutral"]
     assert len(aadb) == 1 + 12 + 1
     assert len(settings(paper, "EVA")) == 1 + 5
-    tiny = deep_update(paper, {"experiment": {"single_targets": {"EVA": ["score"]}}})
+    tiny = deep_update(paper, {"experiment": {"single_attributes": {"EVA": ["score"]}}})
     assert [s for s in settings(tiny, "EVA") if s.startswith("single_")] == ["single_score"]
 
 
@@ -102,9 +113,10 @@ def test_keras_faithful_choices_are_the_paper_config_and_marked(paper):
     assert paper["training"]["adam_eps"] == 1e-7
     assert paper["training"]["stage2"]["schedule"] == "continuous"
     assert paper["training"]["bf16_autocast_cuda"] is False
+    assert paper["backbone"]["cache_bf16_autocast_cuda"] is False
     lines = (REPO / "config.yaml").read_text().splitlines()
     for key in ("name: vgg16_keras", "init: keras", "adam_eps:", "schedule: continuous", "bf16_autocast_cuda:",
-                "cache_dtype:"):
+                "cache_bf16_autocast_cuda:", "cache_dtype:"):
         line = next(line for line in lines if line.strip().startswith(key))
         assert "# ours" in line, line
     assert sum("ours: inferred from" in line for line in lines) >= 4
@@ -133,7 +145,7 @@ def test_an_overlay_removes_a_dataset_with_null(paper, tmp_path):
     config = load_config(REPO / "config.yaml", REPO / "tests" / "configs" / "tiny.yaml",
                          tmp_path / "aadb_only.yaml")
     assert list(config["datasets"]) == ["AADB"]
-    assert "EVA" not in config["experiment"]["single_targets"]            # tiny.yaml named it
+    assert "EVA" not in config["experiment"]["single_attributes"]            # tiny.yaml named it
     assert not any("EVA" in pair for pair in config["experiment"]["cross_dataset"])
     assert config["experiment"]["subsets"]["AADB"]                         # AADB's own entries stay
     # Snakemake's merge keeps the null; validate_config (what common.smk calls) applies it in place
@@ -149,9 +161,11 @@ def test_an_overlay_removes_a_dataset_with_null(paper, tmp_path):
 @pytest.mark.parametrize("overlay, needle", [
     ("training: {batch_sise: 8}\n", "'batch_sise' was unexpected"),       # schema: unknown key
     ("backbone: {name: vgg17}\n", "backbone.name"),                      # check_config: unknown backbone
-    ("datasets: {AADB: {targets: {Sharpness: [-1, 1]}}}\n",               # an AADB target without a list
+    ("datasets: {AADB: {attributes: {Sharpness: [-1, 1]}}}\n",            # an AADB attribute without a list
      "the aadb release has no labels named 'Sharpness'"),
     ("datasets: {'A/B': {format: aadb}}\n", "config key 'datasets.A/B': dataset names must match"),
+    ("datasets: {EVA: {targets: {score: [0, 10]}}}\n",                      # a key from before the rename
+     "config key 'datasets.EVA.targets': renamed 'datasets.EVA.attributes'"),
 ])
 def test_snakemake_stops_on_a_bad_config_before_any_job(repo_copy, overlay, needle):
     (repo_copy / "bad.yaml").write_text(overlay)

@@ -15,9 +15,9 @@ from aesthetic_mtl.datasets import aadb, eva, get_format
 from aesthetic_mtl.errors import ConfigError, DataError
 
 AADB_CFG = {"format": "aadb", "source": "official", "image_source": "original",
-            "targets": {t: list(aadb.RANGES[t]) for t in aadb.TARGETS}}
+            "attributes": {t: list(aadb.RANGES[t]) for t in aadb.ATTRIBUTES}}
 EVA_CFG = {"format": "eva", "source": "official",
-           "targets": {t: list(eva.RANGES[t]) for t in eva.TARGETS}}
+           "attributes": {t: list(eva.RANGES[t]) for t in eva.ATTRIBUTES}}
 
 
 def _jpeg(seed: int = 0) -> bytes:
@@ -40,7 +40,7 @@ def _aadb_table(n_train=6, n_val=4, n_test=5, overlap=2, seed=0) -> pd.DataFrame
     rng = np.random.default_rng(seed)
     n = n_train + n_val + n_test - overlap
     names = [f"farm1_{100 + i}_{10**10 + i}_{i:010x}_b.jpg" for i in range(n)]
-    values = {t: rng.integers(-5, 6, n) / 5 for t in aadb.TARGETS[:-1]}
+    values = {t: rng.integers(-5, 6, n) / 5 for t in aadb.ATTRIBUTES[:-1]}
     values["Repetition"] = np.abs(values["Repetition"])
     values["Content"][0] = 1 / 3
     values["score"] = rng.integers(0, 21, n) / 20
@@ -48,7 +48,7 @@ def _aadb_table(n_train=6, n_val=4, n_test=5, overlap=2, seed=0) -> pd.DataFrame
     parts = [base.iloc[:n_train].assign(split="train"),
              base.iloc[n_train:n_train + n_val].assign(split="validation"),
              base.iloc[n_train + n_val - overlap:].assign(split="test")]
-    return pd.concat(parts, ignore_index=True)[["image", "split", *aadb.TARGETS]]
+    return pd.concat(parts, ignore_index=True)[["image", "split", *aadb.ATTRIBUTES]]
 
 
 def _aadb_archives(tmp: Path, table: pd.DataFrame, prefix_test: bool = True) -> Path:
@@ -75,7 +75,7 @@ def test_aadb_required_files():
     assert aadb.required_files(AADB_CFG) == [aadb.LABEL_ZIP, aadb.ORIGINAL_ZIP, aadb.NEWTEST_ZIP]
     assert aadb.required_files({**AADB_CFG, "image_source": "warp256"}) == [aadb.LABEL_ZIP,
                                                                             aadb.WARP_ZIP]
-    assert aadb.required_files({"targets": {}}) == aadb.required_files(AADB_CFG)   # default original
+    assert aadb.required_files({"attributes": {}}) == aadb.required_files(AADB_CFG)   # default original
     with pytest.raises(ConfigError, match="image_source"):
         aadb.required_files({**AADB_CFG, "image_source": "huge"})
 
@@ -87,13 +87,13 @@ def test_aadb_round_trip(tmp_path):
     aadb.extract(archives, raw, AADB_CFG)
     out = aadb.parse(raw, AADB_CFG)
 
-    assert list(out.columns) == ["image", "path", "split", *aadb.TARGETS]
+    assert list(out.columns) == ["image", "path", "split", *aadb.ATTRIBUTES]
     assert out["split"].value_counts().to_dict() == {"train": 6, "validation": 4, "test": 5}
     both = set(out.loc[out.split == "validation", "image"]) & set(out.loc[out.split == "test", "image"])
     assert len(both) == 2
     merged = table.merge(out, on=["image", "split"], suffixes=("", "_parsed"))
     assert len(merged) == len(table)
-    for t in aadb.TARGETS:
+    for t in aadb.ATTRIBUTES:
         np.testing.assert_allclose(merged[t], merged[f"{t}_parsed"], atol=1e-6)
         assert out[t].dtype == np.float64
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in out["path"])
@@ -110,7 +110,7 @@ def test_aadb_round_trip(tmp_path):
 def test_aadb_configured_subset_keeps_config_order(tmp_path):
     archives = _aadb_archives(tmp_path, _aadb_table())
     aadb.extract(archives, tmp_path / "raw", AADB_CFG)
-    cfg = {**AADB_CFG, "targets": {"score": [0, 1], "Light": [-1, 1]}}
+    cfg = {**AADB_CFG, "attributes": {"score": [0, 1], "Light": [-1, 1]}}
     out = aadb.parse(tmp_path / "raw", cfg)
     assert list(out.columns) == ["image", "path", "split", "score", "Light"]
 
@@ -118,7 +118,7 @@ def test_aadb_configured_subset_keeps_config_order(tmp_path):
 def test_aadb_missing_target_file(tmp_path):
     archives = _aadb_archives(tmp_path, _aadb_table())
     aadb.extract(archives, tmp_path / "raw", AADB_CFG)
-    cfg = {**AADB_CFG, "targets": {"score": [0, 1], "Sharpness": [-1, 1]}}
+    cfg = {**AADB_CFG, "attributes": {"score": [0, 1], "Sharpness": [-1, 1]}}
     with pytest.raises(DataError, match="imgListTrainRegression_Sharpness.txt"):
         aadb.parse(tmp_path / "raw", cfg)
 
@@ -137,7 +137,7 @@ def _aadb_raw_dir(tmp: Path, lists: dict[tuple[str, str], str], images: list[str
     return raw
 
 
-SMALL_CFG = {"image_source": "original", "targets": {"Light": [-1, 1], "score": [0, 1]}}
+SMALL_CFG = {"image_source": "original", "attributes": {"Light": [-1, 1], "score": [0, 1]}}
 
 
 def _small_lists(light_train: str) -> dict[tuple[str, str], str]:
@@ -290,11 +290,11 @@ def test_eva_round_trip(tmp_path):
     eva.extract(archives, tmp_path / "raw", cfg)
     assert not list((tmp_path / "raw").glob("*.zip"))               # the joined zip is removed
     out = eva.parse(tmp_path / "raw", cfg)
-    assert list(out.columns) == ["image", "path", "split", *eva.TARGETS]
+    assert list(out.columns) == ["image", "path", "split", *eva.ATTRIBUTES]
     assert sorted(out["image"]) == sorted(ids)
     assert (out["split"] == "").all()
-    expected = votes.groupby("image_id")[eva.TARGETS].mean()
-    got = out.set_index("image")[eva.TARGETS]
+    expected = votes.groupby("image_id")[eva.ATTRIBUTES].mean()
+    got = out.set_index("image")[eva.ATTRIBUTES]
     pd.testing.assert_frame_equal(got.loc[expected.index], expected.astype(float),
                                   check_names=False)
     assert all(Path(p).is_file() and Path(p).name == f"{i}.jpg"
@@ -367,13 +367,13 @@ def test_eva_votes_without_image(tmp_path):
 
 
 def test_eva_configured_target_missing_from_file(tmp_path):
-    cfg = {**EVA_CFG, "targets": {"score": [0, 10], "emotion": [1, 4]}}
+    cfg = {**EVA_CFG, "attributes": {"score": [0, 10], "emotion": [1, 4]}}
     with pytest.raises(DataError, match="emotion"):
         eva.parse(_eva_raw(tmp_path, HEADER + "\n" + _row() + "\n"), cfg)
 
 
 def test_eva_other_numeric_column_as_target(tmp_path):
-    cfg = {**EVA_CFG, "targets": {"difficulty": [1, 4], "score": [0, 10]}}
+    cfg = {**EVA_CFG, "attributes": {"difficulty": [1, 4], "score": [0, 10]}}
     out = eva.parse(_eva_raw(tmp_path, HEADER + "\n" + _row() + "\n", ids=("1",)), cfg)
     assert list(out.columns) == ["image", "path", "split", "difficulty", "score"]
     assert out.loc[0, "difficulty"] == 2.0
@@ -383,7 +383,7 @@ def test_eva_other_numeric_column_as_target(tmp_path):
 
 def _pipeline_to_targets(raw: Path, ds: dict, tmp: Path, split_cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame,
                                                                                    list[str]]:
-    """parse_labels -> image_cache -> split -> normalize with on_bad_image: skip, as the workflow runs them,
+    """parse_labels -> image_cache -> split -> scale_labels with on_bad_image: skip, as the workflow runs them,
     and the targets a training job then sees (less the skipped images)."""
     from aesthetic_mtl import pipeline
     from aesthetic_mtl.io import read_tsv
@@ -396,10 +396,10 @@ def _pipeline_to_targets(raw: Path, ds: dict, tmp: Path, split_cfg: dict) -> tup
                          log=messages.append)
     pipeline.split(res / "labels.tsv", split_cfg, res / "splits.tsv", res / "split_report.json",
                    log=messages.append)
-    pipeline.normalize(res / "labels.tsv", res / "splits.tsv", ds["targets"], res / "targets.tsv",
+    pipeline.scale_labels(res / "labels.tsv", res / "splits.tsv", ds["attributes"], res / "scaled_labels.tsv",
                        log=messages.append)
     skipped = read_tsv(res / "images_16" / "skipped.tsv")
-    return skipped, drop_skipped(read_tsv(res / "targets.tsv"), set(skipped["image"])), messages
+    return skipped, drop_skipped(read_tsv(res / "scaled_labels.tsv"), set(skipped["image"])), messages
 
 
 def test_aadb_label_without_image_follows_on_bad_image(tmp_path):

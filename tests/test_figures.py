@@ -55,14 +55,14 @@ def test_prediction_scatter(tmp_path):
     n = 40
     truth = rng.uniform(size=(n, 3))
     table = pd.DataFrame({"image": [f"im{i}" for i in range(n)]})
-    for j, t in enumerate(DATASETS["AADB"]["targets"]):
+    for j, t in enumerate(DATASETS["AADB"]["attributes"]):
         table[f"pred_{t}"] = np.clip(truth[:, j] + rng.normal(0, 0.1, n), 0, 1)
-    for j, t in enumerate(DATASETS["AADB"]["targets"]):
+    for j, t in enumerate(DATASETS["AADB"]["attributes"]):
         table[f"true_{t}"] = truth[:, j]
     table["pred_Content"] = 0.5  # constant prediction: SRCC undefined, still drawn
     write_tsv(tmp_path / "AADB.tsv", table)
     out = tmp_path / "scatter.png"
-    prediction_scatter(tmp_path / "AADB.tsv", DATASETS["AADB"]["targets"], "AADB", out, overall="score")
+    prediction_scatter(tmp_path / "AADB.tsv", DATASETS["AADB"]["attributes"], "AADB", out, overall="score")
     assert_png(out)
 
 
@@ -70,10 +70,10 @@ def test_srcc_bars_and_cross_heatmap(tmp_path):
     metrics = synthetic_metrics()
     write_tsv(tmp_path / "metrics.tsv", metrics)
     bars = tmp_path / "bars.png"
-    srcc_bars(tmp_path / "metrics.tsv", "AADB", list(DATASETS["AADB"]["targets"]), bars, overall="score")
+    srcc_bars(tmp_path / "metrics.tsv", "AADB", list(DATASETS["AADB"]["attributes"]), bars, overall="score")
     assert_png(bars)
     one_seed = tmp_path / "bars1.png"
-    srcc_bars(synthetic_metrics(seeds=[1]), "EVA", list(DATASETS["EVA"]["targets"]), one_seed, overall="score")
+    srcc_bars(synthetic_metrics(seeds=[1]), "EVA", list(DATASETS["EVA"]["attributes"]), one_seed, overall="score")
     assert_png(one_seed)
     heat = tmp_path / "heat.png"
     cross_heatmap(tmp_path / "metrics.tsv", DATASETS, heat)
@@ -151,7 +151,7 @@ def test_gradcam_examples_figure(tiny_vgg, tiny_images, tmp_path):
     save_checkpoint(ckpt, tiny_vgg, stage="stage2", ranges={"Light": [-1, 1], "score": [0, 1]}, image_size=32,
                     head={"hidden": [128, 64], "dropout": 0.35}, weights={"spec": "none", "file": None,
                                                                          "sha256": None},
-                    config={"datasets": {"AADB": {"targets": {"Light": [-1, 1], "score": [0, 1]},
+                    config={"datasets": {"AADB": {"attributes": {"Light": [-1, 1], "score": [0, 1]},
                                                   "overall": "score"}}}, provenance=provenance())
     cache = tmp_path / "images_32"
     cache.mkdir()
@@ -181,3 +181,20 @@ def test_draw_dispatches_workflow_kinds(tmp_path):
     assert_png(tmp_path / "b.png")
     with pytest.raises(ValueError, match="unknown figure kind"):
         draw("pie_chart", {}, tmp_path / "x.png")
+
+
+def test_display_names_label_the_figures(tmp_path, monkeypatch):
+    """The figures show an attribute's display name (EVA: "light and color") where one is configured."""
+    from aesthetic_mtl import figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "save", lambda fig, out: drawn.append(fig))
+    names = {"visual": "light and color"}
+    metrics = synthetic_metrics()
+    srcc_bars(metrics, "EVA", list(DATASETS["EVA"]["attributes"]), tmp_path / "bars.png", overall="score",
+              names=names)
+    assert "light and color" in [t.get_text() for t in drawn[-1].axes[0].get_xticklabels()]
+    datasets = {**DATASETS, "EVA": {**DATASETS["EVA"], "display_names": names}}
+    cross_heatmap(metrics, datasets, tmp_path / "cross.png")
+    labels = [t.get_text() for ax in drawn[-1].axes for t in (*ax.get_xticklabels(), *ax.get_yticklabels())]
+    assert "light and color" in labels and "visual" not in labels

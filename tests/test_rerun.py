@@ -36,10 +36,19 @@ RERUNS = {
     "image size": ({"images": {"size": 72}}, {"image_cache": 2, "feature_cache": 2, **FROM_MODELS}),
     # EVA's split changes EVA's targets; AADB's job reruns too, since it predicts EVA's test split
     "EVA split seed": ({"datasets": {"EVA": {"split": {"seed": 7}}}},
-                      {"split": 1, "normalize": 1, **FROM_MODELS}),
+                      {"split": 1, "scale_labels": 1, **FROM_MODELS}),
     "feature-cache batch": ({"backbone": {"cache_batch_size": 4}}, {"feature_cache": 2, **FROM_MODELS}),
     "bootstrap": ({"evaluation": {"bootstrap": 10}}, FROM_METRICS),
     "figure option": ({"figures": {"gradcam_examples": 2}}, {"gradcam": 2}),
+    # each half of the precision choice reruns its own half
+    "cache bf16": ({"backbone": {"cache_bf16_autocast_cuda": True}}, {"feature_cache": 2, **FROM_MODELS}),
+    "training bf16": ({"training": {"bf16_autocast_cuda": True}}, FROM_MODELS),
+    # how, not what: where a job keeps its caches changes no result
+    "cache placement": ({"training": {"cache_placement": "resident"}}, {}),
+    # display names relabel what EVA's tables and figures show; no model retrains
+    "EVA display names": ({"datasets": {"EVA": {"display_names": {"visual": "light and color"}}}},
+                          {"label_figure": 1, "table_dataset": 2, "table_cross": 1, "table_published": 1,
+                           "figure_scatter": 1, "figure_srcc_bars": 1, "figure_cross": 1, "summary": 1}),
 }
 
 

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from aesthetic_mtl.errors import DataError
-from aesthetic_mtl.splits import drop_skipped, make_splits, random_splits, split_report, targets_table
-from aesthetic_mtl.targets import from_unit, scale_table, to_unit, unscale_table
+from aesthetic_mtl.splits import drop_skipped, make_splits, random_splits, split_report, split_label_table
+from aesthetic_mtl.scaling import from_unit, scale_table, to_unit, unscale_table
 
 
 def test_random_split_is_seeded_and_exact():
@@ -30,15 +30,15 @@ def test_official_split_keeps_and_reports_overlap():
     assert report["overlaps"]["train&test"]["count"] == 0
 
 
-def test_targets_table_joins_and_skipped_images_leave_every_split():
+def test_split_label_table_joins_and_skipped_images_leave_every_split():
     labels = pd.DataFrame({"image": ["a", "b", "c"], "split": ["", "", ""], "score": [1.0, 2.0, 3.0]})
     splits = pd.DataFrame({"image": ["a", "b", "c"], "split": ["train", "test", "validation"]})
-    table = targets_table(labels, splits, ["score"])
+    table = split_label_table(labels, splits, ["score"])
     assert table["image"].tolist() == ["a", "b", "c"] and table["score"].tolist() == [1.0, 2.0, 3.0]
     kept = drop_skipped(table, {"b"})
     assert kept["image"].tolist() == ["a", "c"] and kept["score"].tolist() == [1.0, 3.0]
     with pytest.raises(DataError, match="no labels"):
-        targets_table(labels.iloc[:2], splits, ["score"])
+        split_label_table(labels.iloc[:2], splits, ["score"])
 
 
 def test_scaling_round_trip():

@@ -24,7 +24,7 @@ TINY_EVA = {"n_images": 12, "min_votes": 3, "max_votes": 5, "image_size": 48, "s
 def _cfg(fmt: str, params: dict, **extra) -> dict:
     mod = get_format(fmt)
     return {"format": fmt, "source": "synthetic", "synthetic": params,
-            "targets": {t: list(mod.RANGES[t]) for t in mod.TARGETS}, **extra}
+            "attributes": {t: list(mod.RANGES[t]) for t in mod.ATTRIBUTES}, **extra}
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -68,7 +68,7 @@ def test_aadb_splits_overlap_and_prefixed_test_files(tmp_path):
     test = out[out.split == "test"].set_index("image")
     both = val.index.intersection(test.index)
     assert len(both) == 2
-    pd.testing.assert_frame_equal(val.loc[both, aadb.TARGETS], test.loc[both, aadb.TARGETS])
+    pd.testing.assert_frame_equal(val.loc[both, aadb.ATTRIBUTES], test.loc[both, aadb.ATTRIBUTES])
     with zipfile.ZipFile(tmp_path / "archives" / aadb.NEWTEST_ZIP) as zf:
         names = [Path(n).name for n in zf.namelist()]
     assert all(n.split("_", 1)[0].replace(".", "").isdigit() for n in names)   # 0.650_farm1_...
@@ -107,7 +107,7 @@ def test_bad_parameters(tmp_path):
 def test_aadb_label_statistics_are_realistic():
     _, labels = synthetic.aadb_labels(800, np.random.default_rng(0))
     real = synthetic.aadb_stats()["targets"]
-    for target in aadb.TARGETS:
+    for target in aadb.ATTRIBUTES:
         col, ref = labels[target], real[target]
         low, high = aadb.RANGES[target]
         assert col.between(low, high).all(), target
@@ -127,9 +127,9 @@ def test_aadb_label_statistics_are_realistic():
 def test_eva_label_statistics_are_realistic():
     ids = [str(i) for i in range(400)]
     _, votes = synthetic.eva_votes(400, 20, 30, np.random.default_rng(0), ids)
-    means = votes.groupby("image_id")[eva.TARGETS].mean()
+    means = votes.groupby("image_id")[eva.ATTRIBUTES].mean()
     assert 5.5 < means["score"].mean() < 6.7 and 0.7 < means["score"].std() < 1.3
-    for target in eva.TARGETS[1:]:
+    for target in eva.ATTRIBUTES[1:]:
         assert 2.0 < means[target].mean() < 3.2
         assert spearmanr(means[target], means["score"])[0] > 0.4
 

@@ -21,7 +21,7 @@ TARGETS = {"rating": [1, 5], "sharp": [0, 10]}
 
 
 def _cfg(source: str = "local", **extra) -> dict:
-    cfg = {"format": "table", "source": source, "table": "labels.csv", "targets": dict(TARGETS),
+    cfg = {"format": "table", "source": source, "table": "labels.csv", "attributes": dict(TARGETS),
            "overall": "rating", "split": {"method": "random", "seed": 1,
                                          "fractions": {"train": 0.6, "validation": 0.2, "test": 0.2}}}
     return cfg | extra
@@ -180,7 +180,7 @@ def test_missing_configured_column_lists_the_header(tmp_path):
     with pytest.raises(DataError) as err:
         _parse_local(tmp_path, ["image,rating,sharpness", "a.png,1,1"])
     message = str(err.value)
-    assert "labels.csv line 1: no column 'sharp' (targets)" in message
+    assert "labels.csv line 1: no column 'sharp' (attributes)" in message
     assert "'image', 'rating', 'sharpness'" in message
 
 
@@ -224,7 +224,7 @@ def test_missing_local_folder_and_table(tmp_path):
 def test_pipeline_local_fingerprint_then_extract(tmp_path):
     folder = _folder(tmp_path, GOOD)
     cfg = _cfg(path=str(folder))
-    ok = tmp_path / "resources" / "PHOTOS" / "archives.ok"
+    ok = tmp_path / "resources" / "PHOTOS" / "archives.sha256.json"
     pipeline.obtain_archives(cfg, [], ok, log=lambda m: None)
     first = json.loads(ok.read_text())
     assert set(first) == {"labels.csv", "images_listing"}
@@ -260,7 +260,7 @@ def _with(paper: dict, **ds) -> dict:
     (_cfg("synthetic", table="sub/labels.csv", synthetic={}), "must be a plain file name"),
     (_cfg("official", files={"labels.csv": {"url": "u"}}), "at least one .zip of the images"),
     (_cfg("synthetic", path="/p", synthetic={}), "'datasets.PHOTOS.path': only for 'source: local'"),
-    (_cfg(path="/p", image_column="rating"), "'datasets.PHOTOS.targets.rating': is also the image or split"),
+    (_cfg(path="/p", image_column="rating"), "'datasets.PHOTOS.attributes.rating': is also the image or split"),
 ])
 def test_table_config_errors_name_the_key(paper, ds, needle):
     with pytest.raises(ConfigError, match="^config key ") as err:

@@ -61,7 +61,7 @@ def test_photos_data_follow_the_table(table_run):
     assert len(labels) == 40 and labels["image"].str.contains("/").any()
     splits = pd.read_csv(table_run / "results" / "PHOTOS" / "splits.tsv", sep="\t")
     assert splits.set_index("image")["split"].to_dict() == labels.set_index("image")["split"].to_dict()
-    targets = pd.read_csv(table_run / "results" / "PHOTOS" / "targets.tsv", sep="\t")
+    targets = pd.read_csv(table_run / "results" / "PHOTOS" / "scaled_labels.tsv", sep="\t")
     assert targets[["rating", "brightness", "colourfulness"]].stack().between(0, 1).all()
     log = (table_run / "logs" / "parse_labels" / "PHOTOS.log").read_text()
     assert "2 image file(s)" in log and "have no label: ignored" in log
@@ -85,7 +85,7 @@ def _photo_folder(workdir: Path) -> Path:
 def test_local_folder_as_shipped_in_config_photos(tmp_path):
     workdir = copy_repo(tmp_path / "repo")
     folder = _photo_folder(workdir)
-    target = "results/PHOTOS/targets.tsv"
+    target = "results/PHOTOS/scaled_labels.tsv"
     run_snakemake(workdir, target, "--cores", "2", *PHOTOS)
     targets = pd.read_csv(workdir / target, sep="\t")
     assert len(targets) == 30 and set(targets["split"]) == {"train", "validation", "test"}

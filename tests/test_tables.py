@@ -18,8 +18,8 @@ from aesthetic_mtl.tables import (build_table, cross_table, published_table, set
                                   write_table)
 
 DATASETS = {
-    "AADB": {"targets": {"Light": [-1, 1], "Content": [-1, 1], "score": [0, 1]}, "overall": "score"},
-    "EVA": {"targets": {"score": [0, 10], "visual": [1, 4]}, "overall": "score"},
+    "AADB": {"attributes": {"Light": [-1, 1], "Content": [-1, 1], "score": [0, 1]}, "overall": "score"},
+    "EVA": {"attributes": {"score": [0, 10], "visual": [1, 4]}, "overall": "score"},
 }
 CROSS = {"AADB->EVA": {"score": "score", "Light": "visual"}, "EVA->AADB": {"score": "score", "visual": "Light"}}
 SEEDS = [1, 2, 3]
@@ -315,3 +315,18 @@ def test_two_backbones_get_rows_of_their_own(metrics):
         assert f"**AADB**, backbone `{name}`: the multi-task model" in md
         assert f"the multi-task model ({name}) ranks" in md
     assert md.count("Multi-task beat single-task on the overall score") == 4  # 2 datasets x 2 backbones
+
+
+def test_display_names_label_the_tables_and_files_keep_the_column_names(metrics):
+    """EVA's `visual` is the paper's "light and color": shown so in every table, never in the data columns."""
+    names = {"visual": "light and color"}
+    datasets = {**DATASETS, "EVA": {**DATASETS["EVA"], "display_names": names}}
+    for table in (build_table("multitask_vs_single", metrics, datasets, dataset="EVA"),
+                  build_table("stage1_vs_stage2", metrics, datasets, dataset="EVA")):
+        assert "light and color" in list(table.display["target"])
+        assert "visual" in list(table.data["target"]) and "light and color" not in list(table.data["target"])
+    cross = cross_table(metrics, datasets)
+    assert "Light -> light and color" in list(cross.display["pair"])
+    assert "visual" in list(cross.data["test_target"])
+    plain = build_table("multitask_vs_single", metrics, DATASETS, dataset="EVA")
+    assert "visual" in list(plain.display["target"])                 # no display name: the column name

@@ -42,7 +42,7 @@ def test_data_outputs(tiny_run):
     assert '"validation&test": {\n      "count": 2' in report
     log = (tiny_run / "logs" / "split" / "AADB.log").read_text()
     assert "2 images are in both validation and test" in log
-    targets = pd.read_csv(tiny_run / "results" / "EVA" / "targets.tsv", sep="\t")
+    targets = pd.read_csv(tiny_run / "results" / "EVA" / "scaled_labels.tsv", sep="\t")
     assert targets.drop(columns=["image", "split"]).stack().between(0, 1).all()
     assert (tiny_run / "results" / "AADB" / "label_distributions.png").stat().st_size > 10_000
 

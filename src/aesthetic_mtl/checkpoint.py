@@ -160,12 +160,12 @@ def checkpoint_overall(ckpt: dict) -> str | None:
     """The overall target of a checkpoint, read back from the config training stored in it; None if unknown.
 
     Training stores its dataset's config (`config["datasets"][dataset]`, with its `overall` target and
-    target ranges). A model that predicts that dataset's overall target answers it; otherwise (a single-task
+    target ranges; before the vocabulary change the ranges were stored as `targets`). A model that predicts that dataset's overall target answers it; otherwise (a single-task
     model of an attribute, a checkpoint without a config) a target named `score` is taken, else None.
     """
     targets = list(ckpt["targets"])
     for ds in (ckpt.get("config") or {}).get("datasets", {}).values():
-        if ds.get("overall") in targets and set(targets) <= set(ds.get("targets", {})):
+        if ds.get("overall") in targets and set(targets) <= set(ds.get("attributes", ds.get("targets", {}))):
             return ds["overall"]
     return "score" if "score" in targets else None
 

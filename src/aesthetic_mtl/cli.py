@@ -102,7 +102,7 @@ def score_images(model, ckpt: dict, paths: list[Path], *, batch_size: int = 32, 
     from .device import autocast
     from .errors import DataError
     from .images import load_image
-    from .targets import from_unit
+    from .scaling import from_unit
 
     images_cfg = (ckpt.get("config") or {}).get("images", {})
     size = int(ckpt["image_size"])

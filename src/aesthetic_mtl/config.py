@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
@@ -52,7 +52,7 @@ def drop_removed(config: dict) -> dict:
 
     Snakemake merges --configfile overlays key by key and stores the null as it is, so a dataset
     cannot be removed by the merge itself; this removes it afterwards, together with the
-    `experiment` entries that name it (its subsets and single-task targets, and the cross-dataset
+    `experiment` entries that name it (its subsets and single-task attributes, and the cross-dataset
     pairs it is part of), so `datasets: {EVA: null}` alone gives an AADB-only run.
     """
     datasets = config.get("datasets")
@@ -63,7 +63,7 @@ def drop_removed(config: dict) -> dict:
         del datasets[name]
     experiment = config.get("experiment")
     if removed and isinstance(experiment, dict):
-        for key in ("subsets", "single_targets"):
+        for key in ("subsets", "single_attributes"):
             if isinstance(experiment.get(key), dict):
                 for name in removed:
                     experiment[key].pop(name, None)
@@ -83,6 +83,7 @@ def validate_config(config: dict, schema_path: Path = SCHEMA_PATH) -> None:
     import jsonschema
 
     drop_removed(config)
+    _refuse_old_names(config)
     _check_dataset_names(config.get("datasets"))
     with open(schema_path) as fh:
         schema = yaml.safe_load(fh)
@@ -92,6 +93,37 @@ def validate_config(config: dict, schema_path: Path = SCHEMA_PATH) -> None:
         key = ".".join(str(p) for p in err.path) or "(top level)"
         raise ConfigError(f"config key '{key}': {err.message}")
     check_config(config)
+
+
+RENAMED_KEYS = {
+    ("datasets", "*", "targets"): "attributes",
+    ("experiment", "single_targets"): "single_attributes",
+}
+"""Keys renamed when the project settled on one word per meaning ("attributes" for what a dataset
+configures, "targets" for what one model outputs): an old config is told what changed, not just that a
+key is unknown."""
+
+
+def _refuse_old_names(config: dict) -> None:
+    for pattern, new in RENAMED_KEYS.items():
+        for where in _matching_keys(config, pattern[:-1]):
+            if isinstance(where[1], dict) and pattern[-1] in where[1]:
+                old_key = ".".join([*where[0], pattern[-1]])
+                new_key = ".".join([*where[0], new])
+                raise ConfigError(f"config key '{old_key}': renamed '{new_key}' (same content); "
+                                  f"rename the key in your config file")
+
+
+def _matching_keys(node: object, pattern: tuple[str, ...], at: tuple[str, ...] = ()):
+    """(key path, value) of every node under `pattern` ('*' matches any key)."""
+    if not pattern:
+        yield list(at), node
+        return
+    if not isinstance(node, dict):
+        return
+    keys = node if pattern[0] == "*" else [k for k in (pattern[0],) if k in node]
+    for key in keys:
+        yield from _matching_keys(node[key], pattern[1:], (*at, str(key)))
 
 
 def backbone_names(config: dict) -> list[str]:
@@ -115,10 +147,10 @@ def check_config(config: dict) -> None:
     if len(names) > 1 and config["backbone"]["weights"] not in ("imagenet", "none"):
         raise ConfigError("config key 'backbone.weights': a weights file fits one backbone, but backbone.name "
                           f"lists {len(names)}; use imagenet or none, or run one backbone at a time")
-    all_targets = {t for ds in datasets.values() for t in ds["targets"]}
+    all_targets = {t for ds in datasets.values() for t in ds["attributes"]}
     for target in config["head"].get("loss_weights", {}):
         if target not in all_targets:
-            raise ConfigError(f"config key 'head.loss_weights.{target}': no dataset has target '{target}'")
+            raise ConfigError(f"config key 'head.loss_weights.{target}': no dataset has attribute '{target}'")
     for ds_name, subsets in config["experiment"].get("subsets", {}).items():
         if ds_name not in datasets:
             raise ConfigError(f"config key 'experiment.subsets.{ds_name}': unknown dataset '{ds_name}'")
@@ -126,10 +158,10 @@ def check_config(config: dict) -> None:
             if subset in SETTING_KINDS or subset.startswith("single_"):
                 raise ConfigError(f"config key 'experiment.subsets.{ds_name}.{subset}': reserved name")
             _check_targets(f"experiment.subsets.{ds_name}.{subset}", targets, datasets[ds_name])
-    for ds_name, singles in config["experiment"].get("single_targets", {}).items():
+    for ds_name, singles in config["experiment"].get("single_attributes", {}).items():
         if ds_name not in datasets:
-            raise ConfigError(f"config key 'experiment.single_targets.{ds_name}': unknown dataset '{ds_name}'")
-        _check_targets(f"experiment.single_targets.{ds_name}", singles, datasets[ds_name])
+            raise ConfigError(f"config key 'experiment.single_attributes.{ds_name}': unknown dataset '{ds_name}'")
+        _check_targets(f"experiment.single_attributes.{ds_name}", singles, datasets[ds_name])
     for pair, mapping in config["experiment"].get("cross_dataset", {}).items():
         train, test = _parse_pair(pair, datasets)
         for src, dst in mapping.items():
@@ -156,15 +188,15 @@ def _check_dataset(name: str, ds: dict) -> None:
 
     key = f"datasets.{name}"
     known = get_format(ds["format"]).LABEL_NAMES  # None: any column (format table checks its header)
-    for target in ds["targets"]:
+    for target in ds["attributes"]:
         if known is not None and target not in known:
-            raise ConfigError(f"config key '{key}.targets.{target}': the {ds['format']} release has "
+            raise ConfigError(f"config key '{key}.attributes.{target}': the {ds['format']} release has "
                               f"no labels named '{target}' (it has: {', '.join(known)})")
-    if ds["overall"] not in ds["targets"]:
-        raise ConfigError(f"config key '{key}.overall': '{ds['overall']}' is not one of its targets")
-    for target, (low, high) in ds["targets"].items():
+    if ds["overall"] not in ds["attributes"]:
+        raise ConfigError(f"config key '{key}.overall': '{ds['overall']}' is not one of its attributes")
+    for target, (low, high) in ds["attributes"].items():
         if not low < high:
-            raise ConfigError(f"config key '{key}.targets.{target}': range [{low}, {high}] is empty")
+            raise ConfigError(f"config key '{key}.attributes.{target}': range [{low}, {high}] is empty")
     _check_table_keys(key, ds)
     split = ds["split"]
     if split["method"] == "official" and ds["format"] == "table" and not ds.get("split_column"):
@@ -219,16 +251,16 @@ def _check_table_keys(key: str, ds: dict) -> None:
     except ConfigError as err:
         raise ConfigError(f"config key '{key}.table': {err}") from None
     columns = [ds.get("image_column") or table.DEFAULT_IMAGE_COLUMN, ds.get("split_column")]
-    clash = [c for c in columns if c in ds["targets"]]
+    clash = [c for c in columns if c in ds["attributes"]]
     if clash:
-        raise ConfigError(f"config key '{key}.targets.{clash[0]}': is also the image or split column")
+        raise ConfigError(f"config key '{key}.attributes.{clash[0]}': is also the image or split column")
 
 
 def _check_targets(key: str, targets: list[str], ds: dict) -> None:
     for target in targets:
-        if target not in ds["targets"]:
-            raise ConfigError(f"config key '{key}': unknown target '{target}' "
-                              f"(known: {', '.join(ds['targets'])})")
+        if target not in ds["attributes"]:
+            raise ConfigError(f"config key '{key}': unknown attribute '{target}' "
+                              f"(known: {', '.join(ds['attributes'])})")
 
 
 def _parse_pair(pair: str, datasets: dict) -> tuple[str, str]:
@@ -241,13 +273,13 @@ def _parse_pair(pair: str, datasets: dict) -> tuple[str, str]:
 
 def settings(config: dict, dataset: str) -> dict[str, list[str]]:
     """Every trained setting of a dataset and its targets: multitask, single_<target>, named subsets."""
-    targets = list(config["datasets"][dataset]["targets"])
+    targets = list(config["datasets"][dataset]["attributes"])
     out: dict[str, list[str]] = {}
     kinds = config["experiment"]["settings"]
     if "multitask" in kinds:
         out["multitask"] = targets
     if "single" in kinds:
-        singles = config["experiment"].get("single_targets", {}).get(dataset, targets)
+        singles = config["experiment"].get("single_attributes", {}).get(dataset, targets)
         out.update({f"single_{t}": [t] for t in singles})
     out.update(config["experiment"].get("subsets", {}).get(dataset, {}))
     return out
@@ -259,6 +291,13 @@ def setting_targets(config: dict, dataset: str, setting: str) -> list[str]:
         return settings(config, dataset)[setting]
     except KeyError:
         raise ConfigError(f"unknown setting '{setting}' for dataset '{dataset}'") from None
+
+
+def display_name(attribute: str, names: Mapping[str, str] | None = None, overall: str | None = None) -> str:
+    """What tables and figures call an attribute: its configured display name (EVA's `visual` is the paper's
+    "light and color"), else its column name; files and metrics.tsv always keep the column name."""
+    shown = (names or {}).get(attribute, attribute)
+    return f"{shown} (overall)" if attribute == overall else shown
 
 
 def resolved(config: Any) -> dict:

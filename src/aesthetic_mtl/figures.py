@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Mapping
 
 import matplotlib
 import matplotlib.transforms
@@ -13,6 +14,7 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .config import display_name  # noqa: E402
 from .io import atomic_path, read_tsv  # noqa: E402
 
 TRAIN_COLOR, VAL_COLOR = "#4477aa", "#ee6677"
@@ -39,8 +41,8 @@ def save(fig, path: str | Path) -> None:
     plt.close(fig)
 
 
-def label_distributions(labels_path, ranges: dict, dataset: str, out) -> None:
-    """Histogram of every target on its raw scale (one panel per target), over unique images."""
+def label_distributions(labels_path, ranges: dict, dataset: str, out, names: Mapping[str, str] | None = None) -> None:
+    """Histogram of every attribute on its raw scale (one panel per attribute), over unique images."""
     labels = read_tsv(labels_path).drop_duplicates("image")
     targets = list(ranges)
     cols = 4
@@ -49,7 +51,7 @@ def label_distributions(labels_path, ranges: dict, dataset: str, out) -> None:
     for ax, target in zip(axes.flat, targets):
         low, high = ranges[target]
         ax.hist(labels[target], bins=21, range=(low, high), color="#4477aa", edgecolor="white")
-        ax.set_title(target, fontsize=11)
+        ax.set_title(display_name(target, names), fontsize=11)
         ax.set_xlabel(f"value (raw scale {low:g} to {high:g})", fontsize=9)
         ax.set_ylabel("images", fontsize=9)
     for ax in list(axes.flat)[len(targets):]:
@@ -108,10 +110,10 @@ def training_curves(histories: dict, dataset: str, out, setting: str = "multitas
 
 @styled
 def prediction_scatter(predictions, ranges: dict, dataset: str, out, overall: str | None = None,
-                       title_suffix: str = "multi-task model, stage 2") -> None:
+                       title_suffix: str = "multi-task model, stage 2", names: Mapping[str, str] | None = None) -> None:
     """Predicted vs true value of every target on the test split, on the dataset's raw scale."""
     from .metrics import srcc
-    from .targets import from_unit
+    from .scaling import from_unit
 
     pred = read_tsv(predictions)
     targets = [t for t in ranges if f"pred_{t}" in pred and f"true_{t}" in pred]
@@ -130,7 +132,7 @@ def prediction_scatter(predictions, ranges: dict, dataset: str, out, overall: st
         ax.set_ylim(low, high)
         ax.set_aspect("equal")
         rho = srcc(pred[f"pred_{t}"].to_numpy(), pred[f"true_{t}"].to_numpy())
-        name = f"{t} (overall)" if t == overall else t
+        name = display_name(t, names, overall)
         ax.set_title(f"{name}\nSRCC {rho:.3f}" if np.isfinite(rho) else f"{name}\nSRCC n/a (constant)",
                      fontsize=11)
         ax.set_xlabel(f"true (scale {low:g} to {high:g})", fontsize=10)
@@ -153,7 +155,8 @@ def _setting_label(setting: str) -> str:
 
 
 @styled
-def srcc_bars(metrics, dataset: str, targets: list, out, overall: str | None = None, stage: str = "stage2") -> None:
+def srcc_bars(metrics, dataset: str, targets: list, out, overall: str | None = None, stage: str = "stage2",
+              names: Mapping[str, str] | None = None) -> None:
     """SRCC per target: multi-task vs single-task (and named subsets), mean with std error bars over seeds."""
     from .seed_stats import read_metrics, stat
 
@@ -181,7 +184,8 @@ def srcc_bars(metrics, dataset: str, targets: list, out, overall: str | None = N
                 ax.text(px, 0.01, "n/a", ha="center", va="bottom", fontsize=8, color="#555", rotation=90)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x)
-    ax.set_xticklabels([f"{t}\n(overall)" if t == overall else t for t in targets], rotation=30, ha="right")
+    ax.set_xticklabels([display_name(t, names, overall).replace(" (overall)", "\n(overall)") for t in targets],
+                       rotation=30, ha="right")
     ax.set_ylabel("SRCC on the test split")
     low = min(0.0, float(np.nanmin(own["value"])) - 0.05) if own["value"].notna().any() else 0.0
     ax.set_ylim(max(-1.0, low), 1.0)
@@ -225,7 +229,8 @@ def cross_heatmap(metrics, datasets: dict, out, stage: str = "stage2", setting: 
             a, b = p.split("->", 1)
             grid[src.index(a), dst.index(b)] = stat(m, dataset=test, train_dataset=train, setting=setting,
                                                     stage=stage, target=p).mean
-        _heat(ax, grid, src, dst, f"{test} target (test)", f"{train} target (trained)",
+        _heat(ax, grid, [display_name(a, datasets[train].get("display_names")) for a in src],
+              [display_name(b, datasets[test].get("display_names")) for b in dst], f"{test} target (test)", f"{train} target (trained)",
               f"trained on {train}, tested on {test}")
     cbar = fig.colorbar(image, ax=list(axes.flat), shrink=0.85)
     cbar.set_label("SRCC on the test split")
@@ -269,12 +274,13 @@ def draw(kind: str, inputs, out, **options) -> None:
         training_curves(histories, options["dataset"], out)
     elif kind == "prediction_scatter":
         cfg = options["datasets"][options["dataset"]]
-        prediction_scatter(inputs["predictions"], cfg["targets"], options["dataset"], out, overall=cfg["overall"],
-                           title_suffix=f"multi-task model, stage 2, seed {options['seed']}")
+        prediction_scatter(inputs["predictions"], cfg["attributes"], options["dataset"], out, overall=cfg["overall"],
+                           title_suffix=f"multi-task model, stage 2, seed {options['seed']}",
+                           names=cfg.get("display_names"))
     elif kind == "srcc_bars":
         cfg = options["datasets"][options["dataset"]]
-        srcc_bars(_metrics_of(inputs["metrics"], options.get("backbone")), options["dataset"], list(cfg["targets"]),
-                  out, overall=cfg["overall"])
+        srcc_bars(_metrics_of(inputs["metrics"], options.get("backbone")), options["dataset"],
+                  list(cfg["attributes"]), out, overall=cfg["overall"], names=cfg.get("display_names"))
     elif kind == "cross_heatmap":
         cross_heatmap(_metrics_of(inputs["metrics"], options.get("backbone")), options["datasets"], out)
     else:

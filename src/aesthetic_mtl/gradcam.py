@@ -125,7 +125,7 @@ def gradcam_examples(checkpoint, image_dir, predictions, dataset: str, out, *, w
     exactly the pixels it was evaluated on. Returns the chosen images with their errors.
     """
     from .checkpoint import checkpoint_overall, load_model
-    from .targets import from_unit
+    from .scaling import from_unit
 
     model, ckpt = load_model(checkpoint, weights_file)
     target = target or checkpoint_overall(ckpt) or ckpt["targets"][0]

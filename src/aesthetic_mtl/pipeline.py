@@ -15,7 +15,7 @@ import pandas as pd
 from .io import read_tsv, write_json, write_tsv
 
 
-def obtain_archives(ds: dict, names: list[str], ok_path: Path, *, log: Callable = print) -> None:
+def obtain_archives(ds: dict, names: list[str], digests_path: Path, *, log: Callable = print) -> None:
     """Synthesize the release files, or download / verify them; then record their digests.
 
     A `source: local` folder (format `table`) is read in place: its fingerprint is recorded instead.
@@ -26,17 +26,17 @@ def obtain_archives(ds: dict, names: list[str], ok_path: Path, *, log: Callable 
     if ds["source"] == "local":
         from .datasets import get_format
 
-        write_json(ok_path, get_format(ds["format"]).local_fingerprint(ds, log=log))
+        write_json(digests_path, get_format(ds["format"]).local_fingerprint(ds, log=log))
         return
-    archives = ok_path.parent / "archives"
+    archives = digests_path.parent / "archives"
     archives.mkdir(parents=True, exist_ok=True)
     if ds["source"] == "synthetic":
         log(f"generating synthetic {ds['format']} release files in {archives}")
         generate(ds["format"], archives, params_for(ds))
         digests = {name: sha256_file(archives / name) for name in names}
     else:
-        digests = obtain_files(ds.get("files", {}), names, archives, ok_path.parent / "archives.lock", log=log)
-    write_json(ok_path, digests)
+        digests = obtain_files(ds.get("files", {}), names, archives, digests_path.parent / "archives.lock", log=log)
+    write_json(digests_path, digests)
 
 
 def extract(ds: dict, archives: Path, raw: Path, *, log: Callable = print) -> None:
@@ -61,7 +61,7 @@ def parse_labels(ds: dict, raw: Path, out: Path, *, on_bad_image: str = "error",
     from .datasets import get_format
 
     labels = get_format(ds["format"]).parse(raw, ds, on_bad_image=on_bad_image)
-    log(f"{len(labels)} label rows, {labels['image'].nunique()} images, targets {list(ds['targets'])}")
+    log(f"{len(labels)} label rows, {labels['image'].nunique()} images, attributes {list(ds['attributes'])}")
     absent = labels.loc[~labels["path"].map(lambda p: Path(p).is_file()), "image"].unique()
     if len(absent):
         log(f"{len(absent)} labelled image(s) have no file (on_bad_image: skip): the image cache skips "
@@ -97,12 +97,12 @@ def image_cache(labels_path, out_dir: Path, images_cfg: dict, on_bad_image: str,
                       workers=workers, log=log)
 
 
-def normalize(labels_path, splits_path, ranges: dict, out, *, log: Callable = print) -> None:
-    """Targets of every split row scaled to [0, 1] (images an image cache skips leave at training time)."""
-    from .splits import targets_table
-    from .targets import scale_table
+def scale_labels(labels_path, splits_path, ranges: dict, out, *, log: Callable = print) -> None:
+    """The attributes of every split row scaled to [0, 1] (images an image cache skips leave at training time)."""
+    from .splits import split_label_table
+    from .scaling import scale_table
 
-    table = targets_table(read_tsv(labels_path), read_tsv(splits_path), list(ranges))
+    table = split_label_table(read_tsv(labels_path), read_tsv(splits_path), list(ranges))
     scaled = scale_table(table, ranges)
     log(f"{len(scaled)} rows; per split: {scaled['split'].value_counts().to_dict()}")
     write_tsv(out, scaled)
@@ -157,16 +157,17 @@ def output_key(setting: str, kind: str, stage: str, test: str | None = None) -> 
 
 
 def train_models(dataset: str, backbone: str, seed: int, *, models: dict[str, list[str]], spec: dict,
-                 info: dict, caches: dict[str, Path], targets_paths: dict[str, Path], skipped: dict[str, Path],
-                 tests: dict[str, list[str]], weights: dict, outputs, threads: int | None = None,
-                 log: Callable = print) -> None:
+                 info: dict, caches: dict[str, Path], scaled_labels: dict[str, Path], skipped: dict[str, Path],
+                 test_sets: dict[str, list[str]], weights: dict, outputs, placement: str = "auto",
+                 threads: int | None = None, log: Callable = print) -> None:
     """A training job: every model of `models` (setting -> targets) through both stages, with test predictions
-    on every dataset of `tests`, its files written to `outputs` (keys from `output_key`).
+    on every dataset of `test_sets` (name -> its attributes), its files written to `outputs` (keys from `output_key`).
 
     The caches are opened once and shared by all models; each model is seeded on its own, so the results
     do not depend on how the workflow cuts the models into jobs. Images listed in a dataset's `skipped`
     table (the image cache's skipped.tsv) leave its splits. `spec` holds the config sections `head`,
-    `training` and `images`; `info` the dataset's target ranges and overall target.
+    `training` and `images`; `info` the dataset's attribute ranges and overall target; `placement` (training.cache_placement, a resource of the
+    job since results do not depend on it) where the caches live while it trains.
     """
     from .device import log_peak_memory, pick_device
     from .download import sha256_file
@@ -176,17 +177,16 @@ def train_models(dataset: str, backbone: str, seed: int, *, models: dict[str, li
 
     device = pick_device(threads)
     training = TrainingSpec.from_config(backbone, spec["head"], spec["training"])
-    placement = spec["training"].get("cache_placement", "auto")
-    opened = {name: CachedDataset.open(name, caches[name], targets_paths[name], skipped[name], device=device,
+    opened = {name: CachedDataset.open(name, caches[name], scaled_labels[name], skipped[name], device=device,
                                        placement=placement, log=log)
-              for name in {dataset, *tests}}
+              for name in {dataset, *test_sets}}
     trunk = {"spec": weights["spec"], "file": str(weights["file"]) if weights["file"] else None,
              "sha256": sha256_file(weights["file"]) if weights["file"] else None}
     stored = {**spec, "dataset": dataset, "seed": seed, "backbone": {"name": backbone, "weights": weights["spec"]},
               "datasets": {dataset: info}}  # what `aesthetic-mtl predict` and the figures read back
     for setting, targets in models.items():
         def write(result) -> None:
-            ranges = {t: info["targets"][t] for t in targets}
+            ranges = {t: info["attributes"][t] for t in targets}
             save_checkpoint(outputs[output_key(setting, "checkpoint", result.stage)], result.model, stage=result.stage,
                             ranges=ranges, image_size=spec["images"]["size"], head=spec["head"], weights=trunk,
                             config={**stored, "setting": setting}, provenance=provenance())
@@ -195,7 +195,7 @@ def train_models(dataset: str, backbone: str, seed: int, *, models: dict[str, li
                 write_tsv(outputs[output_key(setting, "predictions", result.stage, test)], table)
 
         train_and_predict(training, opened[dataset], targets, seed,
-                          tests={name: (opened[name], tests[name]) for name in tests},
+                          test_sets={name: (opened[name], test_sets[name]) for name in test_sets},
                           weights_file=weights["file"], device=device, log=log, on_stage=write)
         log(f"{dataset} {setting} seed {seed}: done")
     log_peak_memory(device, log)

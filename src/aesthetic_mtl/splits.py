@@ -55,8 +55,8 @@ def split_report(splits: pd.DataFrame) -> dict:
     }
 
 
-def targets_table(labels: pd.DataFrame, splits: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
-    """Join splits with raw targets: one row per (image, split)."""
+def split_label_table(labels: pd.DataFrame, splits: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
+    """Join splits with raw attributes: one row per (image, split)."""
     keys = ["image", "split"] if (labels["split"] != "").all() else ["image"]
     values = labels[keys + targets].drop_duplicates(subset=keys)
     table = splits.merge(values, on=keys, how="left", validate="one_to_one")

@@ -36,7 +36,7 @@ def _spread_note(a: Stat, b: Stat) -> str:
 def dataset_findings(metrics: pd.DataFrame, dataset: str, cfg: Mapping, backbone: str | None = None) -> list[str]:
     """Sentences about one dataset (and one backbone's models, when named): overall SRCC vs the paper,
     multi- vs single-task, stage 2 vs 1."""
-    overall, targets = cfg["overall"], list(cfg["targets"])
+    overall, targets = cfg["overall"], list(cfg["attributes"])
 
     def s(setting, stage, target=overall):
         return stat(metrics, dataset=dataset, train_dataset=dataset, setting=setting, stage=stage, target=target)

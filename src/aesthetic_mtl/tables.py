@@ -23,6 +23,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .config import display_name
 from .io import atomic_path, write_text
 from .paper import PAPER_CITATION, PUBLISHED, Published, is_synthetic, paper_value
 from .render import CSS, NOT_DEFINED, html_grid, markdown_grid, numeric_column, tex
@@ -117,10 +118,6 @@ def per_backbone(build: Callable[[pd.DataFrame], Table], metrics: pd.DataFrame) 
 # the paper's tables
 # --------------------------------------------------------------------------------------------------
 
-def _label(target: str, overall: str) -> str:
-    return f"{target} (overall)" if target == overall else target
-
-
 def _stat_columns(prefix: str, s: Stat) -> dict:
     return {f"{prefix}_mean": s.mean, f"{prefix}_std": s.std, f"{prefix}_n": s.n,
             f"{prefix}_ci_low": s.ci_low, f"{prefix}_ci_high": s.ci_high}
@@ -153,7 +150,8 @@ def _paper_note(synthetic: Sequence[str] = ()) -> str:
 
 
 def stage_table(metrics: pd.DataFrame, dataset: str, targets: Sequence[str], overall: str,
-                setting: str = "multitask", source: str | None = None) -> Table:
+                setting: str = "multitask", source: str | None = None,
+                names: Mapping[str, str] | None = None) -> Table:
     """SRCC per target of the multi-task model after stage 1 (frozen trunk) and stage 2 (fine-tuned)."""
     data, display = [], []
     for t in targets:
@@ -162,7 +160,7 @@ def stage_table(metrics: pd.DataFrame, dataset: str, targets: Sequence[str], ove
         paper = paper_value(dataset, t, source)
         data.append({"target": t, **_stat_columns("stage1", s1), **_stat_columns("stage2", s2),
                      "change": _diff(s2, s1), "paper": paper})
-        display.append({"target": _label(t, overall), "stage 1 (frozen trunk)": s1.text(),
+        display.append({"target": display_name(t, names, overall), "stage 1 (frozen trunk)": s1.text(),
                         "stage 2 (fine-tuned)": s2.text(), "change": _signed(_diff(s2, s1)),
                         "paper": _paper_text(paper)})
     return Table(f"{dataset}_stage1_vs_stage2",
@@ -174,7 +172,8 @@ def stage_table(metrics: pd.DataFrame, dataset: str, targets: Sequence[str], ove
 
 
 def settings_table(metrics: pd.DataFrame, dataset: str, targets: Sequence[str], overall: str,
-                   stage: str = "stage2", source: str | None = None) -> Table:
+                   stage: str = "stage2", source: str | None = None,
+                   names: Mapping[str, str] | None = None) -> Table:
     """SRCC per target: the multi-task model vs one single-task model per target (and named subsets)."""
     own = metrics[(metrics["dataset"] == dataset) & (metrics["train_dataset"] == dataset)]
     subsets = [s for s in dict.fromkeys(own["setting"]) if s != "multitask" and not s.startswith("single_")]
@@ -191,7 +190,7 @@ def settings_table(metrics: pd.DataFrame, dataset: str, targets: Sequence[str], 
         for s, v in subs.items():
             row.update(_stat_columns(s, v))
         data.append({**row, "paper": paper})
-        shown = {"target": _label(t, overall), "multi-task": multi.text(), "single-task": single.text(),
+        shown = {"target": display_name(t, names, overall), "multi-task": multi.text(), "single-task": single.text(),
                  "multi − single": _signed(_diff(multi, single))}
         shown.update({f"subset {s}": v.text() for s, v in subs.items()})
         display.append({**shown, "paper": _paper_text(paper)})
@@ -225,8 +224,10 @@ def cross_table(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], stage: s
         data.append({"train_dataset": train, "test_dataset": test, "train_target": src, "test_target": dst,
                      "overall": is_overall, **_stat_columns("multitask", s), **_stat_columns("single", single),
                      **_stat_columns("within_test_dataset", within), "paper": math.nan})
+        pair = (f"{display_name(src, datasets[train].get('display_names'))} -> "
+                f"{display_name(dst, datasets[test].get('display_names'))}")
         display.append({"trained on": train, "tested on": test,
-                        "pair": f"{src} -> {dst}" + (" (overall)" if is_overall else ""),
+                        "pair": pair + (" (overall)" if is_overall else ""),
                         "multi-task": s.text(), "single-task": single.text(),
                         "trained on test dataset": within.text(), "paper": ""})
     notes = [_seed_note(metrics),
@@ -262,7 +263,7 @@ def published_table(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], back
 
     named = backbones_of(metrics)
     for ds, cfg in datasets.items():
-        overall, targets = cfg["overall"], list(cfg["targets"])
+        overall, targets = cfg["overall"], list(cfg["attributes"])
         paper = paper_value(ds, overall, cfg.get("source"))
         for name in named:  # each backbone's models with its own parameter counts
             rows, trunk = one_backbone(metrics, name), name or backbone
@@ -310,8 +311,8 @@ def build_table(kind: str, metrics: pd.DataFrame, datasets: Mapping[str, Mapping
             raise ValueError(f"table '{kind}' needs a configured dataset, got {dataset!r}")
         cfg = datasets[dataset]
         fn = stage_table if kind == "stage1_vs_stage2" else settings_table
-        return per_backbone(lambda m: fn(m, dataset, list(cfg["targets"]), cfg["overall"],
-                                         source=cfg.get("source")), metrics)
+        return per_backbone(lambda m: fn(m, dataset, list(cfg["attributes"]), cfg["overall"],
+                                         source=cfg.get("source"), names=cfg.get("display_names")), metrics)
     if kind == "cross_dataset":
         return per_backbone(lambda m: cross_table(m, datasets), metrics)
     if kind == "published":

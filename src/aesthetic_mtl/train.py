@@ -94,9 +94,9 @@ class Split:
     y: np.ndarray
 
 
-def split_rows(targets: pd.DataFrame, index: pd.DataFrame, split: str, columns: Sequence[str]) -> Split:
-    """Cache rows and targets of one split, in the order of `targets`."""
-    part = targets[targets["split"] == split]
+def split_rows(labels: pd.DataFrame, index: pd.DataFrame, split: str, columns: Sequence[str]) -> Split:
+    """Cache rows and scaled label columns of one split, in the order of `labels`."""
+    part = labels[labels["split"] == split]
     row_of = dict(zip(index["image"], index["row"]))
     missing = [im for im in part["image"] if im not in row_of]
     if missing:
@@ -161,7 +161,7 @@ def fit(model: AestheticModel, forward: Forward, inputs: Inputs | np.ndarray, tr
             loss = weighted_mse(pred, y_all[idx], weights)
             if not torch.isfinite(loss):
                 raise TrainingError(f"{desc}: loss is {loss.item()} at epoch {epoch}, step {step + 1}; "
-                                    "check targets.tsv for bad values or lower the learning rate")
+                                    "check scaled_labels.tsv for bad values or lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -238,15 +238,15 @@ class CachedDataset:
     prefix: np.ndarray
     pooled: np.ndarray
     index: pd.DataFrame
-    targets: pd.DataFrame
+    labels: pd.DataFrame         # the scaled labels (scaled_labels.tsv) less skipped images
     device: torch.device = torch.device("cpu")
     placement: str = "memmap"     # training.cache_placement: where the caches live while the job trains
     placed: dict[str, Inputs] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def open(cls, name: str, cache_dir, targets_path, skipped_path=None, *, device: torch.device = torch.device("cpu"),
+    def open(cls, name: str, cache_dir, scaled_labels_path, skipped_path=None, *, device: torch.device = torch.device("cpu"),
              placement: str = "memmap", log: Callable = print) -> "CachedDataset":
-        """Memory-mapped caches and the targets, less the images the image cache skipped (its skipped.tsv).
+        """Memory-mapped caches and the scaled labels, less the images the image cache skipped (its skipped.tsv).
         Each cache moves where `placement` says when a stage first needs it, once for every model of the job."""
         from pathlib import Path
 
@@ -255,18 +255,18 @@ class CachedDataset:
         from .splits import drop_skipped
 
         prefix, pooled, index = open_feature_cache(Path(cache_dir))
-        targets = read_tsv(targets_path)
+        labels = read_tsv(scaled_labels_path)
         if skipped_path is not None:
             skipped = set(read_tsv(skipped_path)["image"])
-            kept = drop_skipped(targets, skipped)
-            if len(kept) < len(targets):
-                log(f"{name}: {len(targets) - len(kept)} split rows of {len(skipped)} image(s) the image cache "
+            kept = drop_skipped(labels, skipped)
+            if len(kept) < len(labels):
+                log(f"{name}: {len(labels) - len(kept)} split rows of {len(skipped)} image(s) the image cache "
                     f"skipped leave the splits (listed in {skipped_path})")
-            targets = kept
-        return cls(name, prefix, pooled, index, targets, device, placement)
+            labels = kept
+        return cls(name, prefix, pooled, index, labels, device, placement)
 
     def split(self, split: str, columns: Sequence[str]) -> Split:
-        return split_rows(self.targets, self.index, split, columns)
+        return split_rows(self.labels, self.index, split, columns)
 
     def inputs(self, stage: str) -> Inputs:
         """What a stage trains and predicts from: pooled features (stage 1), prefix activations (stage 2)."""
@@ -276,7 +276,7 @@ class CachedDataset:
         return self.placed[kind]
 
     def test_images(self) -> np.ndarray:
-        return self.targets.loc[self.targets["split"] == "test", "image"].to_numpy()
+        return self.labels.loc[self.labels["split"] == "test", "image"].to_numpy()
 
 
 @dataclass
@@ -289,30 +289,30 @@ class StageResult:
     predictions: dict[str, pd.DataFrame]   # test dataset -> image, pred_<target>..., true_<target>...
 
 
-def prediction_table(model: AestheticModel, stage: str, test: CachedDataset, test_targets: Sequence[str], *,
+def prediction_table(model: AestheticModel, stage: str, test: CachedDataset, test_attributes: Sequence[str], *,
                      device: torch.device, bf16_cuda: bool = True) -> pd.DataFrame:
     """The model's predictions for the test split of `test`, beside the truth (both on [0, 1]).
 
     A stage-1 model has the pretrained trunk, so the pooled features give its output; a stage-2 model
     changed the stage-2 layers and starts from the prefix activations.
     """
-    split = test.split("test", test_targets)
+    split = test.split("test", test_attributes)
     forward = model.forward_from_pooled if stage == "stage1" else model.forward_from_prefix
     pred = predict(forward, test.inputs(stage), split.rows, batch_size=64, device=device, bf16_cuda=bf16_cuda)
     table = pd.DataFrame({"image": test.test_images()})
     for j, t in enumerate(model.targets):
         table[f"pred_{t}"] = pred[:, j] if len(pred) else np.zeros(0, np.float32)
-    for j, t in enumerate(test_targets):
+    for j, t in enumerate(test_attributes):
         table[f"true_{t}"] = split.y[:, j]
     return table
 
 
 def train_and_predict(spec: TrainingSpec, data: CachedDataset, targets: Sequence[str], seed: int, *,
-                      tests: Mapping[str, tuple[CachedDataset, Sequence[str]]], weights_file=None,
+                      test_sets: Mapping[str, tuple[CachedDataset, Sequence[str]]], weights_file=None,
                       device: torch.device = torch.device("cpu"), log: Callable = print,
                       on_stage: Callable[[StageResult], None] | None = None) -> list[StageResult]:
     """One model of the paper, start to finish: stage 1 (head on pooled features), test predictions on every
-    dataset in `tests`, stage 2 (stage-2 layers + head on prefix activations), test predictions again.
+    dataset in `test_sets`, stage 2 (stage-2 layers + head on prefix activations), test predictions again.
 
     `on_stage` sees each stage's live model (to save a checkpoint before stage 2 changes it). Everything
     random is seeded from `seed` here, so a model's result does not depend on what ran before it in the
@@ -335,9 +335,9 @@ def train_and_predict(spec: TrainingSpec, data: CachedDataset, targets: Sequence
                       bf16_cuda=spec.bf16_cuda, log=log, desc=stage)
         fitted = time.perf_counter()
         history.insert(0, "stage", stage)
-        predictions = {name: prediction_table(model, stage, test, test_targets, device=device,
+        predictions = {name: prediction_table(model, stage, test, test_attributes, device=device,
                                               bf16_cuda=spec.bf16_cuda)
-                       for name, (test, test_targets) in tests.items()}
+                       for name, (test, test_attributes) in test_sets.items()}
         log(f"{stage}: trained {len(train.rows)} images x {spec.stage(stage).epochs} epochs in "
             f"{fitted - start:.2f} s; {sum(len(t) for t in predictions.values())} test predictions in "
             f"{time.perf_counter() - fitted:.2f} s")  # read back by bench/gpu.py

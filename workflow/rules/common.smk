@@ -24,13 +24,13 @@ CONDA_ENV = "../../envs/aesthetic-mtl.yaml"  # for --software-deployment-method 
 # Every file the workflow writes, by kind, under the configured folders (`paths`; the demo writes apart).
 # `path()` is the only place that fills them in, the folders like any other placeholder.
 TEMPLATES = {
-    "archives": "{resources}/{dataset}/archives.ok",
+    "archives": "{resources}/{dataset}/archives.sha256.json",
     "raw": "{resources}/{dataset}/raw",
     "weights": "{resources}/weights/{backbone}.pth",
     "labels": "{results}/{dataset}/labels.tsv",
     "splits": "{results}/{dataset}/splits.tsv",
     "split_report": "{results}/{dataset}/split_report.json",
-    "targets": "{results}/{dataset}/targets.tsv",
+    "scaled_labels": "{results}/{dataset}/scaled_labels.tsv",
     "label_figure": "{results}/{dataset}/label_distributions.png",
     "images": "{results}/{dataset}/images_{size}/{file}",
     "features": "{results}/cache/{dataset}/{backbone}_{size}/{file}",
@@ -73,36 +73,48 @@ wildcard_constraints:
 
 
 def release_cfg(wildcards):
-    """What decides a dataset's release files and how they unpack: not its split or overall target, and
-    its targets only where they shape the files (a synthetic table's columns)."""
+    """What decides a dataset's release files and how they unpack: not its split, overall score or display
+    names, and its attributes only where they shape the files (a synthetic table's columns)."""
     ds = config["datasets"][wildcards.dataset]
-    skip = ["split", "overall"]
-    if not get_format(ds["format"]).RELEASE_FROM_TARGETS:
-        skip.append("targets")
+    skip = ["split", "overall", "display_names"]
+    if not get_format(ds["format"]).RELEASE_FROM_ATTRIBUTES:
+        skip.append("attributes")
     return {k: v for k, v in ds.items() if k not in skip}
 
 
 def labels_cfg(wildcards):
-    """What decides the tidy label table: the release and the targets (with their raw ranges)."""
+    """What decides the tidy label table: the release and the attributes (with their raw ranges)."""
     return {
         **release_cfg(wildcards),
-        "targets": config["datasets"][wildcards.dataset]["targets"],
+        "attributes": config["datasets"][wildcards.dataset]["attributes"],
     }
 
 
 def dataset_info(dataset):
-    """Target ranges, overall target and source of a dataset: what tables, figures and checkpoints need of it
-    (tables and the summary compare with the paper's numbers only when the data are not synthetic)."""
+    """Attribute ranges and display names, overall score and source of a dataset: what tables, figures and
+    checkpoints need of it (tables and the summary compare with the paper's numbers only when the data are
+    not synthetic)."""
     ds = config["datasets"][dataset]
-    return {"targets": dict(ds["targets"]), "overall": ds["overall"], "source": ds["source"]}
+    return {
+        "attributes": dict(ds["attributes"]),
+        "display_names": dict(ds.get("display_names", {})),
+        "overall": ds["overall"],
+        "source": ds["source"],
+    }
 
 
 DATASET_INFO = {ds: dataset_info(ds) for ds in DATASETS}
 
 
+def training_info(dataset):
+    """What a training job needs of its dataset (stored in each checkpoint): not the display names, which
+    only change how tables and figures label an attribute."""
+    return {k: v for k, v in DATASET_INFO[dataset].items() if k != "display_names"}
+
+
 def training_spec():
     """The config sections that decide how a model trains (the seed list only says which models exist)."""
-    skip = ("seeds", "models_per_job", "num_workers")
+    skip = ("seeds", "models_per_job", "num_workers", "cache_placement")  # not what a model learns
     return {
         "head": config["head"],
         "training": {k: v for k, v in config["training"].items() if k not in skip},

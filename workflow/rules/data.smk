@@ -5,7 +5,7 @@ rule obtain_archives:
     input:
         local_table_input,
     output:
-        ok=path("archives"),
+        digests=path("archives"),
     log:
         path("log", rule="obtain_archives", name="{dataset}"),
     localrule: True
@@ -20,7 +20,7 @@ rule obtain_archives:
 
 rule extract:
     input:
-        ok=path("archives"),
+        digests=path("archives"),
     output:
         raw=directory(path("raw")),
     log:
@@ -86,20 +86,20 @@ rule image_cache:
         "../scripts/image_cache.py"
 
 
-rule normalize:
+rule scale_labels:
     input:
         labels=path("labels"),
         splits=path("splits"),
     output:
-        targets=path("targets"),
+        scaled_labels=path("scaled_labels"),
     log:
-        path("log", rule="normalize", name="{dataset}"),
+        path("log", rule="scale_labels", name="{dataset}"),
     conda:
         CONDA_ENV
     params:
-        ranges=lambda wc: config["datasets"][wc.dataset]["targets"],
+        ranges=lambda wc: config["datasets"][wc.dataset]["attributes"],
     script:
-        "../scripts/normalize.py"
+        "../scripts/scale_labels.py"
 
 
 rule label_figure:
@@ -118,6 +118,7 @@ rule label_figure:
     conda:
         CONDA_ENV
     params:
-        ranges=lambda wc: config["datasets"][wc.dataset]["targets"],
+        ranges=lambda wc: config["datasets"][wc.dataset]["attributes"],
+        names=lambda wc: config["datasets"][wc.dataset].get("display_names", {}),
     script:
         "../scripts/label_figure.py"

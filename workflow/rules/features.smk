@@ -34,6 +34,6 @@ rule feature_cache:
     params:
         dtype=config["backbone"]["cache_dtype"],
         batch_size=config["backbone"]["cache_batch_size"],
-        bf16=config["training"]["bf16_autocast_cuda"],
+        bf16=config["backbone"].get("cache_bf16_autocast_cuda", False),
     script:
         "../scripts/feature_cache.py"

@@ -14,7 +14,7 @@ for _dataset in DATASETS:
                 train_rule_name(_dataset, _k, _chunks)
             input:
                 **{f"{test}_{kind}": file for test in DATASETS for kind, file in feature_files(test).items()},
-                targets=[path("targets", dataset=test) for test in DATASETS],
+                scaled_labels=[path("scaled_labels", dataset=test) for test in DATASETS],
                 skipped=[path("images", dataset=test, size=SIZE, file="skipped.tsv") for test in DATASETS],
                 weights=weights_file,
             output:
@@ -32,12 +32,13 @@ for _dataset in DATASETS:
                 gpu=1,
                 mem_mb=4000,
                 runtime=30 + 30 * len(_chunk),  # minutes (SLURM): paper-scale stage 2 on one GPU, generous
+                cache_placement=config["training"].get("cache_placement", "auto"),  # how, not what: never reruns a job
             params:
                 dataset=_dataset,
                 models={setting: settings(config, _dataset)[setting] for setting in _chunk},
                 spec=training_spec(),
-                info=DATASET_INFO[_dataset],
-                tests={test: list(config["datasets"][test]["targets"]) for test in DATASETS},
+                info=training_info(_dataset),
+                test_sets={test: list(config["datasets"][test]["attributes"]) for test in DATASETS},
                 weights=config["backbone"]["weights"],
             script:
                 "../scripts/train.py"

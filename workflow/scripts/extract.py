@@ -5,4 +5,4 @@ from aesthetic_mtl.io import logging_to
 from aesthetic_mtl.pipeline import extract
 
 with logging_to(snakemake.log[0]) as log:
-    extract(snakemake.params.ds, Path(snakemake.input.ok).parent / "archives", Path(snakemake.output.raw), log=log)
+    extract(snakemake.params.ds, Path(snakemake.input.digests).parent / "archives", Path(snakemake.output.raw), log=log)

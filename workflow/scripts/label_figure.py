@@ -1,7 +1,7 @@
-"""Rule label_figure: distribution of every target of one dataset."""
+"""Rule label_figure: distribution of every attribute of one dataset."""
 from aesthetic_mtl.figures import label_distributions
 from aesthetic_mtl.io import logging_to
 
 with logging_to(snakemake.log[0]):
     label_distributions(snakemake.input.labels, snakemake.params.ranges, snakemake.wildcards.dataset,
-                        snakemake.output.figure)
+                        snakemake.output.figure, names=snakemake.params.names)

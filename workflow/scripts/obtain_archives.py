@@ -5,4 +5,4 @@ from aesthetic_mtl.io import logging_to
 from aesthetic_mtl.pipeline import obtain_archives
 
 with logging_to(snakemake.log[0]) as log:
-    obtain_archives(snakemake.params.ds, snakemake.params.names, Path(snakemake.output.ok), log=log)
+    obtain_archives(snakemake.params.ds, snakemake.params.names, Path(snakemake.output.digests), log=log)

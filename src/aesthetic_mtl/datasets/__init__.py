@@ -2,15 +2,15 @@
 
 Every format module exposes the same small interface (see ARCHITECTURE.md, "Contracts"):
 
-* `TARGETS` - the release's target names in their default order, `RANGES` - their raw ranges;
-  `LABEL_NAMES` - every name the release can provide as a target (the config check refuses others;
-  None: any column, checked when the table is parsed); `RELEASE_FROM_TARGETS` - whether the configured
-  targets shape the release files (the synthetic table's columns), so that the workflow re-makes them
-  when the targets change;
+* `ATTRIBUTES` - the release's attribute names in their default order, `RANGES` - their raw ranges;
+  `LABEL_NAMES` - every name the release can provide as an attribute (the config check refuses others;
+  None: any column, checked when the table is parsed); `RELEASE_FROM_ATTRIBUTES` - whether the configured
+  attributes shape the release files (the synthetic table's columns), so that the workflow re-makes them
+  when the attributes change;
 * `required_files(ds_cfg) -> list[str]` - archive names needed for this dataset config;
 * `extract(archives, raw, ds_cfg)` - unpack the archives into `raw`;
 * `parse(raw, ds_cfg, *, on_bad_image="error") -> DataFrame` - columns `image`, `path`, `split`,
-  then the configured targets (raw scale, config order); malformed input raises `DataError` naming
+  then the configured attributes (raw scale, config order); malformed input raises `DataError` naming
   the file, line and text. A labelled image without a file is such an error, unless
   `on_bad_image="skip"`: then its row stays, with the path where the file was expected, and the image
   cache skips it and lists it in skipped.tsv like any bad image. `attrs["unlabelled_images"]` counts
@@ -65,15 +65,15 @@ def require_archives(archives: Path, names: Sequence[str], release: str) -> None
         raise DataError(f"{release} archives missing in {archives}: {', '.join(missing)}")
 
 
-def target_ranges(ds_cfg: dict, module: ModuleType) -> dict[str, tuple[float, float]]:
-    """Configured targets (config order) with their declared ranges; the module's defaults if none."""
-    targets = ds_cfg.get("targets") or {t: module.RANGES[t] for t in module.TARGETS}
+def attribute_ranges(ds_cfg: dict, module: ModuleType) -> dict[str, tuple[float, float]]:
+    """Configured attributes (config order) with their declared ranges; the module's defaults if none."""
+    configured = ds_cfg.get("attributes") or {t: module.RANGES[t] for t in module.ATTRIBUTES}
     out = {}
-    for name, rng in targets.items():
+    for name, rng in configured.items():
         if rng is None:
             rng = module.RANGES.get(name)
         if rng is None or len(rng) != 2 or not float(rng[0]) < float(rng[1]):
-            raise ConfigError(f"target {name!r}: range must be [low, high] with low < high, "
+            raise ConfigError(f"attribute {name!r}: range must be [low, high] with low < high, "
                               f"got {rng!r}")
         out[str(name)] = (float(rng[0]), float(rng[1]))
     return out
@@ -104,7 +104,7 @@ def parse_value(text: str, low: float, high: float) -> tuple[float | None, str |
 
 def parse_row(fields: Sequence[str], columns: dict[str, int], ranges: dict[str, tuple[float, float]],
               where: str) -> tuple[dict[str, float] | None, str | None]:
-    """Every target of one delimited line, checked against its range: (values, None), or (None, the first
+    """Every attribute of one delimited line, checked against its range: (values, None), or (None, the first
     problem, naming `where` and the column)."""
     row = {}
     for target, (low, high) in ranges.items():

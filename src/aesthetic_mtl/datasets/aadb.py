@@ -2,7 +2,7 @@
 
 Archives (names as released):
 
-* `imgListFiles_label.zip` - one text file per split and target,
+* `imgListFiles_label.zip` - one text file per split and attribute,
   `imgList{Train,Validation,TestNew}Regression_{<Attr>|score}.txt`, one `<file> <value>` per line,
   no header. The files may sit in a folder inside the zip or not: they are found recursively. Other
   lists in the zip (the old `imgListTestRegression_*`, `*Classification*`) are ignored.
@@ -23,8 +23,8 @@ prefix). Several candidates, or none at all, is a DataError listing the first fe
 Harmless variants that are normalised (not errors): CRLF or CR line endings, a UTF-8 BOM, leading /
 trailing / repeated spaces and tabs between the two fields, blank lines. Errors (DataError naming file,
 line and text, first few offenders): a line without exactly two fields, a value that is not a number,
-NaN/inf, a value outside the configured range, an image listed twice in one file, per-target files of
-one split listing different images, a configured target without a label file, images without a file
+NaN/inf, a value outside the configured range, an image listed twice in one file, per-attribute files of
+one split listing different images, a configured attribute without a label file, images without a file
 (with `on_bad_image: skip` these are kept with their expected path instead, and the image cache skips
 and lists them in skipped.tsv). Label names are data, not paths: a name that is absolute or contains
 `..` is an error in every policy (file, line, name), and an image file that resolves (symbolic links
@@ -42,16 +42,16 @@ import pandas as pd
 
 from ..errors import ConfigError, DataError
 from . import (IMAGE_SUFFIXES, deterministic_zip, iter_files, offenders, outside_release,
-               parse_value, read_text_lines, replace_dir, require_archives, target_ranges,
+               parse_value, read_text_lines, replace_dir, require_archives, attribute_ranges,
                unsafe_name)
 
-TARGETS = ["BalacingElements", "ColorHarmony", "Content", "DoF", "Light", "MotionBlur", "Object",
+ATTRIBUTES = ["BalacingElements", "ColorHarmony", "Content", "DoF", "Light", "MotionBlur", "Object",
            "Repetition", "RuleOfThirds", "Symmetry", "VividColor", "score"]
-RANGES = {t: (-1.0, 1.0) for t in TARGETS[:-1]} | {"score": (0.0, 1.0)}
-LABEL_NAMES = tuple(TARGETS)
-RELEASE_FROM_TARGETS = False        # the release is fixed; targets pick among its lists
-"""Every target the release has a label list for (`imgList*Regression_<name>.txt`): the 12 above. A
-configured target outside this list stops the config check (`snakemake -n`), before any download."""
+RANGES = {t: (-1.0, 1.0) for t in ATTRIBUTES[:-1]} | {"score": (0.0, 1.0)}
+LABEL_NAMES = tuple(ATTRIBUTES)
+RELEASE_FROM_ATTRIBUTES = False        # the release is fixed; attributes pick among its lists
+"""Every attribute the release has a label list for (`imgList*Regression_<name>.txt`): the 12 above. A
+configured attribute outside this list stops the config check (`snakemake -n`), before any download."""
 
 LABEL_ZIP = "imgListFiles_label.zip"
 ORIGINAL_ZIP = "datasetImages_originalSize.zip"
@@ -99,7 +99,7 @@ def extract(archives: Path, raw: Path, ds_cfg: dict) -> None:
 # ----------------------------------------------------------------------------------------- parsing
 
 def _find_label_files(raw: Path) -> dict[tuple[str, str], Path]:
-    """{(split, target): path} of the per-target lists under raw/imgListFiles_label (or raw)."""
+    """{(split, target): path} of the per-attribute lists under raw/imgListFiles_label (or raw)."""
     root = raw / _stem(LABEL_ZIP)
     root = root if root.is_dir() else raw
     found: dict[tuple[str, str], Path] = {}
@@ -188,14 +188,14 @@ def _resolve(name: str, indexes: list[_ImageIndex]) -> tuple[Path | None, str | 
 
 
 def parse(raw: Path, ds_cfg: dict, *, on_bad_image: str = "error") -> pd.DataFrame:
-    """Tidy labels: image, path, split (train/validation/test), configured targets (raw scale).
+    """Tidy labels: image, path, split (train/validation/test), configured attributes (raw scale).
 
     A listed image without a file stops with a DataError (`on_bad_image="error"`), or keeps its row
     with the path where it was expected (`"skip"`): the image cache then skips and lists it.
     `attrs["unlabelled_images"]`: image files in the archives that no label list names (ignored).
     """
     raw = Path(raw).resolve()
-    ranges = target_ranges(ds_cfg, sys.modules[__name__])
+    ranges = attribute_ranges(ds_cfg, sys.modules[__name__])
     files = _find_label_files(raw)
     cache: dict[Path, _ImageIndex] = {}
     missing: dict[str, str] = {}
@@ -208,7 +208,7 @@ def parse(raw: Path, ds_cfg: dict, *, on_bad_image: str = "error") -> pd.DataFra
             if path is None:
                 have = sorted({t for (s, t) in files if s == split})
                 raise DataError(f"AADB: no label file {label_file_name(split, target)} for the "
-                                f"configured target {target!r} under {raw}; the {split} lists found "
+                                f"configured attribute {target!r} under {raw}; the {split} lists found "
                                 f"are for: {', '.join(have) or 'nothing'}")
             tables[target] = read_list(path, low, high)
         first = next(iter(ranges))
@@ -268,9 +268,9 @@ def format_value(value: float) -> str:
 
 
 def write_label_archive(labels: pd.DataFrame, zip_path: Path) -> None:
-    """Write `imgListFiles_label.zip` from a table with image, split and target columns.
+    """Write `imgListFiles_label.zip` from a table with image, split and attribute columns.
 
-    One list per split present and per target column (every column except image/split/path), lines
+    One list per split present and per attribute column (every column except image/split/path), lines
     `<image> <value>` in table order, inside the folder `imgListFiles_label/`; fixed zip timestamps.
     """
     missing = {"image", "split"} - set(labels.columns)

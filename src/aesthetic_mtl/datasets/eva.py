@@ -10,7 +10,7 @@ Files:
   unzipped; images are `<image_id>.jpg` (the release has more images than voted ones; unvoted images
   are ignored).
 
-`parse` aggregates each image's votes by their mean (targets: the configured ones among score,
+`parse` aggregates each image's votes by their mean (attributes: the configured ones among score,
 visual, composition, quality, semantic - any numeric column of the file, e.g. difficulty, works) in
 the order images first appear in the file. EVA has no official split: `split` is "".
 
@@ -40,9 +40,9 @@ import pandas as pd
 from ..errors import DataError
 from ..io import atomic_path
 from . import (IMAGE_SUFFIXES, iter_files, offenders, outside_release, parse_row, read_text_lines,
-               replace_dir, require_archives, target_ranges, unsafe_name)
+               replace_dir, require_archives, attribute_ranges, unsafe_name)
 
-TARGETS = ["score", "visual", "composition", "quality", "semantic"]
+ATTRIBUTES = ["score", "visual", "composition", "quality", "semantic"]
 RANGES = {"score": (0.0, 10.0), "visual": (1.0, 4.0), "composition": (1.0, 4.0),
           "quality": (1.0, 4.0), "semantic": (1.0, 4.0)}
 
@@ -51,8 +51,8 @@ DELIMITER = "="
 COLUMNS = ["image_id", "user_id", "score", "difficulty", "visual", "composition", "quality",
            "semantic", "vote_time", "1", "2", "3", "4"]
 LABEL_NAMES = tuple(c for c in COLUMNS if c not in ("image_id", "user_id", "vote_time"))
-RELEASE_FROM_TARGETS = False        # the release is fixed; targets pick among its columns
-"""The numeric columns of the votes, each usable as a target; anything else stops the config check."""
+RELEASE_FROM_ATTRIBUTES = False        # the release is fixed; attributes pick among its columns
+"""The numeric columns of the votes, each usable as an attribute; anything else stops the config check."""
 ZIP_STEM = "EVA_together"
 OFFICIAL_PARTS = 7
 DEFAULT_SYNTHETIC_PARTS = 3
@@ -132,7 +132,7 @@ def _header(path: Path, lines: list[str], needed: list[str]) -> dict[str, int]:
 
 
 def read_votes(path: Path, ranges: dict[str, tuple[float, float]]) -> pd.DataFrame:
-    """The votes of the configured targets: columns image_id, line, then one float per target."""
+    """The votes of the configured attributes: columns image_id, line, then one float per attribute."""
     lines = read_text_lines(path)
     cols = _header(path, lines, ["image_id", *ranges])
     width = len(cols) - 1
@@ -180,14 +180,14 @@ def _image_index(raw: Path) -> dict[str, Path]:
 
 
 def parse(raw: Path, ds_cfg: dict, *, on_bad_image: str = "error") -> pd.DataFrame:
-    """Per-image vote means: image, path, split (""), configured targets (raw scale).
+    """Per-image vote means: image, path, split (""), configured attributes (raw scale).
 
     A voted image without a file stops with a DataError (`on_bad_image="error"`), or keeps its row
     with the path where it was expected (`"skip"`): the image cache then skips and lists it.
     `attrs["unlabelled_images"]`: image files nobody voted on (ignored, as the release intends).
     """
     raw = Path(raw).resolve()
-    ranges = target_ranges(ds_cfg, sys.modules[__name__])
+    ranges = attribute_ranges(ds_cfg, sys.modules[__name__])
     path = _find_votes(raw)
     votes = read_votes(path, ranges)
     grouped = votes.groupby("image_id", sort=False)

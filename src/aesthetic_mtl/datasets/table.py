@@ -4,11 +4,11 @@ The table (`table:`, e.g. `labels.csv`) has a header row, one row per image, and
 
 * `image_column` (default `image`): the image file, a path relative to the image folder
   (`2021/IMG_0042.jpg`); Windows separators are accepted and normalised to `/`;
-* one column per configured target (the names under `targets:`, with their raw ranges from the config);
+* one column per configured attribute (the names under `attributes:`, with their raw ranges from the config);
 * optionally `split_column` (`train` / `validation` / `test`, case-insensitive, `val` accepted) - then
   `split: {method: official}` uses it; without it the config asks for a seeded random split, as for EVA.
 
-Other columns are ignored (notes, targets you do not train on). The delimiter follows the table's
+Other columns are ignored (notes, columns you do not train on). The delimiter follows the table's
 extension (`.csv`: comma, `.tsv` / `.txt`: tab) unless `delimiter:` says otherwise; fields may be quoted
 as in any CSV; a UTF-8 BOM, CRLF / CR line endings, spaces around fields and blank lines are harmless.
 
@@ -17,7 +17,7 @@ Where the files come from (`source:`):
 * `local` - `path:` names an existing folder holding the images and the table (`table:` relative to it).
   Nothing is copied: `extract` copies the table into `raw/` and links `raw/images` to the folder.
   `obtain_archives` records the table's sha256 and a fingerprint of the image listing (names, sizes,
-  modification times) in `archives.ok`; the workflow re-runs from the start when the table changes.
+  modification times) in `archives.sha256.json`; the workflow re-runs from the start when the table changes.
 * `official` - `files:` lists the table (by its `table:` name) and one or more `.zip` archives of the
   images, with URLs; the zips are unpacked together into `raw/images/`, so image paths are relative to
   the zips' root.
@@ -26,7 +26,7 @@ Where the files come from (`source:`):
 Errors (DataError naming the file, line and value; several offenders are listed): a configured column
 missing from the header (the columns found are listed), a repeated header name, a row with the wrong
 number of fields, an empty or absolute image path or one that escapes the image folder (`../x.jpg`), an
-image listed twice, a target value that is not a number, NaN / inf or outside the configured range, a
+image listed twice, an attribute value that is not a number, NaN / inf or outside the configured range, a
 split value that is not a split name, images without a file (with `on_bad_image: skip` those keep their
 row with the expected path, and the image cache skips and lists them in skipped.tsv). Image files that
 no row names are ignored and counted (`attrs["unlabelled_images"]`, said in the parse_labels log).
@@ -48,9 +48,9 @@ import pandas as pd
 from ..errors import ConfigError, DataError
 from ..io import atomic_path
 from . import (IMAGE_SUFFIXES, iter_files, offenders, parse_row, replace_dir, require_archives,
-               target_ranges)
+               attribute_ranges)
 
-TARGETS: list[str] = []             # no defaults: the config names every target with its range
+ATTRIBUTES: list[str] = []             # no defaults: the config names every attribute with its range
 RANGES: dict[str, tuple[float, float]] = {}
 
 IMAGES = "images"                   # raw/images: the image folder (a link for `source: local`)
@@ -58,7 +58,7 @@ SYNTHETIC_ZIP = "images.zip"        # the synthetic generator's image archive
 DEFAULT_IMAGE_COLUMN = "image"
 DELIMITERS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 LABEL_NAMES = None                   # any column of the table (the header is checked when it is parsed)
-RELEASE_FROM_TARGETS = True        # a synthetic table is written with one column per configured target
+RELEASE_FROM_ATTRIBUTES = True        # a synthetic table is written with one column per configured attribute
 SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
 
 
@@ -130,7 +130,7 @@ def local_table(ds_cfg: dict) -> Path:
 
 
 def local_fingerprint(ds_cfg: dict, *, log: Callable = print) -> dict[str, str]:
-    """What `archives.ok` records for a local folder: the table's sha256 and an image-listing digest.
+    """What `archives.sha256.json` records for a local folder: the table's sha256 and an image-listing digest.
 
     Hashing every photo could take long on a big collection; names, sizes and modification times
     identify a changed folder well enough and cost one directory walk.
@@ -234,12 +234,12 @@ def _display(raw: Path, ds_cfg: dict) -> Path:
 
 
 def read_table(path: Path, ds_cfg: dict, shown: Path | None = None) -> pd.DataFrame:
-    """The table's rows as image (normalised relative path), line, split, targets; all checked.
+    """The table's rows as image (normalised relative path), line, split, attributes; all checked.
 
     `shown` is the file name used in messages (the user's own table for a local folder).
     """
     shown = shown or path
-    ranges = target_ranges(ds_cfg, sys.modules[__name__])
+    ranges = attribute_ranges(ds_cfg, sys.modules[__name__])
     image_col = ds_cfg.get("image_column") or DEFAULT_IMAGE_COLUMN
     split_col = ds_cfg.get("split_column")
     rows = _read_rows(path, delimiter(ds_cfg))
@@ -247,7 +247,7 @@ def read_table(path: Path, ds_cfg: dict, shown: Path | None = None) -> pd.DataFr
         raise DataError(f"{shown}: empty file, expected a header with the column {image_col!r}")
     header_line, header = rows[0]
     needed = {image_col: "image_column"} | ({split_col: "split_column"} if split_col else {})
-    needed |= {t: "targets" for t in ranges}
+    needed |= {t: "attributes" for t in ranges}
     cols = _columns(shown, header_line, header, needed)
     records: list[dict] = []
     first_seen: dict[str, int] = {}
@@ -288,7 +288,7 @@ def read_table(path: Path, ds_cfg: dict, shown: Path | None = None) -> pd.DataFr
 
 
 def parse(raw: Path, ds_cfg: dict, *, on_bad_image: str = "error") -> pd.DataFrame:
-    """Tidy labels: image (relative path), path, split ("" without a split column), targets (raw).
+    """Tidy labels: image (relative path), path, split ("" without a split column), attributes (raw).
 
     A row whose image file does not exist stops with a DataError (`on_bad_image="error"`) or keeps its
     row with the expected path (`"skip"`): the image cache then skips and lists it.

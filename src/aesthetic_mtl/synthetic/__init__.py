@@ -50,7 +50,7 @@ AADB_DEFAULTS = {"n_train": 240, "n_validation": 40, "n_test": 80, "overlap": 8,
 EVA_DEFAULTS = {"n_images": 300, "min_votes": 6, "max_votes": 12, "image_size": 256, "seed": 0,
                 "parts": 3}
 TABLE_DEFAULTS = {"n_images": 120, "image_size": 256, "seed": 0}
-TABLE_LAYOUT = ("table", "image_column", "split_column", "delimiter", "targets", "overall")
+TABLE_LAYOUT = ("table", "image_column", "split_column", "delimiter", "attributes", "overall")
 
 # --------------------------------------------------------------------------------- public entry
 
@@ -143,7 +143,7 @@ def _generate_aadb(archives: Path, p: dict) -> None:
            "test": np.arange(n_train + n_val - overlap, n)}
     table = pd.concat([labels.iloc[ix].assign(split=split) for split, ix in idx.items()],
                       ignore_index=True)
-    fmt.write_label_archive(table[["image", "split", *fmt.TARGETS]], archives / fmt.LABEL_ZIP)
+    fmt.write_label_archive(table[["image", "split", *fmt.ATTRIBUTES]], archives / fmt.LABEL_ZIP)
 
     def picture(i: int) -> Image.Image:
         img_rng = np.random.default_rng([seed, 1, i])
@@ -223,9 +223,9 @@ TABLE_FOLDERS = ("2021", "2022/summer", "2022/winter")
 
 def borrowed_latents(targets: list[str], overall: str | None) -> dict[str, str]:
     """{table target: AADB target whose latent and labels it borrows} (see the module docstring)."""
-    from ..datasets.aadb import TARGETS as AADB_TARGETS
+    from ..datasets.aadb import ATTRIBUTES as AADB_ATTRIBUTES
 
-    by_lower = {t.lower(): t for t in AADB_TARGETS}
+    by_lower = {t.lower(): t for t in AADB_ATTRIBUTES}
     out = {t: by_lower[t.lower()] for t in targets if t.lower() in by_lower}
     if overall in targets and overall not in out and "score" not in out.values():
         out[overall] = "score"
@@ -252,9 +252,9 @@ def _generate_table(archives: Path, p: dict) -> None:
 
     n = _int_param(p, "n_images", 3)
     size, seed = _int_param(p, "image_size", 32), _int_param(p, "seed", 0)
-    targets = p.get("targets") or {}
+    targets = p.get("attributes") or {}
     if not targets:
-        raise ConfigError("synthetic table: the dataset config names no targets")
+        raise ConfigError("synthetic table: the dataset config names no attributes")
     layout = {"source": "synthetic", "table": p.get("table"), "delimiter": p.get("delimiter")}
     table_file, delim = fmt.table_name(layout), fmt.delimiter(layout)
     image_col = p.get("image_column") or fmt.DEFAULT_IMAGE_COLUMN

@@ -225,14 +225,14 @@ def write_calibration(path: Path | None = None) -> dict:
 
 
 def aadb_labels(n: int, rng: np.random.Generator) -> tuple[np.ndarray, pd.DataFrame]:
-    """Latents z (n, 12; columns in `TARGETS` order) and AADB labels (rater means) for n images."""
-    from ..datasets.aadb import TARGETS
+    """Latents z (n, 12; columns in `ATTRIBUTES` order) and AADB labels (rater means) for n images."""
+    from ..datasets.aadb import ATTRIBUTES
 
     stats = aadb_stats()
     model = stats["model"]
     order = model["order"]
-    if order != TARGETS:
-        raise RuntimeError(f"{STATS_FILE}: target order {order} differs from {TARGETS}")
+    if order != ATTRIBUTES:
+        raise RuntimeError(f"{STATS_FILE}: target order {order} differs from {ATTRIBUTES}")
     chol = np.linalg.cholesky(np.asarray(model["latent_corr"], float))
     z = rng.standard_normal((n, len(order))) @ chol.T
     counts = stats["rater_counts"]

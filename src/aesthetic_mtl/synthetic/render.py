@@ -47,10 +47,10 @@ KNOBS = ("light", "vivid", "harmony", "dof", "motion", "object", "thirds", "symm
 
 
 def aadb_knobs(z_row: np.ndarray) -> dict:
-    """Renderer knobs of one AADB image from its latent (TARGETS order)."""
-    from ..datasets.aadb import TARGETS
+    """Renderer knobs of one AADB image from its latent (ATTRIBUTES order)."""
+    from ..datasets.aadb import ATTRIBUTES
 
-    u = dict(zip(TARGETS, ndtr(np.asarray(z_row, float))))
+    u = dict(zip(ATTRIBUTES, ndtr(np.asarray(z_row, float))))
     return {"light": u["Light"], "vivid": u["VividColor"], "harmony": u["ColorHarmony"],
             "dof": u["DoF"], "motion": u["MotionBlur"], "object": u["Object"],
             "thirds": u["RuleOfThirds"], "symmetry": u["Symmetry"],
