@@ -106,9 +106,9 @@ def dataset_info(dataset):
 DATASET_INFO = {ds: dataset_info(ds) for ds in DATASETS}
 
 
-def training_info(dataset):
-    """What a training job needs of its dataset (stored in each checkpoint): not the display names, which
-    only change how tables and figures label an attribute."""
+def model_info(dataset):
+    """What models and overall-score numbers need of a dataset (training stores it in each checkpoint): not
+    the display names, which only change how tables and figures label an attribute."""
     return {k: v for k, v in DATASET_INFO[dataset].items() if k != "display_names"}
 
 
