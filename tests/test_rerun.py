@@ -46,7 +46,7 @@ RERUNS = {
     # how, not what: where a job keeps its caches changes no result
     "cache placement": ({"training": {"cache_placement": "resident"}}, {}),
     # display names relabel what EVA's tables and figures show; no model retrains
-    "EVA display names": ({"datasets": {"EVA": {"display_names": {"visual": "light and color"}}}},
+    "EVA display names": ({"datasets": {"EVA": {"display_names": {"visual": "light & colour"}}}},
                           {"label_figure": 1, "table_dataset": 2, "table_cross": 1, "figure_scatter": 1,
                            "figure_srcc_bars": 1, "figure_cross": 1}),
 }
