@@ -168,24 +168,17 @@ def render(args: argparse.Namespace, runs: list[dict]) -> str:
     every = [(v, r["cfg"]["backbone"]["name"], k) for r in runs for k, v in r["diffs"].items() if k[1] == "stage2"]
     largest, name, key = max(every, key=lambda e: e[0])
     verdict = "below" if largest < THRESHOLD else "not below"
+    median_spread = float(np.median([np.std([r["srcc"][("float32", s, "stage2", t)] for s in args.seeds], ddof=1)
+                                     for r in runs for t in r["targets"]])) if len(args.seeds) > 1 else float("nan")
     lines += ["", f"Largest SRCC difference over every target, seed and trunk: **{largest:.4f}** ({name}, {key[2]}, "
               f"seed {key[0]}); median {float(np.median([e[0] for e in every])):.4f}. That is {verdict} the "
               f"{THRESHOLD} threshold, so "
               + ("float16 stays the default `backbone.cache_dtype` (half the disk)." if largest < THRESHOLD else
                  "the default `backbone.cache_dtype` is float32 (twice the disk: VGG16 at 224 px stores "
                  "1.6 MB per image, ~16 GB for AADB)."),
-              f"For comparison, the median std of SRCC over seeds (float32) is {_median_spread(args, runs):.4f}.",
+              f"For comparison, the median std of SRCC over seeds (float32) is {median_spread:.4f}.",
               "Not measured: the VGG16 trunk with ImageNet weights (no download here) and CUDA.", END]
     return "\n".join(lines) + "\n"
-
-
-def _median_spread(args: argparse.Namespace, runs: list[dict]) -> float:
-    import numpy as np
-
-    if len(args.seeds) < 2:
-        return float("nan")
-    return float(np.median([np.std([r["srcc"][("float32", s, "stage2", t)] for s in args.seeds], ddof=1)
-                            for r in runs for t in r["targets"]]))
 
 
 def read_section(path: Path = REPO / "bench" / "results.md") -> str | None:

@@ -20,9 +20,8 @@ from typing import Callable, Sequence
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SRC = REPO / "src"
-if str(SRC) not in sys.path:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(SRC))
+if str(REPO / "src") not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("TQDM_DISABLE", "1")  # the package's progress bars would interleave with the output
 
 
