@@ -22,18 +22,15 @@ section of bench/results.md (between the markers below) and keeps the rest of th
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "src") not in sys.path:
-    sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, prepare_dataset, quiet, weights_file  # noqa: E402
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars of the package's loops
 THRESHOLD = 0.002
 BEGIN, END = "<!-- cache_dtype:begin -->", "<!-- cache_dtype:end -->"
 
@@ -74,31 +71,11 @@ def design(args: argparse.Namespace, backbone: str, weights: str, size: int) -> 
 def prepare(cfg: dict, work: Path) -> tuple[Path, Path, list[str]]:
     """Release -> targets.tsv and the uint8 image cache, with the workflow's functions."""
     from aesthetic_mtl import pipeline
-    from aesthetic_mtl.datasets import get_format
 
-    ds = cfg["datasets"]["AADB"]
-    res, results = work / "resources" / "AADB", work / "results" / "AADB"
-    pipeline.obtain_archives(ds, get_format("aadb").required_files(ds), res / "archives.ok", log=_quiet)
-    pipeline.extract(ds, res / "archives", res / "raw", log=_quiet)
-    pipeline.parse_labels(ds, res / "raw", results / "labels.tsv", log=_quiet)
-    pipeline.split(results / "labels.tsv", ds["split"], results / "splits.tsv", results / "split_report.json",
-                   log=_quiet)
-    pipeline.image_cache(results / "labels.tsv", results / "images", cfg["images"], "error", workers=1, log=_quiet)
-    pipeline.normalize(results / "labels.tsv", results / "splits.tsv", ds["targets"], results / "targets.tsv",
-                       log=_quiet)
-    return results / "images", results / "targets.tsv", list(ds["targets"])
-
-
-def weights_file(cfg: dict) -> Path | None:
-    from aesthetic_mtl.backbones import weights_source
-
-    if cfg["backbone"]["weights"] == "none":
-        return None
-    kind, where = weights_source(cfg["backbone"]["name"])
-    if kind != "file":
-        raise SystemExit(f"{cfg['backbone']['name']}: ImageNet weights need a download ({where}); use a backbone "
-                         "with packaged weights or --weights none")
-    return Path(where)
+    ds, results = cfg["datasets"]["AADB"], work / "results" / "AADB"
+    targets = prepare_dataset(ds, work / "resources" / "AADB", results)
+    pipeline.image_cache(results / "labels.tsv", results / "images", cfg["images"], "error", workers=1, log=quiet)
+    return results / "images", targets, list(ds["targets"])
 
 
 def train_and_score(cfg: dict, cache: Path, targets_path: Path, targets: list[str], seed: int) -> dict:
@@ -122,7 +99,7 @@ def train_and_score(cfg: dict, cache: Path, targets_path: Path, targets: list[st
     for stage, inputs, forward in (("stage1", pooled, model.forward_from_pooled),
                                    ("stage2", prefix, model.forward_from_prefix)):
         fit(model, forward, inputs, train, val, StageConfig.from_config(cfg["training"], stage), seed=seed,
-            params=stage_params(model, stage), loss_weights=[1.0] * len(targets), log=_quiet, desc=stage)
+            params=stage_params(model, stage), loss_weights=[1.0] * len(targets), log=quiet, desc=stage)
         pred = predict(forward, inputs, test.rows)
         for j, t in enumerate(targets):
             out[(stage, t)] = srcc(pred[:, j], test.y[:, j])
@@ -144,7 +121,7 @@ def run(args: argparse.Namespace, backbone: str, weights: str, size: int) -> dic
     for dtype in ("float32", "float16"):
         cache = work / "cache" / dtype
         build_feature_cache(images, cache, cfg["backbone"]["name"], weights_file(cfg), dtype=dtype, threads=1,
-                            log=_quiet)
+                            log=quiet)
         for seed in args.seeds:
             for key, value in train_and_score(cfg, cache, targets_path, targets, seed).items():
                 srcc[(dtype, seed, *key)] = value
@@ -191,24 +168,17 @@ def render(args: argparse.Namespace, runs: list[dict]) -> str:
     every = [(v, r["cfg"]["backbone"]["name"], k) for r in runs for k, v in r["diffs"].items() if k[1] == "stage2"]
     largest, name, key = max(every, key=lambda e: e[0])
     verdict = "below" if largest < THRESHOLD else "not below"
+    median_spread = float(np.median([np.std([r["srcc"][("float32", s, "stage2", t)] for s in args.seeds], ddof=1)
+                                     for r in runs for t in r["targets"]])) if len(args.seeds) > 1 else float("nan")
     lines += ["", f"Largest SRCC difference over every target, seed and trunk: **{largest:.4f}** ({name}, {key[2]}, "
               f"seed {key[0]}); median {float(np.median([e[0] for e in every])):.4f}. That is {verdict} the "
               f"{THRESHOLD} threshold, so "
               + ("float16 stays the default `backbone.cache_dtype` (half the disk)." if largest < THRESHOLD else
                  "the default `backbone.cache_dtype` is float32 (twice the disk: VGG16 at 224 px stores "
                  "1.6 MB per image, ~16 GB for AADB)."),
-              f"For comparison, the median std of SRCC over seeds (float32) is {_median_spread(args, runs):.4f}.",
+              f"For comparison, the median std of SRCC over seeds (float32) is {median_spread:.4f}.",
               "Not measured: the VGG16 trunk with ImageNet weights (no download here) and CUDA.", END]
     return "\n".join(lines) + "\n"
-
-
-def _median_spread(args: argparse.Namespace, runs: list[dict]) -> float:
-    import numpy as np
-
-    if len(args.seeds) < 2:
-        return float("nan")
-    return float(np.median([np.std([r["srcc"][("float32", s, "stage2", t)] for s in args.seeds], ddof=1)
-                            for r in runs for t in r["targets"]]))
 
 
 def read_section(path: Path = REPO / "bench" / "results.md") -> str | None:
@@ -228,10 +198,6 @@ def write_section(section: str, path: Path = REPO / "bench" / "results.md") -> N
         marker = "\n## Reproduce"
         text = text.replace(marker, "\n" + section + marker, 1) if marker in text else text + "\n" + section
     path.write_text(text)
-
-
-def _quiet(*_a, **_k) -> None:
-    pass
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,5 @@
-"""Shared helpers of the benchmarks: machine description, repeated timing, CPU sharing, tables.
-
-Nothing here imports torch at module level, so the memory benchmark's children start small.
-"""
+"""Plumbing shared by the benchmarks: repeated timing, the machine and its load, markdown, synthetic
+data prepared with the pipeline's own functions, and `snakemake` run in a copy of the repository."""
 
 from __future__ import annotations
 
@@ -10,17 +8,21 @@ import os
 import platform
 import resource
 import shlex
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SRC = REPO / "src"
-if str(SRC) not in sys.path:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(SRC))
+if str(REPO / "src") not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO / "src"))
+os.environ.setdefault("TQDM_DISABLE", "1")  # the package's progress bars would interleave with the output
 
 
 def quiet(*_args, **_kwargs) -> None:
@@ -44,38 +46,19 @@ class Timing:
     def median(self) -> float:
         return statistics.median(self.values) if self.values else float("nan")
 
-    @property
-    def min(self) -> float:
-        return min(self.values) if self.values else float("nan")
-
-    @property
-    def max(self) -> float:
-        return max(self.values) if self.values else float("nan")
-
     def fmt(self, digits: int = 2, unit: str = "") -> str:
         """'median (min-max, n=k)'."""
         if not self.values:
             return "n/a"
         if len(self.values) == 1:
             return f"{self.median:.{digits}f}{unit} (n=1)"
-        return (f"{self.median:.{digits}f}{unit} ({self.min:.{digits}f}-{self.max:.{digits}f}, "
+        return (f"{self.median:.{digits}f}{unit} ({min(self.values):.{digits}f}-{max(self.values):.{digits}f}, "
                 f"n={len(self.values)})")
-
-
-@contextlib.contextmanager
-def stopwatch() -> Iterator[list[float]]:
-    """`with stopwatch() as t: ...` then `t[0]` is the elapsed wall time in seconds."""
-    out: list[float] = []
-    start = time.perf_counter()
-    try:
-        yield out
-    finally:
-        out.append(time.perf_counter() - start)
 
 
 @dataclass
 class Ratio:
-    """numerator / denominator of two repeated measurements: ratio of the medians, and the extreme
+    """numerator / denominator of two repeated measurements: the ratio of the medians, and the extreme
     ratios (min / max and max / min) as its range."""
 
     median: float
@@ -87,35 +70,33 @@ class Ratio:
 
 
 def ratio(numerator: Timing, denominator: Timing) -> Ratio:
-    return Ratio(numerator.median / denominator.median, numerator.min / denominator.max,
-                 numerator.max / denominator.min)
+    a, b = numerator.values, denominator.values
+    return Ratio(numerator.median / denominator.median, min(a) / max(b), max(a) / min(b))
+
+
+def interleaved(runs: dict[str, Callable[[int], float]], counts: dict[str, int],
+                log: Callable[[str], object] = print) -> dict[str, Timing]:
+    """Run each callable `counts[name]` times, alternating between them (a, b, a, b, ...), so that load
+    from other processes hits every variant alike. Each callable gets the repeat number, returns seconds."""
+    out = {name: Timing() for name in runs}
+    for r in range(max(counts.values(), default=0)):
+        for name, fn in runs.items():
+            if r < counts.get(name, 0):
+                out[name].add(fn(r))
+                log(f"  [{name}] repeat {r + 1}/{counts[name]}: {out[name].values[-1]:.3f}")
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
 # the machine and how busy it was
 # --------------------------------------------------------------------------------------------------
 
-def cpu_model() -> str:
-    try:
+def _cpuinfo(key: str) -> str:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(key):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cpu_flags() -> list[str]:
-    """The SIMD flags that matter for fp32 / bf16 convolutions."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line.split(":", 1)[1].split()
-                keep = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "fma")
-                return [f for f in keep if f in flags]
-    except OSError:
-        pass
-    return []
+    return ""
 
 
 def usable_cores() -> int:
@@ -138,62 +119,44 @@ def machine(threads: int) -> dict:
         sm = "not installed"
     mem_gib = float("nan")
     with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem_gib = int(line.split()[1]) / 2**20
-    return {
-        "cpu": cpu_model(),
-        "cores": usable_cores(),
-        "logical_cpus": os.cpu_count(),
-        "flags": " ".join(cpu_flags()),
-        "memory_gib": round(mem_gib, 1),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": threads,
-        "numpy": numpy.__version__,
-        "pillow": PIL.__version__,
-        "snakemake": sm,
-        "cuda": torch.cuda.is_available(),
-        "platform": platform.platform(),
-    }
+        mem_gib = int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
+                           if line.startswith("MemTotal")).split()[1]) / 2**20
+    simd = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "fma")
+    return {"cpu": _cpuinfo("model name") or platform.processor() or "unknown",
+            "flags": " ".join(f for f in simd if f in _cpuinfo("flags").split()),
+            "cores": usable_cores(), "logical_cpus": os.cpu_count(), "memory_gib": round(mem_gib, 1),
+            "python": platform.python_version(), "torch": torch.__version__, "torch_threads": threads,
+            "numpy": numpy.__version__, "pillow": PIL.__version__, "snakemake": sm,
+            "cuda": torch.cuda.is_available(), "platform": platform.platform()}
 
 
-def _busy_jiffies() -> int:
-    """Busy CPU time of the whole machine (all cores) in clock ticks, from /proc/stat."""
+def _busy_seconds() -> float:
+    """Busy CPU time of the whole machine (all cores) from /proc/stat."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-    return user + nice + system + irq + softirq + steal
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def _own_cpu_seconds() -> float:
-    self_, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return self_.ru_utime + self_.ru_stime + children.ru_utime + children.ru_stime
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
 
 
 class ShareMeter:
-    """How much CPU other processes used while the benchmark ran (machine busy time minus ours).
-
-    Children are counted as ours once they have been waited for (subprocess.run does that).
-    """
+    """How much CPU other processes used while the benchmark ran (machine busy time minus ours; children
+    count as ours once waited for)."""
 
     def __init__(self) -> None:
         self.available = Path("/proc/stat").exists()
-        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        self.start_wall = time.perf_counter()
-        self.start_busy = _busy_jiffies() if self.available else 0
-        self.start_own = _own_cpu_seconds()
-        self.load_start = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+        self.start = (time.perf_counter(), _busy_seconds() if self.available else 0.0, _own_cpu_seconds())
+        self.load_start = os.getloadavg()
 
     def report(self) -> dict:
-        wall = time.perf_counter() - self.start_wall
-        own = _own_cpu_seconds() - self.start_own
-        out = {"wall_s": wall, "own_cpu_s": own, "load_start": self.load_start,
-               "load_end": os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3}
-        if self.available:
-            busy = (_busy_jiffies() - self.start_busy) / self.tick
-            out["machine_cpu_s"] = busy
-            out["others_cpu_s"] = max(0.0, busy - own)
-            out["others_cores"] = out["others_cpu_s"] / wall if wall > 0 else float("nan")
+        wall, own = time.perf_counter() - self.start[0], _own_cpu_seconds() - self.start[2]
+        out = {"wall_s": wall, "load_start": self.load_start, "load_end": os.getloadavg(),
+               "others_cores": float("nan")}
+        if self.available and wall > 0:
+            out["others_cores"] = max(0.0, _busy_seconds() - self.start[1] - own) / wall
         return out
 
 
@@ -203,13 +166,21 @@ class ShareMeter:
 
 def command_line() -> str:
     """The exact command that produced the results, with paths relative to the repository."""
-    exe = Path(sys.executable)
+    exe, script = Path(sys.executable), Path(sys.argv[0]).resolve()
+    if exe.is_absolute() and REPO in exe.parents:
+        exe = exe.relative_to(REPO)
     with contextlib.suppress(ValueError):
-        exe = exe.relative_to(REPO) if exe.is_absolute() and REPO in exe.parents else exe
-    script = Path(sys.argv[0])
-    with contextlib.suppress(ValueError):
-        script = script.resolve().relative_to(REPO)
+        script = script.relative_to(REPO)
     return shlex.join([str(exe), str(script), *sys.argv[1:]])
+
+
+def source_revision() -> str:
+    """The commit whose pipeline (everything but bench/) was measured."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
+
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench", ":!tests/test_bench.py")
+    return (git("rev-parse", "--short", "HEAD") or "unknown") + (" with uncommitted changes" if changed else "")
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -218,30 +189,75 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
-def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """Plain-text table on stdout, one row per measured quantity."""
-    cells = [list(map(str, header))] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    print(f"\n== {title}")
-    for j, row in enumerate(cells):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-        if j == 0:
-            print("  ".join("-" * w for w in widths))
-    sys.stdout.flush()
+# --------------------------------------------------------------------------------------------------
+# data and workflow
+# --------------------------------------------------------------------------------------------------
+
+def synthetic(aadb: dict, eva: dict, image_size: int) -> dict:
+    """The `datasets` overlay of synthetic AADB and EVA releases (photos of `image_size` px)."""
+    return {name: {"source": "synthetic", "synthetic": {**release, "image_size": image_size}}
+            for name, release in (("AADB", aadb), ("EVA", eva))}
 
 
-def interleaved(runs: dict[str, Callable[[int], float]], repeats: int | dict[str, int],
-                log: Callable[[str], object] = print) -> dict[str, Timing]:
-    """Run each callable `repeats` times (or `repeats[name]` times), alternating between them (a, b, a, b,
-    ...), so that load from other processes hits every variant alike. Each callable gets the repeat number
-    and returns seconds."""
-    counts = repeats if isinstance(repeats, dict) else {name: repeats for name in runs}
-    out = {name: Timing() for name in runs}
-    for r in range(max(counts.values(), default=0)):
-        for name, fn in runs.items():
-            if r >= counts.get(name, 0):
-                continue
-            value = fn(r)
-            out[name].add(value)
-            log(f"  [{name}] repeat {r + 1}/{counts[name]}: {value:.3f}")
-    return out
+def weights_file(cfg: dict) -> Path | None:
+    """The trunk weights the workflow would use: packaged ImageNet weights, a file, or none."""
+    from aesthetic_mtl.backbones import weights_source
+
+    spec = cfg["backbone"]["weights"]
+    if spec == "none":
+        return None
+    if spec == "imagenet":
+        kind, where = weights_source(cfg["backbone"]["name"])
+        if kind != "file":
+            raise SystemExit(f"{cfg['backbone']['name']}: ImageNet weights need a download ({where}); "
+                             "the benchmarks run offline, use a backbone with packaged weights or weights none")
+        return Path(where)
+    return Path(spec)
+
+
+def prepare_dataset(ds: dict, res: Path, results: Path, log: Callable = quiet) -> Path:
+    """Release -> extract -> parse -> split -> normalize with the pipeline's functions; the targets table."""
+    from aesthetic_mtl import pipeline
+    from aesthetic_mtl.datasets import get_format
+
+    pipeline.obtain_archives(ds, get_format(ds["format"]).required_files(ds), res / "archives.ok", log=log)
+    pipeline.extract(ds, res / "archives", res / "raw", log=log)
+    pipeline.parse_labels(ds, res / "raw", results / "labels.tsv", log=log)
+    pipeline.split(results / "labels.tsv", ds["split"], results / "splits.tsv", results / "split_report.json",
+                   log=log)
+    pipeline.normalize(results / "labels.tsv", results / "splits.tsv", ds["targets"], results / "targets.tsv",
+                       log=log)
+    return results / "targets.tsv"
+
+
+COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", "results", "resources", "logs", "benchmarks", ".snakemake",
+                                     "__pycache__", "*.egg-info", ".pytest_cache", "bench")
+
+
+class Workflow:
+    """The repository copied to `repo`, run with `snakemake TARGETS OPTIONS --configfile bench_config.yaml`."""
+
+    def __init__(self, repo: Path, overlay: dict, options: Sequence[str]) -> None:
+        self.repo, self.options = repo, [*options, "--configfile", "bench_config.yaml"]
+        shutil.rmtree(repo, ignore_errors=True)
+        shutil.copytree(REPO, repo, ignore=COPY_IGNORE)
+        self.configure(overlay)
+
+    def configure(self, overlay: dict) -> None:
+        (self.repo / "bench_config.yaml").write_text(yaml.safe_dump(overlay, sort_keys=False))
+
+    def command(self, *targets: str) -> str:
+        return shlex.join(["snakemake", *targets, *self.options])
+
+    def run(self, *targets: str, log: Path | None = None) -> float:
+        """Wall seconds of one run; its output goes to `log` (default: snakemake.log in the copy)."""
+        log = log or self.repo / "snakemake.log"
+        t0 = time.perf_counter()
+        with log.open("w") as out:
+            proc = subprocess.run([sys.executable, "-m", "snakemake", *targets, *self.options], cwd=self.repo,
+                                  stdout=out, stderr=subprocess.STDOUT)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+            raise RuntimeError(f"{self.command(*targets)} failed (exit {proc.returncode}); log {log}:\n{tail}")
+        return wall

@@ -37,7 +37,8 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from design import DesignRun, weights_file
+from common import weights_file
+from design import DesignRun
 
 
 def decode(path: str | Path, size: int) -> np.ndarray:
@@ -204,10 +205,10 @@ def direct_path(cfg: dict, data: dict, *, threads: int) -> DesignRun:
                                 batch_size=tcfg["batch_size"], halve_every=st.get("halve_every_steps"),
                                 seed=_stream_seed(seed, stream), num_workers=workers,
                                 schedule=st.get("schedule", "staircase"), eps=tcfg.get("adam_eps", 1e-8))
-                    run.add_time(f"train_{stage}", time.perf_counter() - t0, st["epochs"] * len(sets["train"]))
+                    run.add_time(f"train_{stage}", time.perf_counter() - t0)
                     t0 = time.perf_counter()
                     pred = _predict(net, sets["test"], 64, workers)
-                    run.add_time("predict", time.perf_counter() - t0, len(sets["test"]))
+                    run.add_time("predict", time.perf_counter() - t0)
                     run.preds[(name, setting, seed, stage)] = pred
                     y = parts["test"][1]
                     for j, target in enumerate(targets):

@@ -3,21 +3,16 @@
     .venv/bin/python bench/gpu.py                 # paper scale; writes bench/gpu-results.md
     .venv/bin/python bench/gpu.py --quick --out /tmp/g.md   # a tiny grid on the CPU (tests/test_bench.py)
 
-The grid: synthetic AADB of the real size (8,458 / 500 / 1,000 images, 127 shared by validation and test)
-and EVA (4,070 images, the seeded split), 224 px, VGG16 with a random trunk (timing does not depend on
-the weights), every setting of config.yaml (AADB: multi-task, 12 single-task, `no_neutral`; EVA:
-multi-task, 5 single-task), 3 seeds, both stages, every test prediction (own and cross-dataset), the
-metrics, tables, figures and summary. It runs in a copy of the repository with the local profile
-(`--profile profiles/local --resources gpu=1`), exactly as a user's run would, then once more with
-`training.models_per_job: 1` (one process per model) to show what chunking buys, and once with
-`training.bf16_autocast_cuda: true` (feature cache, training and predictions again) to measure what bf16
-autocast of the trunk and the stage-2 layers changes in SRCC and in speed.
+The grid: synthetic AADB and EVA of the real sizes (8,458 / 500 / 1,000 images, 127 shared by validation
+and test; 4,070 images), 224 px, VGG16 with a random trunk (timing does not depend on the weights), every
+setting of config.yaml, 3 seeds, both stages, every test prediction, the metrics, tables, figures and
+summary, through `snakemake --profile profiles/local --resources gpu=1` in a copy of the repository; then
+the training again at `training.models_per_job: 1` (what chunking buys) and with
+`training.bf16_autocast_cuda: true` (what bf16 autocast changes in SRCC and speed).
 
-Figures, from Snakemake's log (job start and end times) and the jobs' logs (each training job logs its
-fit and prediction seconds per model and stage, and GPU jobs their peak GPU memory): wall time per
-phase, images/s, achieved TFLOP/s against the device's dense bf16 and TF32 peaks (FLOPs counted with
-`torch.utils.flop_counter` on the model itself: one trunk forward per cached image, stage-2 layers
-forward + backward per training image and epoch, forward per predicted image), peak GPU memory, and the
+From Snakemake's log (job start and end times) and the jobs' logs (fit and prediction seconds per model and
+stage, peak GPU memory): wall time per phase, images/s, achieved TFLOP/s against the device's dense bf16
+and TF32 peaks (FLOPs counted with `torch.utils.flop_counter` on the model itself), peak GPU memory, the
 whole grid's wall time. Synthesizing the data (a real run: downloading it) is timed apart.
 """
 
@@ -25,47 +20,27 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, command_line, machine, md_table, usable_cores  # noqa: E402
-from design import COPY_IGNORE  # noqa: E402
+from common import REPO, Workflow, command_line, machine, md_table, synthetic, usable_cores  # noqa: E402
 
 GRIDS = {
-    "paper": {
-        "datasets": {
-            "AADB": {"source": "synthetic", "synthetic": {"n_train": 8458, "n_validation": 500, "n_test": 1000,
-                                                          "overlap": 127, "image_size": 256, "seed": 11}},
-            "EVA": {"source": "synthetic", "synthetic": {"n_images": 4070, "min_votes": 30, "max_votes": 46,
-                                                         "image_size": 256, "seed": 12}},
-        },
-        "images": {"size": 224},
-        "backbone": {"name": "vgg16", "weights": "none"},
-    },
-    "tiny": {
-        "datasets": {
-            "AADB": {"source": "synthetic", "synthetic": {"n_train": 24, "n_validation": 8, "n_test": 12,
-                                                          "overlap": 2, "image_size": 96, "seed": 5}},
-            "EVA": {"source": "synthetic", "synthetic": {"n_images": 40, "min_votes": 3, "max_votes": 5,
-                                                         "image_size": 96, "seed": 6}},
-        },
-        "images": {"size": 64},
-        "backbone": {"name": "vgg16", "weights": "none"},
-        "training": {"batch_size": 8, "seeds": [1], "stage1": {"epochs": 1}, "stage2": {"epochs": 1}},
-        "experiment": {"single_targets": {"AADB": ["score"], "EVA": ["score"]}},
-        "evaluation": {"bootstrap": 20},
-    },
+    "paper": {"datasets": synthetic({"n_train": 8458, "n_validation": 500, "n_test": 1000, "overlap": 127, "seed": 11},
+                                    {"n_images": 4070, "min_votes": 30, "max_votes": 46, "seed": 12}, image_size=256),
+              "images": {"size": 224}, "backbone": {"name": "vgg16", "weights": "none"}},
+    "tiny": {"datasets": synthetic({"n_train": 24, "n_validation": 8, "n_test": 12, "overlap": 2, "seed": 5},
+                                   {"n_images": 40, "min_votes": 3, "max_votes": 5, "seed": 6}, image_size=96),
+             "images": {"size": 64}, "backbone": {"name": "vgg16", "weights": "none"},
+             "training": {"batch_size": 8, "seeds": [1], "stage1": {"epochs": 1}, "stage2": {"epochs": 1}},
+             "experiment": {"single_targets": {"AADB": ["score"], "EVA": ["score"]}},
+             "evaluation": {"bootstrap": 20}},
 }
 PEAK_TFLOPS = {  # dense, per GPU: (bf16, TF32), from the vendors' data sheets
     "H200": (989.4, 494.7), "H100": (989.4, 494.7), "A100": (312.0, 156.0), "L40S": (362.1, 183.0),
@@ -102,20 +77,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 # --------------------------------------------------------------------------------------------------
 # running the workflow
 # --------------------------------------------------------------------------------------------------
-
-def snakemake(repo: Path, log: Path, *args: str) -> float:
-    """One `snakemake` run with the local profile; its output goes to `log`; returns the wall time."""
-    cmd = [sys.executable, "-m", "snakemake", *args, "--profile", "profiles/local", "--resources", "gpu=1",
-           "--configfile", "bench_grid.yaml"]
-    t0 = time.perf_counter()
-    with log.open("w") as out:
-        proc = subprocess.run(cmd, cwd=repo, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"snakemake {' '.join(args)} failed (exit {proc.returncode}); log {log}:\n"
-                         + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
-    return wall
-
 
 def job_spans(log: Path) -> list[tuple[str, datetime, datetime]]:
     """(rule, start, end) of every job in a Snakemake log (1 s resolution)."""
@@ -218,15 +179,11 @@ def run_grid(args, work: Path) -> dict:
     from aesthetic_mtl.io import read_tsv
 
     name = "tiny" if args.quick else "paper"
-    repo = work / "repo"
-    shutil.rmtree(repo, ignore_errors=True)
-    shutil.copytree(REPO, repo, ignore=COPY_IGNORE)
     cfg = copy.deepcopy(GRIDS[name])
-    (repo / "bench_grid.yaml").write_text(yaml.safe_dump(cfg))
-    res = {"grid": name, "config": cfg}
-    prepare = [f"results/{ds}/targets.tsv" for ds in cfg["datasets"]]
-    res["prepare_s"] = snakemake(repo, work / "prepare.log", *prepare)
-    res["whole_s"] = snakemake(repo, work / "grid.log")
+    wf = Workflow(work / "repo", cfg, ["--profile", "profiles/local", "--resources", "gpu=1"])
+    repo, res = wf.repo, {"grid": name, "config": cfg}
+    res["prepare_s"] = wf.run(*[f"results/{ds}/targets.tsv" for ds in cfg["datasets"]], log=work / "prepare.log")
+    res["whole_s"] = wf.run(log=work / "grid.log")
     res["spans"] = job_spans(work / "grid.log")
     res["phases"] = phase_times(res["spans"])
     res["train_to_metrics_s"] = training_to_metrics(res["spans"])
@@ -241,19 +198,16 @@ def run_grid(args, work: Path) -> dict:
         for sub in ("models", "predictions"):
             shutil.rmtree(repo / "results" / sub)
         (repo / "results" / "metrics.tsv").unlink()
-        cfg.setdefault("training", {})["models_per_job"] = 1
-        (repo / "bench_grid.yaml").write_text(yaml.safe_dump(cfg))
-        res["per_model_s"] = snakemake(repo, work / "per_model.log", "results/metrics.tsv")
+        wf.configure({**cfg, "training": {**cfg.get("training", {}), "models_per_job": 1}})
+        res["per_model_s"] = wf.run("results/metrics.tsv", log=work / "per_model.log")
         spans = job_spans(work / "per_model.log")
         res["per_model_phases"] = phase_times(spans)
         res["per_model_train_to_metrics_s"] = training_to_metrics(spans)
         res["per_model_jobs"] = sum(1 for rule, _, _ in spans if rule.startswith("train_"))
         res["per_model_same_metrics"] = (repo / "results" / "metrics.tsv").read_text() == res["metrics"]
-        cfg["training"].pop("models_per_job")
     if not args.skip_precision:  # feature cache, training and predictions again under bf16 autocast
-        cfg.setdefault("training", {})["bf16_autocast_cuda"] = True
-        (repo / "bench_grid.yaml").write_text(yaml.safe_dump(cfg))
-        snakemake(repo, work / "bf16.log", "results/metrics.tsv")
+        wf.configure({**cfg, "training": {**cfg.get("training", {}), "bf16_autocast_cuda": True}})
+        wf.run("results/metrics.tsv", log=work / "bf16.log")
         res["bf16_phases"] = phase_times(job_spans(work / "bf16.log"))
         res["bf16_diff"] = srcc_differences(res["metrics"], (repo / "results" / "metrics.tsv").read_text())
     return res
@@ -350,7 +304,6 @@ def report(args, res: dict, threads: int) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("TQDM_DISABLE", "1")
     threads = usable_cores()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="aesthetic-gpu-bench-"))
     work.mkdir(parents=True, exist_ok=True)
