@@ -7,7 +7,7 @@ Two trunks by default: EfficientNet-Lite0 with its packaged ImageNet weights (re
 and the paper's VGG16 architecture (`vgg16_keras`) with a random trunk (its ImageNet weights cannot be
 downloaded here), each at a small input size so the whole run fits on one CPU core.
 
-The pipeline's own functions, once per dtype: synthetic AADB release -> parse -> split -> normalize ->
+The pipeline's own functions, once per dtype: synthetic AADB release -> parse -> split -> scale_labels ->
 image cache -> feature cache (`cache_dtype` float16 or float32) -> stage 1 and stage 2 of the multi-task
 model for every seed -> test-split SRCC of every target. Both caches come from the same trunk; their
 pooled features are float32 either way, so stage 1 is identical and stage 2 (trained on the stored
@@ -69,13 +69,13 @@ def design(args: argparse.Namespace, backbone: str, weights: str, size: int) -> 
 
 
 def prepare(cfg: dict, work: Path) -> tuple[Path, Path, list[str]]:
-    """Release -> targets.tsv and the uint8 image cache, with the workflow's functions."""
+    """Release -> scaled_labels.tsv and the uint8 image cache, with the workflow's functions."""
     from aesthetic_mtl import pipeline
 
     ds, results = cfg["datasets"]["AADB"], work / "results" / "AADB"
     targets = prepare_dataset(ds, work / "resources" / "AADB", results)
     pipeline.image_cache(results / "labels.tsv", results / "images", cfg["images"], "error", workers=1, log=quiet)
-    return results / "images", targets, list(ds["targets"])
+    return results / "images", targets, list(ds["attributes"])
 
 
 def train_and_score(cfg: dict, cache: Path, targets_path: Path, targets: list[str], seed: int) -> dict:

@@ -216,18 +216,18 @@ def weights_file(cfg: dict) -> Path | None:
 
 
 def prepare_dataset(ds: dict, res: Path, results: Path, log: Callable = quiet) -> Path:
-    """Release -> extract -> parse -> split -> normalize with the pipeline's functions; the targets table."""
+    """Release -> extract -> parse -> split -> scale_labels with the pipeline's functions; the scaled labels."""
     from aesthetic_mtl import pipeline
     from aesthetic_mtl.datasets import get_format
 
-    pipeline.obtain_archives(ds, get_format(ds["format"]).required_files(ds), res / "archives.ok", log=log)
+    pipeline.obtain_archives(ds, get_format(ds["format"]).required_files(ds), res / "archives.sha256.json", log=log)
     pipeline.extract(ds, res / "archives", res / "raw", log=log)
     pipeline.parse_labels(ds, res / "raw", results / "labels.tsv", log=log)
     pipeline.split(results / "labels.tsv", ds["split"], results / "splits.tsv", results / "split_report.json",
                    log=log)
-    pipeline.normalize(results / "labels.tsv", results / "splits.tsv", ds["targets"], results / "targets.tsv",
-                       log=log)
-    return results / "targets.tsv"
+    pipeline.scale_labels(results / "labels.tsv", results / "splits.tsv", ds["attributes"],
+                          results / "scaled_labels.tsv", log=log)
+    return results / "scaled_labels.tsv"
 
 
 COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", "results", "resources", "logs", "benchmarks", ".snakemake",

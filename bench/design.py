@@ -38,7 +38,7 @@ DESIGNS: dict[str, dict] = {
         "images": {"size": 64},
         "training": {"batch_size": 8, "seeds": [1], "stage1": {"epochs": 1},
                      "stage2": {"epochs": 1, "halve_every_steps": 2}},
-        "experiment": {"single_targets": {"AADB": ["score", "Light"], "EVA": ["score", "visual"]}},
+        "experiment": {"single_attributes": {"AADB": ["score", "Light"], "EVA": ["score", "visual"]}},
         "evaluation": {"bootstrap": 20},
     },
 }
@@ -57,8 +57,8 @@ def load_design(name: str, workdir: Path) -> dict:
 @dataclass
 class Dataset:
     name: str
-    labels: object          # DataFrame: image, path, split, raw targets
-    targets: object         # DataFrame: image, split, targets on [0, 1]
+    labels: object          # DataFrame: image, path, split, raw attributes
+    scaled: object          # DataFrame: image, split, attributes on [0, 1] (scaled_labels.tsv)
 
 
 def prepare_data(cfg: dict, workdir: Path) -> dict[str, Dataset]:
@@ -68,9 +68,9 @@ def prepare_data(cfg: dict, workdir: Path) -> dict[str, Dataset]:
     out = {}
     for name, ds in cfg["datasets"].items():
         results = workdir / "results" / name
-        if not (results / "targets.tsv").exists():
+        if not (results / "scaled_labels.tsv").exists():
             prepare_dataset(ds, workdir / "resources" / name, results)
-        out[name] = Dataset(name, read_tsv(results / "labels.tsv"), read_tsv(results / "targets.tsv"))
+        out[name] = Dataset(name, read_tsv(results / "labels.tsv"), read_tsv(results / "scaled_labels.tsv"))
     return out
 
 
@@ -136,18 +136,18 @@ def fast_path(cfg: dict, data: dict[str, Dataset], workdir: Path, *, threads: in
             build_feature_cache(image_dir, cache_dir, backbone, weights_file(cfg),
                                 batch_size=cfg["backbone"]["cache_batch_size"],
                                 dtype=cfg["backbone"].get("cache_dtype", "float32"), threads=threads,
-                                bf16_cuda=cfg["training"].get("bf16_autocast_cuda", True), log=quiet)
+                                bf16_cuda=cfg["backbone"].get("cache_bf16_autocast_cuda", False), log=quiet)
             run.add_time("feature_cache", time.perf_counter() - t0)
-            cached[name] = CachedDataset(name, *open_feature_cache(cache_dir), ds.targets)
-        tests = {name: (cached[name], list(cfg["datasets"][name]["targets"])) for name in cached}
+            cached[name] = CachedDataset(name, *open_feature_cache(cache_dir), ds.scaled)
+        test_sets = {name: (cached[name], list(cfg["datasets"][name]["attributes"])) for name in cached}
         for name in data:  # every model predicts every dataset's test split, as the workflow's jobs do
             for setting, targets in settings(cfg, name).items():
                 for seed in cfg["training"]["seeds"]:
-                    train_model(cfg, cached[name], tests, setting, targets, seed, run, device=torch.device("cpu"))
+                    train_model(cfg, cached[name], test_sets, setting, targets, seed, run, device=torch.device("cpu"))
     return run
 
 
-def train_model(cfg: dict, data, tests: dict, setting: str, targets: list[str], seed: int, run: DesignRun, *,
+def train_model(cfg: dict, data, test_sets: dict, setting: str, targets: list[str], seed: int, run: DesignRun, *,
                 device) -> None:
     """One (dataset, setting, seed) of the fast path: `train.train_and_predict`, as every training job calls it."""
     from aesthetic_mtl.metrics import srcc
@@ -170,7 +170,7 @@ def train_model(cfg: dict, data, tests: dict, setting: str, targets: list[str], 
                                                                               own[f"true_{target}"].to_numpy())
         t0 = time.perf_counter()
 
-    train_and_predict(spec, data, targets, seed, tests=tests, weights_file=weights_file(cfg), device=device,
+    train_and_predict(spec, data, targets, seed, test_sets=test_sets, weights_file=weights_file(cfg), device=device,
                       log=quiet, on_stage=record)
 
 
@@ -214,7 +214,7 @@ class DesignWorkflow(Workflow):
     """The design through `snakemake --cores N results/metrics.tsv` in a copy of the repository.
 
     `prepare` runs the data steps the in-process path also leaves untimed (synthetic release, extract,
-    parse, split, normalize) and the weights copy; each `run_design` deletes every later output and times
+    parse, split, scale_labels) and the weights copy; each `run_design` deletes every later output and times
     the rest: image and feature caches, both stages of every model, predictions, the metrics table.
     """
 
@@ -223,7 +223,7 @@ class DesignWorkflow(Workflow):
         self.cfg = load_design(name, workdir)
 
     def prepare(self) -> float:
-        targets = [f"results/{ds}/targets.tsv" for ds in self.cfg["datasets"]]
+        targets = [f"results/{ds}/scaled_labels.tsv" for ds in self.cfg["datasets"]]
         if self.cfg["backbone"]["weights"] == "imagenet":
             targets.append(f"resources/weights/{self.cfg['backbone']['name']}.pth")
         return self.run(*targets)

@@ -180,7 +180,7 @@ def direct_path(cfg: dict, data: dict, *, threads: int) -> DesignRun:
         for setting, targets in settings(cfg, name).items():
             parts = {}
             for split in ("train", "validation", "test"):
-                rows = ds.targets[ds.targets["split"] == split]
+                rows = ds.scaled[ds.scaled["split"] == split]
                 parts[split] = ([path_of[i] for i in rows["image"]], rows[list(targets)].to_numpy(np.float32))
             for seed in tcfg["seeds"]:
                 t0 = time.perf_counter()

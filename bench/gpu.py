@@ -8,7 +8,7 @@ and test; 4,070 images), 224 px, VGG16 with a random trunk (timing does not depe
 setting of config.yaml, 3 seeds, both stages, every test prediction, the metrics, tables, figures and
 summary, through `snakemake --profile profiles/local --resources gpu=1` in a copy of the repository; then
 the training again at `training.models_per_job: 1` (what chunking buys) and with
-`training.bf16_autocast_cuda: true` (what bf16 autocast changes in SRCC and speed).
+`backbone.cache_bf16_autocast_cuda` and `training.bf16_autocast_cuda` true (what bf16 autocast changes in SRCC and speed).
 
 From Snakemake's log (job start and end times) and the jobs' logs (fit and prediction seconds per model and
 stage, peak GPU memory): wall time per phase, images/s, achieved TFLOP/s against the device's dense bf16
@@ -39,7 +39,7 @@ GRIDS = {
                                    {"n_images": 40, "min_votes": 3, "max_votes": 5, "seed": 6}, image_size=96),
              "images": {"size": 64}, "backbone": {"name": "vgg16", "weights": "none"},
              "training": {"batch_size": 8, "seeds": [1], "stage1": {"epochs": 1}, "stage2": {"epochs": 1}},
-             "experiment": {"single_targets": {"AADB": ["score"], "EVA": ["score"]}},
+             "experiment": {"single_attributes": {"AADB": ["score"], "EVA": ["score"]}},
              "evaluation": {"bootstrap": 20}},
 }
 PEAK_TFLOPS = {  # dense, per GPU: (bf16, TF32), from the vendors' data sheets
@@ -47,7 +47,7 @@ PEAK_TFLOPS = {  # dense, per GPU: (bf16, TF32), from the vendors' data sheets
 }
 PHASES = {  # phase -> rules (training jobs are train_<dataset>[_<k>])
     "data (synthesize / download, parse, split)": ("obtain_archives", "extract", "parse_labels", "split",
-                                                   "normalize", "fetch_weights", "label_figure"),
+                                                   "scale_labels", "fetch_weights", "label_figure"),
     "decode (image cache)": ("image_cache",),
     "feature cache": ("feature_cache",),
     "training + predictions": ("train_",),
@@ -182,7 +182,7 @@ def run_grid(args, work: Path) -> dict:
     cfg = copy.deepcopy(GRIDS[name])
     wf = Workflow(work / "repo", cfg, ["--profile", "profiles/local", "--resources", "gpu=1"])
     repo, res = wf.repo, {"grid": name, "config": cfg}
-    res["prepare_s"] = wf.run(*[f"results/{ds}/targets.tsv" for ds in cfg["datasets"]], log=work / "prepare.log")
+    res["prepare_s"] = wf.run(*[f"results/{ds}/scaled_labels.tsv" for ds in cfg["datasets"]], log=work / "prepare.log")
     res["whole_s"] = wf.run(log=work / "grid.log")
     res["spans"] = job_spans(work / "grid.log")
     res["phases"] = phase_times(res["spans"])
@@ -190,7 +190,7 @@ def run_grid(args, work: Path) -> dict:
     res["training"] = training_log_figures(repo / "logs")
     res["peak_mib"] = peak_memory(repo / "logs")
     res["jobs"] = len(res["spans"])
-    splits = {ds: read_tsv(repo / "results" / ds / "targets.tsv")["split"] for ds in cfg["datasets"]}
+    splits = {ds: read_tsv(repo / "results" / ds / "scaled_labels.tsv")["split"] for ds in cfg["datasets"]}
     res["images"] = {ds: len(split) for ds, split in splits.items()}
     res["test_images"] = {ds: int((split == "test").sum()) for ds, split in splits.items()}
     res["metrics"] = (repo / "results" / "metrics.tsv").read_text()
@@ -206,7 +206,8 @@ def run_grid(args, work: Path) -> dict:
         res["per_model_jobs"] = sum(1 for rule, _, _ in spans if rule.startswith("train_"))
         res["per_model_same_metrics"] = (repo / "results" / "metrics.tsv").read_text() == res["metrics"]
     if not args.skip_precision:  # feature cache, training and predictions again under bf16 autocast
-        wf.configure({**cfg, "training": {**cfg.get("training", {}), "bf16_autocast_cuda": True}})
+        wf.configure({**cfg, "backbone": {**cfg["backbone"], "cache_bf16_autocast_cuda": True},
+                      "training": {**cfg.get("training", {}), "bf16_autocast_cuda": True}})
         wf.run("results/metrics.tsv", log=work / "bf16.log")
         res["bf16_phases"] = phase_times(job_spans(work / "bf16.log"))
         res["bf16_diff"] = srcc_differences(res["metrics"], (repo / "results" / "metrics.tsv").read_text())

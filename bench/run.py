@@ -101,7 +101,7 @@ def bench_design(args, work: Path) -> dict:
                                                     "fast_nchw": 1}, log)
     fast, slow, nchw = runs["fast"][-1], runs["direct"][-1], runs["fast_nchw"][-1]
     diff, where, n = design.max_abs_diff(fast.srcc, slow.srcc)
-    n_test = min(int((d.targets["split"] == "test").sum()) for d in data.values())
+    n_test = min(int((d.scaled["split"] == "test").sum()) for d in data.values())
     scoring = Timing([design.score(cfg, r) for r in runs["fast"]])  # what the workflow's metrics job adds
     return {"cfg": cfg, "prep_s": prep, "times": times, "speedup": ratio(times["direct"], times["fast"]),
             "phases": {w: {p: Timing([r.seconds[p] for r in rs]) for p in PHASES if p in rs[0].seconds}
@@ -114,7 +114,7 @@ def bench_design(args, work: Path) -> dict:
             "n_test": n_test, "swap_bound": 12 / (n_test * (n_test + 1)) if n_test > 1 else float("nan"),
             "in_process_all": Timing([r.total + s for r, s in zip(runs["fast"], scoring.values)]),
             "scoring": scoring, "fast_srcc": fast.srcc,
-            "images": {ds: d.targets["split"].value_counts().to_dict() for ds, d in data.items()},
+            "images": {ds: d.scaled["split"].value_counts().to_dict() for ds, d in data.items()},
             "models": {ds: len(settings(cfg, ds)) * len(cfg["training"]["seeds"]) for ds in data}}
 
 
