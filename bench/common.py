@@ -175,11 +175,12 @@ def command_line() -> str:
 
 
 def source_revision() -> str:
-    """The commit whose pipeline (everything but bench/) was measured."""
+    """The commit whose pipeline (src/, workflow/, the Snakefile and the configs) was measured."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
 
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench", ":!tests/test_bench.py")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", "src", "workflow", "Snakefile", "config.yaml",
+                  "config", "pyproject.toml")
     return (git("rev-parse", "--short", "HEAD") or "unknown") + (" with uncommitted changes" if changed else "")
 
 
