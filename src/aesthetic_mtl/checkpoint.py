@@ -160,8 +160,9 @@ def checkpoint_overall(ckpt: dict) -> str | None:
     """The overall target of a checkpoint, read back from the config training stored in it; None if unknown.
 
     Training stores its dataset's config (`config["datasets"][dataset]`, with its `overall` target and
-    target ranges; before the vocabulary change the ranges were stored as `targets`). A model that predicts that dataset's overall target answers it; otherwise (a single-task
-    model of an attribute, a checkpoint without a config) a target named `score` is taken, else None.
+    attribute ranges, stored as `targets` before the vocabulary change). A model that predicts that
+    dataset's overall target answers it; otherwise (a single-task model of an attribute, a checkpoint
+    without a config) a target named `score` is taken, else None.
     """
     targets = list(ckpt["targets"])
     for ds in (ckpt.get("config") or {}).get("datasets", {}).values():

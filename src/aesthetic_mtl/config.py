@@ -105,13 +105,11 @@ key is unknown."""
 
 
 def _refuse_old_names(config: dict) -> None:
-    for pattern, new in RENAMED_KEYS.items():
-        for where in _matching_keys(config, pattern[:-1]):
-            if isinstance(where[1], dict) and pattern[-1] in where[1]:
-                old_key = ".".join([*where[0], pattern[-1]])
-                new_key = ".".join([*where[0], new])
-                raise ConfigError(f"config key '{old_key}': renamed '{new_key}' (same content); "
-                                  f"rename the key in your config file")
+    for (*parents, old), new in RENAMED_KEYS.items():
+        for at, node in _matching_keys(config, tuple(parents)):
+            if isinstance(node, dict) and old in node:
+                raise ConfigError(f"config key '{'.'.join([*at, old])}': renamed '{'.'.join([*at, new])}' "
+                                  f"(same content); rename the key in your config file")
 
 
 def _matching_keys(node: object, pattern: tuple[str, ...], at: tuple[str, ...] = ()):

@@ -41,7 +41,8 @@ def save(fig, path: str | Path) -> None:
     plt.close(fig)
 
 
-def label_distributions(labels_path, ranges: dict, dataset: str, out, names: Mapping[str, str] | None = None) -> None:
+def label_distributions(labels_path, ranges: dict, dataset: str, out,
+                        names: Mapping[str, str] | None = None) -> None:
     """Histogram of every attribute on its raw scale (one panel per attribute), over unique images."""
     labels = read_tsv(labels_path).drop_duplicates("image")
     targets = list(ranges)
@@ -110,7 +111,8 @@ def training_curves(histories: dict, dataset: str, out, setting: str = "multitas
 
 @styled
 def prediction_scatter(predictions, ranges: dict, dataset: str, out, overall: str | None = None,
-                       title_suffix: str = "multi-task model, stage 2", names: Mapping[str, str] | None = None) -> None:
+                       title_suffix: str = "multi-task model, stage 2",
+                       names: Mapping[str, str] | None = None) -> None:
     """Predicted vs true value of every target on the test split, on the dataset's raw scale."""
     from .metrics import srcc
     from .scaling import from_unit
@@ -229,8 +231,9 @@ def cross_heatmap(metrics, datasets: dict, out, stage: str = "stage2", setting: 
             a, b = p.split("->", 1)
             grid[src.index(a), dst.index(b)] = stat(m, dataset=test, train_dataset=train, setting=setting,
                                                     stage=stage, target=p).mean
-        _heat(ax, grid, [display_name(a, datasets[train].get("display_names")) for a in src],
-              [display_name(b, datasets[test].get("display_names")) for b in dst], f"{test} target (test)", f"{train} target (trained)",
+        rows = [display_name(a, datasets[train].get("display_names")) for a in src]
+        cols = [display_name(b, datasets[test].get("display_names")) for b in dst]
+        _heat(ax, grid, rows, cols, f"{test} target (test)", f"{train} target (trained)",
               f"trained on {train}, tested on {test}")
     cbar = fig.colorbar(image, ax=list(axes.flat), shrink=0.85)
     cbar.set_label("SRCC on the test split")

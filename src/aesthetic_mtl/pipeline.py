@@ -161,13 +161,15 @@ def train_models(dataset: str, backbone: str, seed: int, *, models: dict[str, li
                  test_sets: dict[str, list[str]], weights: dict, outputs, placement: str = "auto",
                  threads: int | None = None, log: Callable = print) -> None:
     """A training job: every model of `models` (setting -> targets) through both stages, with test predictions
-    on every dataset of `test_sets` (name -> its attributes), its files written to `outputs` (keys from `output_key`).
+    on every dataset of `test_sets` (name -> its attributes), its files written to `outputs` (keys from
+    `output_key`).
 
     The caches are opened once and shared by all models; each model is seeded on its own, so the results
     do not depend on how the workflow cuts the models into jobs. Images listed in a dataset's `skipped`
     table (the image cache's skipped.tsv) leave its splits. `spec` holds the config sections `head`,
-    `training` and `images`; `info` the dataset's attribute ranges and overall target; `placement` (training.cache_placement, a resource of the
-    job since results do not depend on it) where the caches live while it trains.
+    `training` and `images`; `info` the dataset's attribute ranges and overall target; `placement`
+    (training.cache_placement, a resource of the job since results do not depend on it) where the caches
+    live while it trains.
     """
     from .device import log_peak_memory, pick_device
     from .download import sha256_file

@@ -244,8 +244,9 @@ class CachedDataset:
     placed: dict[str, Inputs] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def open(cls, name: str, cache_dir, scaled_labels_path, skipped_path=None, *, device: torch.device = torch.device("cpu"),
-             placement: str = "memmap", log: Callable = print) -> "CachedDataset":
+    def open(cls, name: str, cache_dir, scaled_labels_path, skipped_path=None, *,
+             device: torch.device = torch.device("cpu"), placement: str = "memmap",
+             log: Callable = print) -> "CachedDataset":
         """Memory-mapped caches and the scaled labels, less the images the image cache skipped (its skipped.tsv).
         Each cache moves where `placement` says when a stage first needs it, once for every model of the job."""
         from pathlib import Path
