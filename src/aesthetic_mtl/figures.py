@@ -186,7 +186,7 @@ def srcc_bars(metrics, dataset: str, targets: list, out, overall: str | None = N
                 ax.text(px, 0.01, "n/a", ha="center", va="bottom", fontsize=8, color="#555", rotation=90)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x)
-    ax.set_xticklabels([display_name(t, names, overall).replace(" (overall)", "\n(overall)") for t in targets],
+    ax.set_xticklabels([display_name(t, names) + ("\n(overall)" if t == overall else "") for t in targets],
                        rotation=30, ha="right")
     ax.set_ylabel("SRCC on the test split")
     low = min(0.0, float(np.nanmin(own["value"])) - 0.05) if own["value"].notna().any() else 0.0

@@ -90,26 +90,19 @@ def labels_cfg(wildcards):
     }
 
 
-def dataset_info(dataset):
-    """Attribute ranges and display names, overall score and source of a dataset: what tables, figures and
-    checkpoints need of it (tables and the summary compare with the paper's numbers only when the data are
-    not synthetic)."""
-    ds = config["datasets"][dataset]
-    return {
-        "attributes": dict(ds["attributes"]),
-        "display_names": dict(ds.get("display_names", {})),
-        "overall": ds["overall"],
-        "source": ds["source"],
-    }
-
-
-DATASET_INFO = {ds: dataset_info(ds) for ds in DATASETS}
-
-
 def model_info(dataset):
-    """What models and overall-score numbers need of a dataset (training stores it in each checkpoint): not
-    the display names, which only change how tables and figures label an attribute."""
-    return {k: v for k, v in DATASET_INFO[dataset].items() if k != "display_names"}
+    """Attribute ranges, overall score and source of a dataset: what models and overall-score numbers need of
+    it (training stores it in each checkpoint; tables and the summary compare with the paper's numbers only
+    when the data are not synthetic)."""
+    ds = config["datasets"][dataset]
+    return {"attributes": dict(ds["attributes"]), "overall": ds["overall"], "source": ds["source"]}
+
+
+MODEL_INFO = {ds: model_info(ds) for ds in DATASETS}
+# what shows attributes (tables, figures) also gets their display names; nothing else depends on them
+DATASET_INFO = {
+    ds: {**MODEL_INFO[ds], "display_names": dict(config["datasets"][ds].get("display_names", {}))} for ds in DATASETS
+}
 
 
 def training_spec():

@@ -119,6 +119,6 @@ rule label_figure:
         CONDA_ENV
     params:
         ranges=lambda wc: config["datasets"][wc.dataset]["attributes"],
-        names=lambda wc: config["datasets"][wc.dataset].get("display_names", {}),
+        names=lambda wc: DATASET_INFO[wc.dataset]["display_names"],
     script:
         "../scripts/label_figure.py"

@@ -74,7 +74,7 @@ use rule table_dataset as table_published with:
         path("log", rule="tables", name="published"),
     params:
         kind="published",
-        datasets={ds: model_info(ds) for ds in DATASETS},  # overall scores only: no display names
+        datasets=MODEL_INFO,  # overall scores only: no display names
         head=config["head"],
 
 
@@ -237,7 +237,7 @@ rule summary:
     conda:
         CONDA_ENV
     params:
-        datasets={ds: model_info(ds) for ds in DATASETS},  # names attributes by their columns
+        datasets=MODEL_INFO,  # names attributes by their columns
         names=DATASETS,
     script:
         "../scripts/summary.py"

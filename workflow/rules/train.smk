@@ -37,7 +37,7 @@ for _dataset in DATASETS:
                 dataset=_dataset,
                 models={setting: settings(config, _dataset)[setting] for setting in _chunk},
                 spec=training_spec(),
-                info=model_info(_dataset),
+                info=MODEL_INFO[_dataset],
                 test_sets={test: list(config["datasets"][test]["attributes"]) for test in DATASETS},
                 weights=config["backbone"]["weights"],
             script:
