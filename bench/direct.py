@@ -19,8 +19,9 @@ number it also follows the same conventions:
 - random numbers: `torch.manual_seed(seed)` before the head is built and before each stage (dropout
   masks come from the global generator), and one `torch.randperm` per epoch from a generator seeded
   with `seed` for the batch order (stage 2: a seed derived from (seed, 1), so it does not repeat
-  stage 1's order); the head starts as `head.init` says (Keras: glorot-uniform, zero bias), Adam uses
-  `training.adam_eps` and the halving follows `schedule` (continuous: Keras' ExponentialDecay). `DataLoader(shuffle=True)` would draw a worker base seed from the
+  stage 1's order); the head starts as `head.init` says (Keras: glorot-uniform, zero bias), Adam follows
+  `training.adam` (Keras' update written out below, or torch's) with `training.adam_eps`, and the halving
+  follows `schedule` (continuous: Keras' ExponentialDecay). `DataLoader(shuffle=True)` would draw a worker base seed from the
   same stream and `RandomSampler` draws one extra permutation per epoch, so the port uses a
   three-line sampler and gives the loader its own generator.
 """
@@ -127,6 +128,27 @@ def _stream_seed(seed: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+class TextbookKerasAdam(torch.optim.Optimizer):
+    """keras.optimizers.Adam as its documentation writes it: t += 1; m = 0.9 m + 0.1 g; v = 0.999 v + 0.001 g^2;
+    theta -= lr * sqrt(1 - 0.999^t) / (1 - 0.9^t) * m / (sqrt(v) + eps)."""
+
+    def __init__(self, params, lr: float, eps: float) -> None:
+        super().__init__(params, {"lr": lr, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in (p for p in group["params"] if p.grad is not None):
+                state = self.state[p]
+                if not state:
+                    state.update(t=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                state["t"] += 1
+                state["m"] = 0.9 * state["m"] + 0.1 * p.grad
+                state["v"] = 0.999 * state["v"] + 0.001 * p.grad ** 2
+                step = group["lr"] * (1 - 0.999 ** state["t"]) ** 0.5 / (1 - 0.9 ** state["t"])
+                p -= step * state["m"] / (state["v"].sqrt() + group["eps"])
+
+
 def _scheduler(optimizer, halve_every: int | None, schedule: str):
     """lr0 * 0.5 ** (step // n) (staircase) or lr0 * 0.5 ** (step / n) (continuous, Keras' default)."""
     if not halve_every:
@@ -138,11 +160,11 @@ def _scheduler(optimizer, halve_every: int | None, schedule: str):
 
 def train_stage(net: Net, params: list[nn.Parameter], train: JpegDataset, val: JpegDataset, *, epochs: int,
                 lr: float, batch_size: int, halve_every: int | None, seed: int, num_workers: int,
-                schedule: str = "staircase", eps: float = 1e-8) -> list[dict]:
+                schedule: str = "staircase", adam: str = "torch", eps: float = 1e-8) -> list[dict]:
     torch.manual_seed(seed)
     sampler = EpochShuffle(len(train), seed)
     loader = _loader(train, batch_size, num_workers, sampler)
-    optimizer = torch.optim.Adam(params, lr=lr, eps=eps)
+    optimizer = (TextbookKerasAdam if adam == "keras" else torch.optim.Adam)(params, lr=lr, eps=eps)
     scheduler = _scheduler(optimizer, halve_every, schedule)
     mse = nn.MSELoss()
     history = []
@@ -204,7 +226,8 @@ def direct_path(cfg: dict, data: dict, *, threads: int) -> DesignRun:
                     train_stage(net, params, sets["train"], sets["validation"], epochs=st["epochs"], lr=st["lr"],
                                 batch_size=tcfg["batch_size"], halve_every=st.get("halve_every_steps"),
                                 seed=_stream_seed(seed, stream), num_workers=workers,
-                                schedule=st.get("schedule", "staircase"), eps=tcfg.get("adam_eps", 1e-8))
+                                schedule=st.get("schedule", "staircase"), adam=tcfg.get("adam", "torch"),
+                                eps=tcfg.get("adam_eps", 1e-8))
                     run.add_time(f"train_{stage}", time.perf_counter() - t0)
                     t0 = time.perf_counter()
                     pred = _predict(net, sets["test"], 64, workers)

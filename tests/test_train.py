@@ -130,13 +130,15 @@ def test_adam_epsilon_reaches_the_optimizer(tiny_images, monkeypatch):
 
 
 def test_stage_config_from_the_training_section():
-    training = {"batch_size": 16, "adam_eps": 1e-7, "stage1": {"epochs": 5, "lr": 1e-3},
+    training = {"batch_size": 16, "adam": "keras", "adam_eps": 1e-7, "stage1": {"epochs": 5, "lr": 1e-3},
                 "stage2": {"epochs": 3, "lr": 1e-4, "halve_every_steps": 125, "schedule": "continuous"}}
     s1, s2 = (StageConfig.from_config(training, s) for s in ("stage1", "stage2"))
-    assert s1 == StageConfig(5, 1e-3, 16, None, "staircase", 1e-7, stream=0)
-    assert s2 == StageConfig(3, 1e-4, 16, 125, "continuous", 1e-7, stream=1)
+    assert s1 == StageConfig(5, 1e-3, 16, None, "staircase", 1e-7, "keras", stream=0)
+    assert s2 == StageConfig(3, 1e-4, 16, 125, "continuous", 1e-7, "keras", stream=1)
     plain = StageConfig.from_config({"batch_size": 8, "stage2": {"epochs": 1, "lr": 1e-4}}, "stage2")
-    assert (plain.schedule, plain.adam_eps) == ("staircase", 1e-8)  # PyTorch's defaults when not configured
+    assert (plain.schedule, plain.adam_eps, plain.adam) == ("staircase", 1e-8, "torch")  # PyTorch's when not set
+    with pytest.raises(ValueError, match="adam must be one of"):
+        StageConfig(1, 1e-3, 4, adam="sgd")
 
 
 def test_stage2_does_not_replay_stage1_shuffle_order(tiny_images):

@@ -27,6 +27,7 @@ from .device import autocast
 from .errors import DataError, TrainingError
 from .io import crash_point
 from .model import AestheticModel
+from .optim import ADAM_VARIANTS, adam
 from .placement import Inputs, place
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -42,8 +43,9 @@ class StageConfig:
 
     `schedule`: how the lr halves every `halve_every_steps` steps: "staircase" (lr0 * 0.5 ** (step // n),
     PyTorch's StepLR) or "continuous" (lr0 * 0.5 ** (step / n): Keras' ExponentialDecay default,
-    staircase=False). `adam_eps`: PyTorch's default 1e-8, Keras' 1e-7. (Keras adds epsilon before Adam's
-    bias correction, PyTorch after; with these magnitudes the difference is negligible and not modelled.)
+    staircase=False). `adam`: "keras" (Keras' update, epsilon added before the bias correction: `optim.KerasAdam`)
+    or "torch" (`torch.optim.Adam`); the two differ most for small gradients, as in stage 2 (`optim`).
+    `adam_eps`: PyTorch's default 1e-8, Keras' 1e-7.
     `stream`: the random stream of shuffling and dropout (0 stage 1, 1 stage 2), so stage 2 does not
     replay stage 1's batches and masks.
     """
@@ -54,11 +56,14 @@ class StageConfig:
     halve_every_steps: int | None = None
     schedule: str = "staircase"
     adam_eps: float = 1e-8
+    adam: str = "torch"
     stream: int = 0
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.adam not in ADAM_VARIANTS:
+            raise ValueError(f"adam must be one of {ADAM_VARIANTS}, got {self.adam!r}")
 
     @classmethod
     def from_config(cls, training: dict, stage: str) -> "StageConfig":
@@ -66,7 +71,8 @@ class StageConfig:
         own = training[stage]
         return cls(epochs=own["epochs"], lr=own["lr"], batch_size=training["batch_size"],
                    halve_every_steps=own.get("halve_every_steps"), schedule=own.get("schedule", "staircase"),
-                   adam_eps=training.get("adam_eps", 1e-8), stream=STAGE_STREAMS[stage])
+                   adam=training.get("adam", "torch"), adam_eps=training.get("adam_eps", 1e-8),
+                   stream=STAGE_STREAMS[stage])
 
 
 def stream_seed(seed: int, stream: int) -> int:
@@ -136,13 +142,14 @@ def fit(model: AestheticModel, forward: Forward, inputs: Inputs | np.ndarray, tr
         stage: StageConfig, *, seed: int, params: list[torch.nn.Parameter], loss_weights: Sequence[float],
         device: torch.device = torch.device("cpu"), bf16_cuda: bool = True,
         log: Callable = print, desc: str = "train") -> pd.DataFrame:
-    """Train `params` with Adam on MSE; returns the per-epoch history (train and validation loss)."""
+    """Train `params` with Adam (Keras' or PyTorch's update: `stage.adam`) on MSE; returns the per-epoch
+    history (train and validation loss)."""
     if len(train.rows) == 0:
         raise DataError("the training split is empty")
     seed = stream_seed(seed, stage.stream)
     torch.manual_seed(seed)  # dropout masks
     order_rng = torch.Generator().manual_seed(seed)  # shuffling, independent of dropout
-    optimizer = torch.optim.Adam(params, lr=stage.lr, eps=stage.adam_eps)
+    optimizer = adam(params, variant=stage.adam, lr=stage.lr, eps=stage.adam_eps)
     scheduler = lr_scheduler(optimizer, stage)
     weights = torch.tensor(loss_weights, dtype=torch.float32, device=device)
     y_all = torch.from_numpy(train.y).to(device)
