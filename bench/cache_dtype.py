@@ -22,17 +22,17 @@ section of bench/results.md (between the markers below) and keeps the rest of th
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, prepare_dataset, quiet, weights_file  # noqa: E402
+from common import (RESULTS, ReportSection, aadb_design, prepare_dataset, quiet, train_and_score,  # noqa: E402
+                    weights_file)
 
 THRESHOLD = 0.002
-BEGIN, END = "<!-- cache_dtype:begin -->", "<!-- cache_dtype:end -->"
+SECTION = ReportSection("cache_dtype")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,17 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def design(args: argparse.Namespace, backbone: str, weights: str, size: int) -> dict:
     """The paper config's AADB entry and training settings, on a synthetic release of the chosen size."""
-    from aesthetic_mtl.config import deep_update, load_config
-
-    cfg = load_config(REPO / "config.yaml")
-    n_val = max(8, args.n_train // 8)
-    return deep_update(cfg, {
-        "datasets": {"AADB": {"source": "synthetic", "synthetic": {
-            "n_train": args.n_train, "n_validation": n_val, "n_test": args.n_test, "overlap": 0,
-            "image_size": max(2 * size, 96), "seed": 31}}},
-        "images": {"size": size},
-        "backbone": {"name": backbone, "weights": weights},
-    })
+    return aadb_design(backbone, weights, size, n_train=args.n_train, n_test=args.n_test,
+                       image_size=max(2 * size, 96))
 
 
 def prepare(cfg: dict, work: Path) -> tuple[Path, Path, list[str]]:
@@ -76,34 +67,6 @@ def prepare(cfg: dict, work: Path) -> tuple[Path, Path, list[str]]:
     targets = prepare_dataset(ds, work / "resources" / "AADB", results)
     pipeline.image_cache(results / "labels.tsv", results / "images", cfg["images"], "error", workers=1, log=quiet)
     return results / "images", targets, list(ds["attributes"])
-
-
-def train_and_score(cfg: dict, cache: Path, targets_path: Path, targets: list[str], seed: int) -> dict:
-    """Both stages of the multi-task model from one cache; {(stage, target): test SRCC}."""
-    import torch
-
-    from aesthetic_mtl.feature_cache import open_feature_cache
-    from aesthetic_mtl.io import read_tsv
-    from aesthetic_mtl.metrics import srcc
-    from aesthetic_mtl.model import build_model
-    from aesthetic_mtl.train import StageConfig, fit, predict, split_rows, stage_params
-
-    prefix, pooled, index = open_feature_cache(cache)
-    table = read_tsv(targets_path)
-    train, val, test = (split_rows(table, index, s, targets) for s in ("train", "validation", "test"))
-    torch.manual_seed(seed)
-    head = cfg["head"]
-    model = build_model(cfg["backbone"]["name"], targets, weights_file(cfg), head["hidden"], head["dropout"],
-                        head.get("init", "torch"))
-    out = {}
-    for stage, inputs, forward in (("stage1", pooled, model.forward_from_pooled),
-                                   ("stage2", prefix, model.forward_from_prefix)):
-        fit(model, forward, inputs, train, val, StageConfig.from_config(cfg["training"], stage), seed=seed,
-            params=stage_params(model, stage), loss_weights=[1.0] * len(targets), log=quiet, desc=stage)
-        pred = predict(forward, inputs, test.rows)
-        for j, t in enumerate(targets):
-            out[(stage, t)] = srcc(pred[:, j], test.y[:, j])
-    return out
 
 
 def run(args: argparse.Namespace, backbone: str, weights: str, size: int) -> dict:
@@ -143,7 +106,7 @@ def render(args: argparse.Namespace, runs: list[dict]) -> str:
     seconds = sum(r["seconds"] for r in runs)
     cfg0 = runs[0]["cfg"]
     lines = [
-        BEGIN,
+        SECTION.begin,
         "## 6. Feature cache: float16 against float32",
         "",
         f"`{cmd.strip()}` (CPU, 1 torch thread, {seconds / 60:.1f} min, torch {torch.__version__}). "
@@ -177,27 +140,8 @@ def render(args: argparse.Namespace, runs: list[dict]) -> str:
                  "the default `backbone.cache_dtype` is float32 (twice the disk: VGG16 at 224 px stores "
                  "1.6 MB per image, ~16 GB for AADB)."),
               f"For comparison, the median std of SRCC over seeds (float32) is {median_spread:.4f}.",
-              "Not measured: the VGG16 trunk with ImageNet weights (no download here) and CUDA.", END]
+              "Not measured: the VGG16 trunk with ImageNet weights (no download here) and CUDA.", SECTION.end]
     return "\n".join(lines) + "\n"
-
-
-def read_section(path: Path = REPO / "bench" / "results.md") -> str | None:
-    """This benchmark's section of results.md, markers included, or None."""
-    text = Path(path).read_text() if Path(path).exists() else ""
-    match = re.search(re.escape(BEGIN) + ".*?" + re.escape(END) + "\n?", text, re.S)
-    return match.group(0) if match else None
-
-
-def write_section(section: str, path: Path = REPO / "bench" / "results.md") -> None:
-    """Replace this benchmark's section in results.md (or append it), leaving the rest untouched."""
-    text = path.read_text() if path.exists() else ""
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END) + "\n?", re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section, text)
-    else:
-        marker = "\n## Reproduce"
-        text = text.replace(marker, "\n" + section + marker, 1) if marker in text else text + "\n" + section
-    path.write_text(text)
 
 
 def main(argv=None) -> int:
@@ -206,8 +150,8 @@ def main(argv=None) -> int:
     section = render(args, runs)
     print(section)
     if args.write:
-        write_section(section)
-        print(f"wrote {REPO / 'bench' / 'results.md'}")
+        SECTION.write(section)
+        print(f"wrote {RESULTS}")
     return 0
 
 

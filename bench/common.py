@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import re
 import resource
 import shlex
 import shutil
@@ -184,6 +185,33 @@ def source_revision() -> str:
     return (git("rev-parse", "--short", "HEAD") or "unknown") + (" with uncommitted changes" if changed else "")
 
 
+RESULTS = REPO / "bench" / "results.md"
+
+
+class ReportSection:
+    """A benchmark's own section of bench/results.md, between two markers: its script replaces it in place and
+    `bench/run.py` keeps it when it rewrites the rest of the file."""
+
+    def __init__(self, name: str) -> None:
+        self.begin, self.end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        self.pattern = re.compile(re.escape(self.begin) + ".*?" + re.escape(self.end) + "\n?", re.S)
+
+    def read(self, path: Path = RESULTS) -> str | None:
+        """The section, markers included, or None."""
+        match = self.pattern.search(Path(path).read_text() if Path(path).exists() else "")
+        return match.group(0) if match else None
+
+    def write(self, section: str, path: Path = RESULTS) -> None:
+        """Replace the section (or add it before "## Reproduce"), leaving the rest of the file untouched."""
+        text = path.read_text() if path.exists() else ""
+        if self.pattern.search(text):
+            text = self.pattern.sub(lambda _m: section, text)
+        else:
+            marker = "\n## Reproduce"
+            text = text.replace(marker, "\n" + section + marker, 1) if marker in text else text + "\n" + section
+        path.write_text(text)
+
+
 def md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -229,6 +257,49 @@ def prepare_dataset(ds: dict, res: Path, results: Path, log: Callable = quiet) -
     pipeline.scale_labels(results / "labels.tsv", results / "splits.tsv", ds["attributes"],
                           results / "scaled_labels.tsv", log=log)
     return results / "scaled_labels.tsv"
+
+
+def aadb_design(backbone: str, weights: str, size: int, *, n_train: int, n_test: int, image_size: int,
+                seed: int = 31) -> dict:
+    """The paper config's AADB entry and training settings on a synthetic release (photos of `image_size` px)."""
+    from aesthetic_mtl.config import deep_update, load_config
+
+    return deep_update(load_config(REPO / "config.yaml"), {
+        "datasets": {"AADB": {"source": "synthetic", "synthetic": {
+            "n_train": n_train, "n_validation": max(8, n_train // 8), "n_test": n_test, "overlap": 0,
+            "image_size": image_size, "seed": seed}}},
+        "images": {"size": size},
+        "backbone": {"name": backbone, "weights": weights},
+    })
+
+
+def train_and_score(cfg: dict, cache: Path, scaled_labels: Path, targets: list[str], seed: int) -> dict:
+    """Both stages of the multi-task model from one feature cache, the pipeline's way;
+    {(stage, target): test SRCC}."""
+    import torch
+
+    from aesthetic_mtl.feature_cache import open_feature_cache
+    from aesthetic_mtl.io import read_tsv
+    from aesthetic_mtl.metrics import srcc
+    from aesthetic_mtl.model import build_model
+    from aesthetic_mtl.train import StageConfig, fit, predict, split_rows, stage_params
+
+    prefix, pooled, index = open_feature_cache(cache)
+    table = read_tsv(scaled_labels)
+    train, val, test = (split_rows(table, index, s, targets) for s in ("train", "validation", "test"))
+    torch.manual_seed(seed)
+    head = cfg["head"]
+    model = build_model(cfg["backbone"]["name"], targets, weights_file(cfg), head["hidden"], head["dropout"],
+                        head.get("init", "torch"))
+    out = {}
+    for stage, inputs, forward in (("stage1", pooled, model.forward_from_pooled),
+                                   ("stage2", prefix, model.forward_from_prefix)):
+        fit(model, forward, inputs, train, val, StageConfig.from_config(cfg["training"], stage), seed=seed,
+            params=stage_params(model, stage), loss_weights=[1.0] * len(targets), log=quiet, desc=stage)
+        pred = predict(forward, inputs, test.rows)
+        for j, t in enumerate(targets):
+            out[(stage, t)] = srcc(pred[:, j], test.y[:, j])
+    return out
 
 
 COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", "results", "resources", "logs", "benchmarks", ".snakemake",

@@ -130,6 +130,7 @@ def fast_path(cfg: dict, data: dict[str, Dataset], workdir: Path, *, threads: in
             image_dir, cache_dir = workdir / name / f"images_{size}", workdir / name / f"{backbone}_{size}"
             t0 = time.perf_counter()
             build_image_cache(ds.labels, image_dir, size, resize=cfg["images"].get("resize", "squash"),
+                              interpolation=cfg["images"].get("interpolation", "bicubic_fast"),
                               max_pixels=cfg["images"].get("max_pixels"), workers=threads, log=quiet, progress=False)
             run.add_time("image_cache", time.perf_counter() - t0)
             t0 = time.perf_counter()

@@ -11,9 +11,10 @@ It shares no code with the pipeline's training (train.py, feature_cache.py, imag
 backbone registry, so that both build exactly the same trunk. To make the two comparable number by
 number it also follows the same conventions:
 
-- pixels: full decode, RGB, then the same antialiased bicubic resize as `images.load_image` (Pillow's
-  `reducing_gap=3`); `images.load_image` adds JPEG draft decoding only for photos >= 2x the input
-  size, which the benchmark's 256 px photos at 160 px are not, so the pixels are identical (checked);
+- pixels: full decode, RGB, then the resize `images.interpolation` names (`bicubic_fast`: Pillow's
+  antialiased bicubic with `reducing_gap=3`; `images.load_image` adds JPEG draft decoding only for photos
+  >= 2x the input size, which the benchmark's 256 px photos at 160 px are not; the others: one plain
+  Pillow resize, as Keras' `load_img`), so the pixels are identical (checked);
 - normalisation `(x - offset) / scale` on 0..255 values, the backbone's own constants;
 - the trunk stays in eval mode (frozen BatchNorm statistics), as in the pipeline;
 - random numbers: `torch.manual_seed(seed)` before the head is built and before each stage (dropout
@@ -42,19 +43,23 @@ from common import weights_file
 from design import DesignRun
 
 
-def decode(path: str | Path, size: int) -> np.ndarray:
-    """Open, fully decode, convert to RGB, resize to size x size (bicubic, antialiased)."""
+def decode(path: str | Path, size: int, interpolation: str) -> np.ndarray:
+    """Open, fully decode, convert to RGB, resize to size x size: `bicubic_fast` antialiased bicubic with a
+    reducing gap of 3; otherwise as keras.utils.load_img does with that interpolation (one plain resize)."""
     with Image.open(path) as im:
         rgb = im.convert("RGB")
-    return np.asarray(rgb.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0))
+    if interpolation == "bicubic_fast":
+        return np.asarray(rgb.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0))
+    return np.asarray(rgb.resize((size, size), Image.Resampling[interpolation.upper()]))
 
 
 class JpegDataset(Dataset):
     """Images decoded from their files on every access, normalised, as float CHW tensors."""
 
-    def __init__(self, paths: Sequence[str], y: np.ndarray, size: int, offset, scale,
+    def __init__(self, paths: Sequence[str], y: np.ndarray, size: int, interpolation: str, offset, scale,
                  channel_order: str = "RGB") -> None:
         self.paths, self.y, self.size = list(paths), torch.from_numpy(np.asarray(y, np.float32)), size
+        self.interpolation = interpolation
         self.bgr = channel_order == "BGR"   # vgg16_keras: caffe input
         self.offset = torch.tensor(offset, dtype=torch.float32).view(3, 1, 1)
         self.scale = torch.tensor(scale, dtype=torch.float32).view(3, 1, 1)
@@ -63,7 +68,7 @@ class JpegDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        x = torch.from_numpy(decode(self.paths[i], self.size)).permute(2, 0, 1).float()
+        x = torch.from_numpy(decode(self.paths[i], self.size, self.interpolation)).permute(2, 0, 1).float()
         if self.bgr:
             x = x.flip(0)
         return (x - self.offset) / self.scale, self.y[i]
@@ -196,6 +201,7 @@ def direct_path(cfg: dict, data: dict, *, threads: int) -> DesignRun:
     run = DesignRun()
     tcfg, hcfg = cfg["training"], cfg["head"]
     size, name_bb, wfile = cfg["images"]["size"], cfg["backbone"]["name"], weights_file(cfg)
+    interpolation = cfg["images"].get("interpolation", "bicubic_fast")
     workers = int(tcfg.get("num_workers", 0))
     for name, ds in data.items():
         path_of = dict(zip(ds.labels["image"], ds.labels["path"]))
@@ -210,7 +216,8 @@ def direct_path(cfg: dict, data: dict, *, threads: int) -> DesignRun:
                 backbone = build_backbone(name_bb, wfile)
                 net = Net(backbone.features, backbone.pooled_width, len(targets), hcfg["hidden"], hcfg["dropout"],
                           hcfg.get("init", "torch"))
-                sets = {s: JpegDataset(p, y, size, backbone.offset, backbone.scale, backbone.channel_order) for s, (p, y) in parts.items()}
+                sets = {s: JpegDataset(p, y, size, interpolation, backbone.offset, backbone.scale, backbone.channel_order)
+                        for s, (p, y) in parts.items()}
                 run.add_time("build_model", time.perf_counter() - t0)
                 for stream, stage in enumerate(("stage1", "stage2")):  # stage 2 draws from its own stream
                     for p in net.features.parameters():
@@ -239,7 +246,7 @@ def direct_path(cfg: dict, data: dict, *, threads: int) -> DesignRun:
     return run
 
 
-def pixel_check(data: dict, fast_workdir: Path, size: int) -> dict:
+def pixel_check(data: dict, fast_workdir: Path, size: int, interpolation: str) -> dict:
     """Compare this port's decoded pixels with the fast path's image cache, image by image."""
     from aesthetic_mtl.image_cache import open_image_cache
 
@@ -248,6 +255,6 @@ def pixel_check(data: dict, fast_workdir: Path, size: int) -> dict:
         images, index = open_image_cache(fast_workdir / name / f"images_{size}")
         path_of = dict(zip(ds.labels["image"], ds.labels["path"]))
         for row, image in zip(index["row"], index["image"]):
-            diff = np.abs(decode(path_of[image], size).astype(np.int16) - images[row].astype(np.int16)).max()
+            diff = np.abs(decode(path_of[image], size, interpolation).astype(np.int16) - images[row].astype(np.int16)).max()
             worst, differing, n = max(worst, int(diff)), differing + int(diff > 0), n + 1
     return {"images": n, "differing": differing, "max_abs": worst}

@@ -9,8 +9,8 @@
              computed from contiguous NCHW input, the memory layout (b) uses
   snakemake  section 1b: the same design through the real `snakemake`, against the in-process run
 
-Section 6 of bench/results.md (float16 vs float32 feature cache) is bench/cache_dtype.py's; a run of this
-script keeps it. Figures are medians of interleaved repeats (a, b, a, b, ...). The exit status is 1 when
+Sections 6 (float16 vs float32 feature cache, bench/cache_dtype.py) and 7 (resize filter,
+bench/interpolation.py) of bench/results.md belong to their scripts; a run of this script keeps them. Figures are medians of interleaved repeats (a, b, a, b, ...). The exit status is 1 when
 the fast path computes something else than the direct port: the control must match the port's SRCC to
 1e-6, the fast path itself (channels-last rounding, amplified by training) within 0.01 or two swaps of
 near-tied test predictions, whichever is larger.
@@ -32,7 +32,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read by libgomp when torc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cache_dtype  # noqa: E402  (its section of results.md survives a regeneration)
+import cache_dtype  # noqa: E402  (their sections of results.md survive a regeneration)
+import interpolation  # noqa: E402
 from common import (REPO, ShareMeter, Timing, command_line, interleaved, machine, md_table,  # noqa: E402
                     ratio, source_revision, usable_cores)
 
@@ -110,7 +111,8 @@ def bench_design(args, work: Path) -> dict:
             "control_srcc": design.max_abs_diff(nchw.srcc, slow.srcc)[0],
             "control_pred": design.prediction_diff(nchw.preds, slow.preds),
             "repeat_diff": {w: design.max_abs_diff(rs[0].srcc, rs[-1].srcc)[0] for w, rs in runs.items()},
-            "pixels": direct.pixel_check(data, work / "fast", cfg["images"]["size"]),
+            "pixels": direct.pixel_check(data, work / "fast", cfg["images"]["size"],
+                                        cfg["images"].get("interpolation", "bicubic_fast")),
             "n_test": n_test, "swap_bound": 12 / (n_test * (n_test + 1)) if n_test > 1 else float("nan"),
             "in_process_all": Timing([r.total + s for r, s in zip(runs["fast"], scoring.values)]),
             "scoring": scoring, "fast_srcc": fast.srcc,
@@ -246,6 +248,7 @@ make bench                                        # = .venv/bin/python bench/run
 .venv/bin/python bench/run.py --only design       # one benchmark; --repeats N, --direct-repeats N
 .venv/bin/python bench/run.py --quick --out /tmp/r.md   # tiny sizes, as tests/test_bench.py runs it
 PYTHONPATH=src nice -n 10 python bench/cache_dtype.py --write   # section 6 (about 15 min on one core)
+PYTHONPATH=src nice -n 10 python bench/interpolation.py --write # section 7 (about 5 min on one core)
 .venv/bin/python bench/gpu.py                     # the paper grid on a GPU: bench/gpu-results.md
 ```""")
     return "\n\n".join(parts) + "\n"
@@ -278,11 +281,13 @@ def main(argv=None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     share = meter.report()
     if args.out:
-        kept = cache_dtype.read_section(args.out)  # measured by bench/cache_dtype.py: kept
+        own = (cache_dtype.SECTION, interpolation.SECTION)  # measured by their own scripts: kept
+        kept = [(section, section.read(args.out)) for section in own]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(render(results, info, share, started))
-        if kept:
-            cache_dtype.write_section(kept, args.out)
+        for section, text in kept:
+            if text:
+                section.write(text, args.out)
         log(f"\nwrote {args.out}")
     log(f"\ntotal {share['wall_s']:.0f} s; other processes used {share['others_cores']:.2f} cores on average")
     return 1 if "design" in results and disagree(results["design"]) else 0

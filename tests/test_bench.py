@@ -4,6 +4,7 @@ benchmark runs, writes its report section, and that the fast path and the direct
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
@@ -73,20 +74,25 @@ def test_snakemake_benchmark_runs_and_keeps_section_6(tmp_path):
     assert text.count(CACHE_SECTION) == 1 and text.index("## 1b.") < text.index("## 6.") < text.index("## Reproduce")
 
 
-def test_cache_dtype_benchmark_runs_and_keeps_one_section(tmp_path):
-    proc = _run(REPO / "bench" / "cache_dtype.py", "--quick", "--workdir", str(tmp_path / "work"))
-    assert "## 6. Feature cache: float16 against float32" in proc.stdout
-    assert "Largest SRCC difference over every target, seed and trunk" in proc.stdout
+@pytest.mark.parametrize("script, heading, figure", [
+    ("cache_dtype", "## 6. Feature cache: float16 against float32",
+     "Largest SRCC difference over every target, seed and trunk"),
+    ("interpolation", "## 7. Resize filter: Keras' interpolations against bicubic_fast",
+     "Mean over the targets (stage 2): `bicubic_fast`"),
+])
+def test_section_benchmarks_run_and_keep_one_section(tmp_path, script, heading, figure):
+    proc = _run(REPO / "bench" / f"{script}.py", "--quick", "--workdir", str(tmp_path / "work"))
+    assert heading in proc.stdout and figure in proc.stdout
     sys.path.insert(0, str(REPO / "bench"))
     try:
-        import cache_dtype
+        own = importlib.import_module(script).SECTION
     finally:
         sys.path.remove(str(REPO / "bench"))
-    section = proc.stdout[proc.stdout.index(cache_dtype.BEGIN):proc.stdout.index(cache_dtype.END)] + cache_dtype.END + "\n"
+    section = proc.stdout[proc.stdout.index(own.begin):proc.stdout.index(own.end)] + own.end + "\n"
     report = tmp_path / "results.md"
     report.write_text("# Benchmarks\n\n## 5. x\n\ntext\n\n## Reproduce\n\ncmd\n")
     for _ in range(2):
-        cache_dtype.write_section(section, report)
+        own.write(section, report)
     text = report.read_text()
-    assert text.count(cache_dtype.BEGIN) == 1 and text.index("## 6.") < text.index("## Reproduce")
-    assert cache_dtype.read_section(report) == section
+    assert text.count(own.begin) == 1 and text.index(heading[:5]) < text.index("## Reproduce")
+    assert own.read(report) == section

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +195,22 @@ def test_draft_decoding_matches_full_decode(tmp_path, monkeypatch):
     assert np.abs(out.astype(int) - full).mean() < 3
 
 
+def test_keras_filters_decode_in_full(tmp_path, monkeypatch):
+    """Every interpolation but bicubic_fast decodes the whole JPEG (as keras.utils.load_img does) and applies
+    its own filter; tests/test_keras_reference.py compares the pixels with Keras itself."""
+    path = _save(_smooth_photo(2000, 1500), tmp_path / "big.jpg", quality=90)
+    drafted = []
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", lambda self, *a: drafted.append(a))
+    with Image.open(path) as im:
+        full = im.convert("RGB")
+    for name, resample in images.KERAS_FILTERS.items():
+        expected = np.asarray(full.resize((224, 224), resample))
+        np.testing.assert_array_equal(load_image(path, 224, interpolation=name), expected)
+    assert drafted == []
+    load_image(path, 224, interpolation="bicubic_fast")
+    assert len(drafted) == 1
+
+
 def test_draft_keeps_twice_the_target(tmp_path):
     path = _save(_smooth_photo(1000, 460), tmp_path / "pano.jpg")
     with Image.open(path) as im:
@@ -299,6 +317,8 @@ def test_bad_arguments_are_not_data_errors(jpeg):
         load_image(jpeg, 32, resize="stretch")
     with pytest.raises(ValueError, match="size"):
         load_image(jpeg, 0)
+    with pytest.raises(ValueError, match="interpolation must be one of"):
+        load_image(jpeg, 32, interpolation="area")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -353,6 +373,15 @@ def test_cache_center_crop_matches_loader(tmp_path, photo_table):
     arr, index = open_image_cache(out)
     np.testing.assert_array_equal(arr[1], load_image(photo_table["path"][1], 16,
                                                      resize="center_crop"))
+
+
+def test_cache_uses_the_interpolation_and_records_it(tmp_path, photo_table):
+    out = tmp_path / "cache"
+    build_image_cache(photo_table, out, 16, interpolation="nearest", log=lambda m: None, progress=False)
+    arr, index = open_image_cache(out)
+    np.testing.assert_array_equal(arr[2], load_image(photo_table["path"][3], 16, interpolation="nearest"))
+    assert not np.array_equal(arr[2], load_image(photo_table["path"][3], 16))
+    assert json.loads((out / "meta.json").read_text())["interpolation"] == "nearest"
 
 
 def _with_bad_images(table: pd.DataFrame, tmp_path: Path) -> pd.DataFrame:

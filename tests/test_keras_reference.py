@@ -30,6 +30,7 @@ from keras.src.legacy.saving import legacy_h5_format  # noqa: E402
 
 from aesthetic_mtl.backbones import build_backbone, keras_vgg16_layer_names  # noqa: E402
 from aesthetic_mtl.config import load_config  # noqa: E402
+from aesthetic_mtl.images import FAST, KERAS_FILTERS, load_image  # noqa: E402
 from aesthetic_mtl.model import AestheticModel, Head  # noqa: E402
 from aesthetic_mtl.optim import adam  # noqa: E402
 from aesthetic_mtl.train import Split, StageConfig, fit, lr_scheduler  # noqa: E402
@@ -99,6 +100,23 @@ def test_trunk_on_keras_weights_matches_keras(keras_vgg16):
     assert theirs.shape == ours.shape == (len(images), 512)
     assert np.abs(theirs).max() > 0.1  # the trunk did not die on the way
     assert relative(ours, theirs) < 1e-5
+
+
+@pytest.mark.parametrize("interpolation", list(KERAS_FILTERS))
+@pytest.mark.parametrize("kind", ["JPEG", "PNG", "grey PNG"])
+def test_image_loader_matches_keras_load_img(tmp_path, interpolation, kind):
+    """`images.interpolation` other than bicubic_fast gives the pixels keras.utils.load_img gives (squash)."""
+    from PIL import Image
+
+    photo = Image.fromarray(photos(1, 480, seed=5)[0]).resize((640, 480))
+    photo = photo.convert("L") if kind == "grey PNG" else photo
+    path = tmp_path / ("photo.jpg" if kind == "JPEG" else "photo.png")
+    photo.save(path, quality=90) if kind == "JPEG" else photo.save(path)
+    theirs = keras.utils.img_to_array(keras.utils.load_img(path, target_size=(224, 224), interpolation=interpolation))
+    ours = load_image(path, 224, interpolation=interpolation)
+    np.testing.assert_array_equal(ours.astype(np.float32), theirs)
+    if interpolation == "nearest":  # Keras' default; our fast path differs from it (antialiased, drafted)
+        assert np.abs(load_image(path, 224, interpolation=FAST).astype(np.float32) - theirs).mean() > 1
 
 
 def test_preprocessing_is_keras_caffe_bit_for_bit():

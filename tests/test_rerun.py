@@ -34,6 +34,9 @@ RERUNS = {
                    {**TRAIN, **FROM_METRICS, "figure_training_curves": 2}),
     # the label tables do not depend on the input size: only the caches and what follows
     "image size": ({"images": {"size": 72}}, {"image_cache": 2, "feature_cache": 2, **FROM_MODELS}),
+    "image interpolation": ({"images": {"interpolation": "bilinear"}},
+                            {"image_cache": 2, "feature_cache": 2, **FROM_MODELS}),
+    "Adam variant": ({"training": {"adam": "torch"}}, FROM_MODELS),
     # EVA's split changes EVA's targets; AADB's job reruns too, since it predicts EVA's test split
     "EVA split seed": ({"datasets": {"EVA": {"split": {"seed": 7}}}},
                       {"split": 1, "scale_labels": 1, **FROM_MODELS}),

@@ -107,8 +107,9 @@ def score_images(model, ckpt: dict, paths: list[Path], *, batch_size: int = 32, 
     images_cfg = (ckpt.get("config") or {}).get("images", {})
     size = int(ckpt["image_size"])
     load_kwargs = {"resize": images_cfg.get("resize", "squash")}
-    if "max_pixels" in images_cfg:
-        load_kwargs["max_pixels"] = images_cfg["max_pixels"]
+    for key in ("interpolation", "max_pixels"):  # as the model's image cache decoded its photos
+        if key in images_cfg:
+            load_kwargs[key] = images_cfg[key]
     device = device or torch.device("cpu")
     model.to(device).eval()
     kept, outputs = [], []
@@ -266,7 +267,8 @@ def info(checkpoint, as_json) -> None:
         f"checkpoint    {data['checkpoint']}",
         f"backbone      {data['backbone']}",
         f"stage         {data['stage']}",
-        f"image size    {data['image_size']} px ({cfg['images'].get('resize', 'squash')})",
+        f"image size    {data['image_size']} px ({cfg['images'].get('resize', 'squash')}, "
+        f"{cfg['images'].get('interpolation', 'bicubic_fast')})",
         f"head          {data['head']}",
         f"stored params {data['stored_parameters']:,} (what training changed)",
         f"weights       {w['spec']}: {w['file'] or 'none (random trunk from a fixed seed)'}",

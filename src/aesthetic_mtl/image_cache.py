@@ -25,7 +25,7 @@ from tqdm import tqdm
 from . import images as decoding
 from . import integrity
 from .errors import DataError
-from .images import PILLOW_MAX_PIXELS, _check_args, _lift_pillow_limit
+from .images import FAST, PILLOW_MAX_PIXELS, _check_args, _lift_pillow_limit
 from .io import atomic_path, open_output_memmap, read_tsv, write_json, write_tsv
 
 BAD_IMAGE_MODES = ("error", "skip")
@@ -33,7 +33,8 @@ SKIPPED_COLUMNS = ["image", "path", "reason"]
 
 
 def build_image_cache(table: pd.DataFrame, out_dir: str | os.PathLike, size: int, *,
-                      resize: str = "squash", max_pixels: int | None = PILLOW_MAX_PIXELS,
+                      resize: str = "squash", interpolation: str = FAST,
+                      max_pixels: int | None = PILLOW_MAX_PIXELS,
                       on_bad_image: str = "error", workers: int = 2,
                       log: Callable[[str], object] = print,
                       progress: bool = True) -> pd.DataFrame:
@@ -48,7 +49,8 @@ def build_image_cache(table: pd.DataFrame, out_dir: str | os.PathLike, size: int
     full disk is an `OutputError` naming images.npy, not a crash part-way.
     """
     out_dir = Path(out_dir)
-    _check_args(size, resize)
+    _check_args(size, resize, interpolation)
+    decoder = _Decoder(size, resize, interpolation, max_pixels)
     if on_bad_image not in BAD_IMAGE_MODES:
         raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_MODES}, got {on_bad_image!r}")
     unique = _unique_images(table)
@@ -57,12 +59,12 @@ def build_image_cache(table: pd.DataFrame, out_dir: str | os.PathLike, size: int
     _lift_pillow_limit(max_pixels)
     start = time.perf_counter()
     with atomic_path(out_dir / "images.npy", suffix=".npy") as tmp:
-        kept, skipped = _fill_cache(tmp, out_dir / "images.npy", unique, size, resize, max_pixels,
-                                    on_bad_image, workers, log, progress)
+        kept, skipped = _fill_cache(tmp, out_dir / "images.npy", unique, decoder, on_bad_image, workers, log,
+                                    progress)
     _log_summary(log, len(kept), skipped, time.perf_counter() - start)
     write_tsv(out_dir / "skipped.tsv", skipped)
     index = pd.DataFrame({"row": np.arange(len(kept)), "image": kept})
-    write_json(out_dir / integrity.META, {"size": int(size), "resize": resize,
+    write_json(out_dir / integrity.META, {"size": int(size), "resize": resize, "interpolation": interpolation,
                                           integrity.KEY: integrity.record(out_dir, ["images.npy"], index)})
     write_tsv(out_dir / "index.tsv", index)
     return skipped
@@ -85,16 +87,15 @@ def _unique_images(table: pd.DataFrame) -> pd.DataFrame:
     return pairs.drop_duplicates("image", keep="first").reset_index(drop=True)
 
 
-def _fill_cache(tmp: Path, output: Path, unique: pd.DataFrame, size: int, resize: str,
-                max_pixels: int | None, on_bad_image: str, workers: int,
-                log: Callable[[str], object], progress: bool) -> tuple[list[str], pd.DataFrame]:
+def _fill_cache(tmp: Path, output: Path, unique: pd.DataFrame, decoder: "_Decoder", on_bad_image: str,
+                workers: int, log: Callable[[str], object], progress: bool) -> tuple[list[str], pd.DataFrame]:
     """Decode in parallel straight into the memmap; return kept image ids and the skipped table."""
-    n = len(unique)
+    n, size = len(unique), decoder.size
     cache = open_output_memmap(tmp, output, np.uint8, (n, size, size, 3))
     kept: list[str] = []
     skipped: list[dict] = []
     jobs = zip(unique["image"], unique["path"])
-    results = _ordered_map(_Decoder(size, resize, max_pixels), jobs, workers)
+    results = _ordered_map(decoder, jobs, workers)
     with contextlib.closing(results), tqdm(total=n, desc=f"images {size}px", unit="img",
                                            mininterval=2.0, disable=not progress) as bar:
         for (image, path), result in results:  # closing(): a raise cancels the queued decodes
@@ -122,13 +123,14 @@ class _Decoder:
     A class rather than a closure so that a process pool could pickle it as well.
     """
 
-    def __init__(self, size: int, resize: str, max_pixels: int | None) -> None:
-        self.size, self.resize, self.max_pixels = size, resize, max_pixels
+    def __init__(self, size: int, resize: str, interpolation: str, max_pixels: int | None) -> None:
+        self.size, self.resize, self.interpolation, self.max_pixels = size, resize, interpolation, max_pixels
 
     def __call__(self, job: tuple[str, str]) -> np.ndarray | DataError:
         try:
             # looked up on the module at call time, so a replaced `images.load_image` is the one used
-            return decoding.load_image(job[1], self.size, resize=self.resize, max_pixels=self.max_pixels)
+            return decoding.load_image(job[1], self.size, resize=self.resize, interpolation=self.interpolation,
+                                       max_pixels=self.max_pixels)
         except DataError as e:
             return e
 

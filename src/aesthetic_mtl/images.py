@@ -15,8 +15,14 @@ Choices (the paper states none of them):
   0.0 = black and 1.0 = white, scaled by ``round(value * 255)``; a float image with values outside
   [0, 1] (or NaN / inf) is refused naming the range found, because nothing in the file says what its
   black and white are (Pillow's own conversion would clip it to all black or all white);
-- JPEGs are decoded with libjpeg's reduced-DCT scaling (`Image.draft`) to no less than twice the
-  target size, which is several times faster and, after the antialiased resize, visually identical;
+- the resize filter is `images.interpolation`: `bicubic_fast` (the default) decodes JPEGs with libjpeg's
+  reduced-DCT scaling (`Image.draft`) to no less than twice the target size, then resizes with Pillow's
+  antialiased bicubic filter and a 3x reducing gap: several times faster than a full decode and visually
+  identical. The other values are Pillow's filters as `keras.utils.load_img(path, target_size=...,
+  interpolation=...)` applies them: full decode, one `Image.resize` (Keras' default is `nearest`, which
+  samples without antialiasing). For an upright RGB or grey photo without transparency and `squash`, the
+  pixels equal Keras' bit for bit (tests/test_images.py); Keras neither applies the EXIF orientation nor
+  composites transparency, we do both;
 - broken images raise `DataError` naming the file and the reason; `ImageFile.LOAD_TRUNCATED_IMAGES`
   stays off, so a truncated photo is never silently padded with grey.
 """
@@ -35,8 +41,16 @@ PILLOW_MAX_PIXELS = 178956970
 """Pillow's default decompression-bomb limit (also the config default `images.max_pixels`)."""
 
 RESIZE_MODES = ("squash", "center_crop")
-
-_RESAMPLE = Image.Resampling.BICUBIC
+FAST = "bicubic_fast"
+KERAS_FILTERS = {  # keras.utils.load_img's interpolation names (keras/src/utils/image_utils.py)
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "hamming": Image.Resampling.HAMMING,
+    "box": Image.Resampling.BOX,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+INTERPOLATIONS = (FAST, *KERAS_FILTERS)
 _REDUCING_GAP = 3.0  # box-reduce by an integer factor first only when >= 3x larger: fast, no visible loss
 _DRAFT_FACTOR = 2    # reduced-DCT output stays >= 2x the target in both dimensions
 _WHITE = 255
@@ -58,29 +72,32 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 # one image
 # --------------------------------------------------------------------------------------------------
 
-def load_image(path: str | os.PathLike, size: int, *, resize: str = "squash",
+def load_image(path: str | os.PathLike, size: int, *, resize: str = "squash", interpolation: str = FAST,
                max_pixels: int | None = PILLOW_MAX_PIXELS) -> np.ndarray:
     """Decode one photo into a (size, size, 3) uint8 RGB array, upright and resized.
 
     `resize`: "squash" maps the whole photo onto the square (aspect ratio not kept, nothing cut);
     "center_crop" scales the shorter side to `size` and keeps the central square.
+    `interpolation`: one of INTERPOLATIONS (module docstring).
     `max_pixels`: refuse images whose header declares more pixels (None: no limit).
     Raises `DataError` naming `path` and the reason for any file that cannot be decoded.
     """
     path = Path(path)
-    _check_args(size, resize)
+    _check_args(size, resize, interpolation)
     _check_file(path)
     _lift_pillow_limit(max_pixels)
-    with _decoded(path, size, max_pixels) as im:  # resize inside: close() invalidates `im`
-        return _resize(_to_rgb(im, path), size, resize)
+    with _decoded(path, size if interpolation == FAST else None, max_pixels) as im:  # close() invalidates `im`
+        return _resize(_to_rgb(im, path), size, resize, interpolation)
 
 
-def _check_args(size: int, resize: str) -> None:
+def _check_args(size: int, resize: str, interpolation: str) -> None:
     """Fail on a bad call before touching any file, so it is not reported as a bad image."""
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"image size must be a positive integer, got {size!r}")
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
 
 
 def _check_file(path: Path) -> None:
@@ -110,7 +127,8 @@ def _lift_pillow_limit(max_pixels: int | None) -> None:
 
 
 class _decoded:
-    """Context manager: the opened, size-checked, drafted, fully decoded and upright image.
+    """Context manager: the opened, size-checked, drafted (when `draft_size` is given), fully decoded and
+    upright image.
 
     Every exception raised by Pillow while reading the file becomes a `DataError`: decoders raise
     many types on corrupt data (OSError, SyntaxError, struct.error, EOFError, ...), and all of them
@@ -118,15 +136,16 @@ class _decoded:
     so that its bugs are not mistaken for bad images.
     """
 
-    def __init__(self, path: Path, size: int, max_pixels: int | None) -> None:
-        self.path, self.size, self.max_pixels = path, size, max_pixels
+    def __init__(self, path: Path, draft_size: int | None, max_pixels: int | None) -> None:
+        self.path, self.draft_size, self.max_pixels = path, draft_size, max_pixels
         self.file: Image.Image | None = None
 
     def __enter__(self) -> Image.Image:
         try:
             self.file = Image.open(self.path)
             _check_pixels(self.file, self.max_pixels, self.path)
-            _draft(self.file, self.size)
+            if self.draft_size is not None:
+                _draft(self.file, self.draft_size)
             self.file.load()
             return _orient(self.file)
         except DataError:
@@ -262,10 +281,14 @@ def _composite_on_white(rgba: Image.Image) -> Image.Image:
 # geometry
 # --------------------------------------------------------------------------------------------------
 
-def _resize(rgb: Image.Image, size: int, resize: str) -> np.ndarray:
-    """Antialiased bicubic resize to size x size (Pillow widens the kernel when shrinking)."""
+def _resize(rgb: Image.Image, size: int, resize: str, interpolation: str) -> np.ndarray:
+    """Resize to size x size with the chosen filter (Pillow widens every filter but `nearest` when shrinking);
+    `bicubic_fast` box-reduces by an integer factor first when the photo is >= 3x larger."""
     box = _crop_box(rgb.size) if resize == "center_crop" else None
-    out = rgb.resize((size, size), _RESAMPLE, box=box, reducing_gap=_REDUCING_GAP)
+    if interpolation == FAST:
+        out = rgb.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=_REDUCING_GAP)
+    else:
+        out = rgb.resize((size, size), KERAS_FILTERS[interpolation], box=box)
     return np.asarray(out, dtype=np.uint8)
 
 

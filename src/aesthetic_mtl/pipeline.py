@@ -90,9 +90,10 @@ def image_cache(labels_path, out_dir: Path, images_cfg: dict, on_bad_image: str,
                 log: Callable = print) -> None:
     """Decode each image once at the input size."""
     from .image_cache import build_image_cache
-    from .images import PILLOW_MAX_PIXELS
+    from .images import FAST, PILLOW_MAX_PIXELS
 
     build_image_cache(read_tsv(labels_path), out_dir, images_cfg["size"], resize=images_cfg.get("resize", "squash"),
+                      interpolation=images_cfg.get("interpolation", FAST),
                       max_pixels=images_cfg.get("max_pixels", PILLOW_MAX_PIXELS), on_bad_image=on_bad_image,
                       workers=workers, log=log)
 
