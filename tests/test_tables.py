@@ -90,7 +90,7 @@ def test_stage_table_values_and_paper_column(metrics):
             assert d.loc[target, f"{stage}_mean"] == pytest.approx(mean)
             assert d.loc[target, f"{stage}_std"] == pytest.approx(std)
             assert d.loc[target, f"{stage}_n"] == 3
-        assert d.loc[target, "change"] == pytest.approx(0.05)
+        assert d.loc[target, "difference"] == pytest.approx(0.05)
     # the paper column holds the paper's overall number and nothing else
     assert d.loc["score", "paper"] == 0.7067
     assert d.drop(index="score")["paper"].isna().all()
@@ -115,8 +115,8 @@ def test_settings_table_multi_vs_single_and_subsets(metrics):
     assert d.loc["score", "paper"] == 0.7067
     eva = settings_table(metrics, "EVA", ["score", "visual"], "score").data.set_index("target")
     assert eva.loc["score", "paper"] == 0.695 and math.isnan(eva.loc["visual", "paper"])
-    assert list(t.display.columns) == ["target", "multi-task", "single-task", "multi − single",
-                                       "subset no_neutral", "paper"]
+    assert list(t.display.columns) == ["target", "multi-task", "single-task", "multi − single [95% CI]", "p",
+                                       "subset no_neutral", "no_neutral − multi [95% CI]", "p (no_neutral)", "paper"]
 
 
 def test_cross_table(metrics):
@@ -196,7 +196,7 @@ def test_summary_sentences_follow_the_numbers(metrics, tmp_path):
     md = render_markdown(blocks)
     m, _ = expected("AADB", "AADB", "multitask", "stage2", "score")
     assert f"{m:.3f}" in md
-    assert "Multi-task beat single-task on the overall score" in md
+    assert "On the overall score, multi-task was higher than single-task" in md
     assert f"the paper reports 0.7067, so ours is {abs(m - 0.7067):.3f} lower" in md
     assert "multi − single = +0.030" in md            # on the overall score
     assert "from 0.650 ± 0.010 to 0.700 ± 0.010 (+0.050" in md   # stage 2 vs stage 1
@@ -210,6 +210,52 @@ def test_summary_sentences_follow_the_numbers(metrics, tmp_path):
     write_summary(metrics_path, DATASETS, out, out_html=tmp_path / "summary.html")
     assert out.read_text().startswith("# Results summary")
     assert (tmp_path / "summary.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def _comparisons() -> pd.DataFrame:
+    """comparisons.tsv rows: multi-task above single-task on score (CI above zero), not on Light (CI includes
+    zero); stage 2 above stage 1 on every AADB target; the subset below the full model on score."""
+    rows = []
+
+    def add(kind, setting, target, diff, low, high, p, dataset="AADB"):
+        rows.append({"dataset": dataset, "backbone": "vgg16", "comparison": kind, "setting": setting,
+                     "stage": "stage2", "baseline_setting": "-", "baseline_stage": "-", "target": target, "seeds": 3,
+                     "images": 100, "difference": diff, "difference_ci_low": low, "difference_ci_high": high,
+                     "p_value": p})
+    add("multitask_vs_single", "multitask", "score", 0.03, 0.01, 0.05, 0.004)
+    add("multitask_vs_single", "multitask", "Light", 0.03, -0.02, 0.08, 0.31)
+    for t in ("Light", "Content", "score"):
+        add("stage2_vs_stage1", "multitask", t, 0.05, 0.02, 0.08, 0.002)
+    add("subset_vs_multitask", "no_neutral", "score", -0.02, -0.03, -0.01, 0.01)
+    return pd.DataFrame(rows)
+
+
+def test_paired_comparisons_in_the_tables_and_the_summary(metrics, tmp_path):
+    comparisons = _comparisons()
+    table = build_table("multitask_vs_single", metrics, DATASETS, dataset="AADB", comparisons=comparisons)
+    d, shown = table.data.set_index("target"), table.display.set_index("target")
+    assert (d.loc["score", "difference_ci_low"], d.loc["score", "difference_ci_high"], d.loc["score", "p_value"]) \
+        == (0.01, 0.05, 0.004)
+    assert (d.loc["score", "no_neutral_difference_ci_high"], d.loc["score", "no_neutral_p_value"]) == (-0.01, 0.01)
+    assert shown.loc["score (overall)", "multi − single [95% CI]"] == "+0.030 [+0.010, +0.050]"
+    assert shown.loc["score (overall)", "p"] == "0.004"
+    assert shown.loc["Content", "p"] == "" and np.isnan(d.loc["Content", "p_value"])  # no single-task model
+    stage = build_table("stage1_vs_stage2", metrics, DATASETS, dataset="AADB", comparisons=comparisons)
+    assert stage.display["stage 2 − stage 1 [95% CI]"].iloc[0] == "+0.050 [+0.020, +0.080]"
+    assert "+0.050 [+0.020, +0.080]" in stage.latex()
+
+    md = render_markdown(build_summary(metrics, DATASETS, comparisons=comparisons)[0])
+    assert ("multi − single = +0.030, 95% CI [+0.010, +0.050], p = 0.004); the paired 95% CI lies above zero: "
+            "multi-task beat single-task here.") in md
+    assert "Over the 2 targets with a single-task baseline: multi-task higher on 2 of 2 targets, 1 of them with a " \
+           "95% CI above zero; mean difference +0.030." in md
+    assert "stage 2 higher on 3 of 3 targets, 3 of them with a 95% CI above zero" in md
+    comparisons_path = tmp_path / "comparisons.tsv"
+    write_tsv(comparisons_path, comparisons)
+    metrics_path = tmp_path / "again.tsv"
+    write_tsv(metrics_path, metrics)
+    out = tmp_path / "summary.md"
+    assert write_summary(metrics_path, DATASETS, out, comparisons_path=comparisons_path) == md
 
 
 def test_undefined_srcc_shows_na_not_blank(tmp_path):
@@ -266,8 +312,7 @@ def test_one_seed_shows_the_bootstrap_ci_and_several_seeds_mean_std(tmp_path):
     mean, std = expected("AADB", "AADB", "multitask", "stage2", "score")
     assert many.display["stage 2 (fine-tuned)"].iloc[2] == f"{mean:.3f} ± {std:.3f}"
     assert many.data["stage2_ci_high"].iloc[2] == pytest.approx(mean + 0.04)   # the CSV keeps the CI
-    md = many.markdown()
-    assert "[" not in md.split("\n\n")[1]
+    assert "[" not in "".join(many.display["stage 2 (fine-tuned)"])
 
 
 def test_synthetic_data_is_never_compared_with_the_paper(metrics):
@@ -314,7 +359,7 @@ def test_two_backbones_get_rows_of_their_own(metrics):
     for name in ("vgg16", "efficientnet_lite0"):
         assert f"**AADB**, backbone `{name}`: the multi-task model" in md
         assert f"the multi-task model ({name}) ranks" in md
-    assert md.count("Multi-task beat single-task on the overall score") == 4  # 2 datasets x 2 backbones
+    assert md.count("On the overall score, multi-task was higher than single-task") == 4  # 2 datasets x 2 backbones
 
 
 def test_display_names_label_the_tables_and_files_keep_the_column_names(metrics):

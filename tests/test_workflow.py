@@ -37,6 +37,24 @@ def test_metrics_cover_every_setting_stage_and_cross_pair(tiny_run, tiny_config)
     assert mse.between(0, 1).all()
 
 
+def test_comparisons_pair_the_models_of_every_dataset(tiny_run, tiny_config):
+    """comparisons.tsv: multi- vs single-task for each configured single-task attribute, stage 2 vs 1 for each
+    attribute, with a CI around the difference and a p-value in (0, 1]."""
+    c = pd.read_csv(tiny_run / "results" / "comparisons.tsv", sep="\t")
+    for ds, cfg in tiny_config["datasets"].items():
+        own = c[c["dataset"] == ds]
+        singles = set(tiny_config["experiment"]["single_attributes"][ds])
+        assert set(own.loc[own["comparison"] == "multitask_vs_single", "target"]) == singles
+        assert set(own.loc[own["comparison"] == "stage2_vs_stage1", "target"]) == set(cfg["attributes"])
+    defined = c.dropna(subset=["difference_ci_low"])
+    assert len(defined) > len(c) / 2
+    assert (defined["difference_ci_low"] <= defined["difference_ci_high"]).all()
+    assert defined["p_value"].between(0, 1, inclusive="right").all()
+    table = pd.read_csv(tiny_run / "results" / "tables" / "AADB_multitask_vs_single.csv")
+    assert {"difference_ci_low", "difference_ci_high", "p_value"} <= set(table.columns)
+    assert "95% CI" in (tiny_run / "results" / "summary.md").read_text()
+
+
 def test_data_outputs(tiny_run):
     report = (tiny_run / "results" / "AADB" / "split_report.json").read_text()
     assert '"validation&test": {\n      "count": 2' in report

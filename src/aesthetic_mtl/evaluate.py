@@ -44,15 +44,21 @@ def score_predictions(pred: pd.DataFrame, meta: Mapping, cross: Mapping, bootstr
     return rows
 
 
-def metrics_table(predictions: Iterable[tuple[Mapping, Path]], cross: Mapping, bootstrap: int = 1000,
+def metrics_table(predictions: Iterable[tuple[Mapping, pd.DataFrame]], cross: Mapping, bootstrap: int = 1000,
                   seed: int = 0) -> pd.DataFrame:
-    """Score every predictions file; `predictions` yields (meta, path) with the keys of MODEL_COLUMNS."""
+    """Score every predictions table; `predictions` yields (meta with the keys of MODEL_COLUMNS, table)."""
     rows = []
-    for meta, path in predictions:
-        rows += score_predictions(read_tsv(path), meta, cross, bootstrap, seed)
+    for meta, table in predictions:
+        rows += score_predictions(table, meta, cross, bootstrap, seed)
     return pd.DataFrame(rows, columns=METRICS_COLUMNS)
 
 
-def write_metrics(out: Path, predictions: Iterable[tuple[Mapping, Path]], cross: Mapping,
+def write_metrics(out: Path, comparisons_out: Path, predictions: Iterable[tuple[Mapping, Path]], cross: Mapping,
                   bootstrap: int = 1000, seed: int = 0) -> None:
-    write_tsv(out, metrics_table(predictions, cross, bootstrap, seed))
+    """metrics.tsv (every metric of every predictions file) and comparisons.tsv (the paired comparisons of
+    models scored on the same test images), each predictions file read once."""
+    from .comparisons import comparisons_table
+
+    tables = [(meta, read_tsv(path)) for meta, path in predictions]
+    write_tsv(out, metrics_table(tables, cross, bootstrap, seed))
+    write_tsv(comparisons_out, comparisons_table(tables, bootstrap=bootstrap, seed=seed))

@@ -30,21 +30,33 @@ def krcc(pred: np.ndarray, true: np.ndarray) -> float:
     return _corr(stats.kendalltau, np.asarray(pred), np.asarray(true))
 
 
+def resample_indices(n_images: int, n: int, seed: int) -> np.ndarray:
+    """`n` bootstrap resamples of `n_images` test images, (n, n_images) indices: the same draw for every model
+    scored with the same seed, so two models' resampled scores stay paired."""
+    return np.random.default_rng(seed).integers(0, n_images, size=(n, n_images))
+
+
+def centred_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks along the last axis (ties averaged), minus their mean: what Spearman's correlation correlates."""
+    ranks = stats.rankdata(values, axis=-1)
+    return ranks - ranks.mean(axis=-1, keepdims=True)
+
+
+def srcc_of_ranks(rp: np.ndarray, rt: np.ndarray) -> np.ndarray:
+    """SRCC of each row from centred ranks (`centred_ranks`); NaN where a row is constant."""
+    denom = np.sqrt((rp ** 2).sum(axis=-1) * (rt ** 2).sum(axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rp * rt).sum(axis=-1) / denom
+
+
 def bootstrap_srcc_ci(pred: np.ndarray, true: np.ndarray, n: int = 1000, seed: int = 0,
                       level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of SRCC over resampled test images."""
     pred, true = np.asarray(pred), np.asarray(true)
     if n <= 0 or len(pred) < 3:
         return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(pred), size=(n, len(pred)))
-    ranks_p = stats.rankdata(pred[idx], axis=1)
-    ranks_t = stats.rankdata(true[idx], axis=1)
-    rp = ranks_p - ranks_p.mean(axis=1, keepdims=True)
-    rt = ranks_t - ranks_t.mean(axis=1, keepdims=True)
-    denom = np.sqrt((rp ** 2).sum(axis=1) * (rt ** 2).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        values = (rp * rt).sum(axis=1) / denom
+    idx = resample_indices(len(pred), n, seed)
+    values = srcc_of_ranks(centred_ranks(pred[idx]), centred_ranks(true[idx]))
     values = values[np.isfinite(values)]
     if len(values) == 0:
         return math.nan, math.nan

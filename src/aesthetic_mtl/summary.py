@@ -17,6 +17,7 @@ import pandas as pd
 from .io import read_tsv, write_text
 from .paper import PAPER_CITATION, is_synthetic, paper_value
 from .render import CSS, html_grid
+from .comparisons import Paired, paired, read_comparisons
 from .seed_stats import Stat, backbones_of, one_backbone, read_metrics, stat
 from .tables import Table, build_table
 
@@ -25,21 +26,39 @@ def _f(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}f}" if np.isfinite(x) else "n/a"
 
 
-def _spread_note(a: Stat, b: Stat) -> str:
-    """Whether a difference of means is within the seeds' spread (only with several seeds)."""
-    if not (np.isfinite(a.std) and np.isfinite(b.std)):
+def _test_note(p: Paired) -> str:
+    """', 95% CI [+0.003, +0.021], p = 0.012' of a paired comparison ('' when it was not made)."""
+    if not np.isfinite(p.ci_low):
         return ""
-    diff, spread = abs(a.mean - b.mean), max(a.std, b.std)
-    return ", within the seed-to-seed spread" if diff <= spread else ", larger than the seed-to-seed spread"
+    return f", 95% CI [{p.ci_low:+.3f}, {p.ci_high:+.3f}], p = {p.p_value:.3f}"
 
 
-def dataset_findings(metrics: pd.DataFrame, dataset: str, cfg: Mapping, backbone: str | None = None) -> list[str]:
+def _count_sentence(what: str, pairs: list[tuple[Stat, Stat, Paired]]) -> str:
+    """'... higher on 7 of 12 targets, 3 of them with a 95% CI above zero (1 below zero)'."""
+    higher = sum(a.mean > b.mean for a, b, _ in pairs)
+    above = sum(p.verdict == "above zero" for *_, p in pairs)
+    below = sum(p.verdict == "below zero" for *_, p in pairs)
+    tested = any(p.verdict for *_, p in pairs)
+    text = f"{what} higher on {higher} of {len(pairs)} targets"
+    if tested and higher:
+        text += f", {above} of them with a 95% CI above zero"
+    if tested and below:
+        text += f"; {below} with a 95% CI below zero"
+    return text + f"; mean difference {np.mean([a.mean - b.mean for a, b, _ in pairs]):+.3f}"
+
+
+def dataset_findings(metrics: pd.DataFrame, dataset: str, cfg: Mapping, backbone: str | None = None,
+                     comparisons: pd.DataFrame | None = None) -> list[str]:
     """Sentences about one dataset (and one backbone's models, when named): overall SRCC vs the paper,
-    multi- vs single-task, stage 2 vs 1."""
+    multi- vs single-task, stage 2 vs 1, each difference judged by its paired comparison (comparisons.tsv)."""
     overall, targets = cfg["overall"], list(cfg["attributes"])
+    named = backbones_of(metrics)[0]
 
     def s(setting, stage, target=overall):
         return stat(metrics, dataset=dataset, train_dataset=dataset, setting=setting, stage=stage, target=target)
+
+    def test(kind, target=overall):
+        return paired(comparisons, dataset=dataset, backbone=named, kind=kind, setting="multitask", target=target)
 
     m1, m2, single = s("multitask", "stage1"), s("multitask", "stage2"), s(f"single_{overall}", "stage2")
     out = []
@@ -57,26 +76,30 @@ def dataset_findings(metrics: pd.DataFrame, dataset: str, cfg: Mapping, backbone
                   f"{'higher' if diff > 0 else 'lower' if diff < 0 else 'different'}")
     out.append(first + ".")
     if single.n:
-        diff = m2.mean - single.mean
-        verdict = "beat" if diff >= 0.0005 else "tied with" if diff > -0.0005 else "did not beat"
-        out.append(f"Multi-task {verdict} single-task on the overall score: {m2.text()} vs {single.text()} "
-                   f"(multi − single = {diff:+.3f}{_spread_note(m2, single)}).")
+        diff, versus = m2.mean - single.mean, test("multitask_vs_single")
+        verdict = "higher than" if diff >= 0.0005 else "tied with" if diff > -0.0005 else "lower than"
+        judged = {"above zero": "; the paired 95% CI lies above zero: multi-task beat single-task here",
+                  "below zero": "; the paired 95% CI lies below zero: single-task beat multi-task here",
+                  "includes zero": "; the paired 95% CI includes zero: no difference shown at the 95% level"}
+        out.append(f"On the overall score, multi-task was {verdict} single-task: {m2.text()} vs {single.text()} "
+                   f"(multi − single = {diff:+.3f}{_test_note(versus)}){judged.get(versus.verdict, '')}.")
     else:
         out.append(f"No single-task model of `{overall}` was trained, so multi- vs single-task cannot be "
                    "compared on the overall score.")
-    pairs = [(s("multitask", "stage2", t), s(f"single_{t}", "stage2", t)) for t in targets]
-    pairs = [(a, b) for a, b in pairs if a.n and b.n]
+    pairs = [(s("multitask", "stage2", t), s(f"single_{t}", "stage2", t), test("multitask_vs_single", t))
+             for t in targets]
+    pairs = [(a, b, p) for a, b, p in pairs if a.n and b.n]
     if len(pairs) > 1:
-        wins = sum(a.mean > b.mean for a, b in pairs)
-        out.append(f"Over the {len(pairs)} targets with a single-task baseline, multi-task is higher on {wins} "
-                   f"(mean difference {np.mean([a.mean - b.mean for a, b in pairs]):+.3f}).")
+        out.append(f"Over the {len(pairs)} targets with a single-task baseline: "
+                   + _count_sentence("multi-task", pairs) + ".")
     if m1.n:
         diff = m2.mean - m1.mean
-        changes = [(s("multitask", "stage2", t), s("multitask", "stage1", t)) for t in targets]
-        changes = [(a, b) for a, b in changes if a.n and b.n]
-        up = sum(a.mean > b.mean for a, b in changes)
+        changes = [(s("multitask", "stage2", t), s("multitask", "stage1", t), test("stage2_vs_stage1", t))
+                   for t in targets]
+        changes = [(a, b, p) for a, b, p in changes if a.n and b.n]
         out.append(f"Fine-tuning (stage 2) changed the overall-score SRCC from {m1.text()} to {m2.text()} "
-                   f"({diff:+.3f}{_spread_note(m2, m1)}); it raised the SRCC of {up} of {len(changes)} targets.")
+                   f"({diff:+.3f}{_test_note(test('stage2_vs_stage1'))}); over all targets, "
+                   + _count_sentence("stage 2", changes) + ".")
     return out
 
 
@@ -145,7 +168,8 @@ def synthetic_notice(datasets: Mapping[str, Mapping]) -> list[tuple[str, object]
 
 def build_summary(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], *,
                   split_reports: Mapping[str, str | Path] | None = None,
-                  skipped: Mapping[str, str | Path] | None = None) -> tuple[list[tuple[str, object]], list[Table]]:
+                  skipped: Mapping[str, str | Path] | None = None,
+                  comparisons: pd.DataFrame | None = None) -> tuple[list[tuple[str, object]], list[Table]]:
     """Blocks (('h2', text), ('p', text), ('ul', [items]), ('table', Table)) of the summary."""
     seeds = sorted(metrics["seed"].unique())
     named = backbones_of(metrics)
@@ -153,11 +177,13 @@ def build_summary(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], *,
         ("h1", "Results summary"),
         ("p", f"Generated from the run's `metrics.tsv`: SRCC on each test split, mean ± std over "
               f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}). "
-              f"Paper values: {PAPER_CITATION}."),
+              f"Differences between two of our models are judged by a paired bootstrap over the test images "
+              f"(95% CI and two-sided p-value; `comparisons.tsv`). Paper values: {PAPER_CITATION}."),
         *synthetic_notice(datasets),
         ("h2", "Findings"),
         ("ul", [line for ds, cfg in datasets.items() for b in named
-                for line in dataset_findings(one_backbone(metrics, b), ds, cfg, b if len(named) > 1 else None)]),
+                for line in dataset_findings(one_backbone(metrics, b), ds, cfg, b if len(named) > 1 else None,
+                                             comparisons)]),
     ]
     cross = [line for b in named for line in cross_findings(one_backbone(metrics, b), datasets,
                                                              b if len(named) > 1 else None)]
@@ -169,7 +195,7 @@ def build_summary(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], *,
     tables = []
     for ds, cfg in datasets.items():
         for kind in ("stage1_vs_stage2", "multitask_vs_single"):
-            tables.append(build_table(kind, metrics, datasets, dataset=ds))
+            tables.append(build_table(kind, metrics, datasets, dataset=ds, comparisons=comparisons))
     if (metrics["dataset"] != metrics["train_dataset"]).any():
         tables.append(build_table("cross_dataset", metrics, datasets))
     blocks.append(("h2", "Key tables"))
@@ -223,9 +249,11 @@ def render_html(blocks) -> str:
 
 def write_summary(metrics_path: str | Path, datasets: Mapping[str, Mapping], out_md: str | Path, *,
                   out_html: str | Path | None = None, split_reports: Mapping[str, str | Path] | None = None,
-                  skipped: Mapping[str, str | Path] | None = None) -> str:
+                  skipped: Mapping[str, str | Path] | None = None, comparisons_path: str | Path | None = None) -> str:
     """Write results/summary.md (and an HTML copy for the report); returns the Markdown."""
-    blocks, _ = build_summary(read_metrics(metrics_path), datasets, split_reports=split_reports, skipped=skipped)
+    comparisons = read_comparisons(comparisons_path) if comparisons_path else None
+    blocks, _ = build_summary(read_metrics(metrics_path), datasets, split_reports=split_reports, skipped=skipped,
+                              comparisons=comparisons)
     text = render_markdown(blocks)
     write_text(out_md, text)
     if out_html is not None:

@@ -8,6 +8,10 @@ there is only one seed (or one finite value: an undefined SRCC of a constant pre
 not averaged in). With one seed the display shows the bootstrap 95% CI of SRCC over test images
 instead (``0.706 [0.650, 0.760]``); the CSV has the CI columns either way (averaged over seeds).
 
+Every difference between two of our models (multi- vs single-task, stage 2 vs stage 1, a subset vs the
+full multi-task model) comes with the paired bootstrap of `comparisons.py`: its 95% CI and p-value (CSV
+columns ``difference_ci_low``, ``difference_ci_high``, ``p_value``, a subset's with its name in front).
+
 Every table has a ``paper`` column that holds only numbers the paper reports, and is blank elsewhere:
 the overall-score SRCC of the multi-task model on AADB (0.7067) and on EVA (0.695).
 """
@@ -23,6 +27,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .comparisons import Paired, paired, read_comparisons
 from .config import display_name
 from .io import atomic_path, write_text
 from .paper import PAPER_CITATION, PUBLISHED, Published, is_synthetic, paper_value
@@ -131,6 +136,30 @@ def _signed(x: float, digits: int = 3) -> str:
     return f"{x:+.{digits}f}" if np.isfinite(x) else ""
 
 
+def _paired_columns(prefix: str, p: Paired) -> dict:
+    return {f"{prefix}difference_ci_low": p.ci_low, f"{prefix}difference_ci_high": p.ci_high,
+            f"{prefix}p_value": p.p_value}
+
+
+def _with_ci(diff: float, p: Paired) -> str:
+    """'+0.012 [-0.010, +0.035]': a difference of means with the paired bootstrap 95% CI when there is one."""
+    ci = f" [{_signed(p.ci_low)}, {_signed(p.ci_high)}]" if np.isfinite(p.ci_low) else ""
+    return _signed(diff) + ci if np.isfinite(diff) else ""
+
+
+def _p_text(p: Paired) -> str:
+    return f"{p.p_value:.3f}" if np.isfinite(p.p_value) else ""
+
+
+PAIRED_NOTE = ("[95% CI] and p: paired bootstrap over the test images (the same resamples for both models and every "
+               "seed; the SRCC difference averaged over seeds); p is two-sided, for no difference.")
+
+
+def _one_backbone_name(metrics: pd.DataFrame) -> str | None:
+    """The backbone of a one-backbone metrics table (per_backbone hands each builder one backbone's rows)."""
+    return backbones_of(metrics)[0]
+
+
 def _seed_note(metrics: pd.DataFrame) -> str:
     seeds = sorted(metrics["seed"].unique())
     if len(seeds) > 1:
@@ -151,54 +180,68 @@ def _paper_note(synthetic: Sequence[str] = ()) -> str:
 
 def stage_table(metrics: pd.DataFrame, dataset: str, targets: Sequence[str], overall: str,
                 setting: str = "multitask", source: str | None = None,
-                names: Mapping[str, str] | None = None) -> Table:
-    """SRCC per target of the multi-task model after stage 1 (frozen trunk) and stage 2 (fine-tuned)."""
+                names: Mapping[str, str] | None = None, comparisons: pd.DataFrame | None = None) -> Table:
+    """SRCC per target of the multi-task model after stage 1 (frozen trunk) and stage 2 (fine-tuned), and the
+    paired comparison of the two."""
     data, display = [], []
+    backbone = _one_backbone_name(metrics)
     for t in targets:
         s1, s2 = (stat(metrics, dataset=dataset, train_dataset=dataset, setting=setting, stage=st, target=t)
                   for st in ("stage1", "stage2"))
+        test = paired(comparisons, dataset=dataset, backbone=backbone, kind="stage2_vs_stage1", setting=setting,
+                      target=t)
         paper = paper_value(dataset, t, source)
         data.append({"target": t, **_stat_columns("stage1", s1), **_stat_columns("stage2", s2),
-                     "change": _diff(s2, s1), "paper": paper})
+                     "difference": _diff(s2, s1), **_paired_columns("", test), "paper": paper})
         display.append({"target": display_name(t, names, overall), "stage 1 (frozen trunk)": s1.text(),
-                        "stage 2 (fine-tuned)": s2.text(), "change": _signed(_diff(s2, s1)),
-                        "paper": _paper_text(paper)})
+                        "stage 2 (fine-tuned)": s2.text(), "stage 2 − stage 1 [95% CI]": _with_ci(_diff(s2, s1), test),
+                        "p": _p_text(test), "paper": _paper_text(paper)})
     return Table(f"{dataset}_stage1_vs_stage2",
                  f"{dataset}: test SRCC of the {setting.replace('multitask', 'multi-task')} model per target, "
                  "stage 1 vs stage 2",
                  pd.DataFrame(data), pd.DataFrame(display),
-                 [_seed_note(metrics), "change: stage 2 mean minus stage 1 mean.",
+                 [_seed_note(metrics), "stage 2 − stage 1: stage 2 mean minus stage 1 mean. " + PAIRED_NOTE,
                   _paper_note([dataset] if is_synthetic(source) else [])])
 
 
 def settings_table(metrics: pd.DataFrame, dataset: str, targets: Sequence[str], overall: str,
                    stage: str = "stage2", source: str | None = None,
-                   names: Mapping[str, str] | None = None) -> Table:
-    """SRCC per target: the multi-task model vs one single-task model per target (and named subsets)."""
+                   names: Mapping[str, str] | None = None, comparisons: pd.DataFrame | None = None) -> Table:
+    """SRCC per target: the multi-task model vs one single-task model per target (and named subsets vs the
+    multi-task model), each difference with its paired comparison."""
     own = metrics[(metrics["dataset"] == dataset) & (metrics["train_dataset"] == dataset)]
     subsets = [s for s in dict.fromkeys(own["setting"]) if s != "multitask" and not s.startswith("single_")]
+    backbone = _one_backbone_name(metrics)
     data, display = [], []
     for t in targets:
+        def test(kind: str, setting: str) -> Paired:
+            return paired(comparisons, dataset=dataset, backbone=backbone, kind=kind, setting=setting, target=t)
+
         multi = stat(metrics, dataset=dataset, train_dataset=dataset, setting="multitask", stage=stage, target=t)
         single = stat(metrics, dataset=dataset, train_dataset=dataset, setting=f"single_{t}", stage=stage,
                       target=t)
         subs = {s: stat(metrics, dataset=dataset, train_dataset=dataset, setting=s, stage=stage, target=t)
                 for s in subsets}
         paper = paper_value(dataset, t, source)
+        versus_single = test("multitask_vs_single", "multitask")
         row = {"target": t, **_stat_columns("multitask", multi), **_stat_columns("single", single),
-               "difference": _diff(multi, single)}
-        for s, v in subs.items():
-            row.update(_stat_columns(s, v))
-        data.append({**row, "paper": paper})
+               "difference": _diff(multi, single), **_paired_columns("", versus_single)}
         shown = {"target": display_name(t, names, overall), "multi-task": multi.text(), "single-task": single.text(),
-                 "multi − single": _signed(_diff(multi, single))}
-        shown.update({f"subset {s}": v.text() for s, v in subs.items()})
+                 "multi − single [95% CI]": _with_ci(_diff(multi, single), versus_single), "p": _p_text(versus_single)}
+        for s, v in subs.items():
+            versus_multi = test("subset_vs_multitask", s)
+            row.update({**_stat_columns(s, v), f"{s}_difference": _diff(v, multi),
+                        **_paired_columns(f"{s}_", versus_multi)})
+            shown.update({f"subset {s}": v.text(), f"{s} − multi [95% CI]": _with_ci(_diff(v, multi), versus_multi),
+                          f"p ({s})": _p_text(versus_multi)})
+        data.append({**row, "paper": paper})
         display.append({**shown, "paper": _paper_text(paper)})
     notes = [_seed_note(metrics),
-             "single-task: a separate model trained on that target alone (blank: no single-task model configured)."]
+             "single-task: a separate model trained on that target alone (blank: no single-task model configured).",
+             PAIRED_NOTE]
     if subsets:
         notes.append("subset columns: multi-task models trained on a named subset of the targets "
-                     "(blank: target not in the subset).")
+                     "(blank: target not in the subset), compared with the full multi-task model.")
     notes.append(_paper_note([dataset] if is_synthetic(source) else []))
     return Table(f"{dataset}_multitask_vs_single",
                  f"{dataset}: test SRCC per target, multi-task vs single-task ({stage.replace('stage', 'stage ')})",
@@ -304,15 +347,16 @@ TABLE_KINDS = ("stage1_vs_stage2", "multitask_vs_single", "cross_dataset", "publ
 
 
 def build_table(kind: str, metrics: pd.DataFrame, datasets: Mapping[str, Mapping], *, dataset: str | None = None,
-                backbone: str = "vgg16", head: Mapping | None = None) -> Table:
-    """One of TABLE_KINDS; `dataset` for the per-dataset kinds."""
+                backbone: str = "vgg16", head: Mapping | None = None, comparisons: pd.DataFrame | None = None) -> Table:
+    """One of TABLE_KINDS; `dataset` for the per-dataset kinds, which show `comparisons` (comparisons.tsv)."""
     if kind in ("stage1_vs_stage2", "multitask_vs_single"):
         if dataset not in datasets:
             raise ValueError(f"table '{kind}' needs a configured dataset, got {dataset!r}")
         cfg = datasets[dataset]
         fn = stage_table if kind == "stage1_vs_stage2" else settings_table
         return per_backbone(lambda m: fn(m, dataset, list(cfg["attributes"]), cfg["overall"],
-                                         source=cfg.get("source"), names=cfg.get("display_names")), metrics)
+                                         source=cfg.get("source"), names=cfg.get("display_names"),
+                                         comparisons=comparisons), metrics)
     if kind == "cross_dataset":
         return per_backbone(lambda m: cross_table(m, datasets), metrics)
     if kind == "published":
@@ -324,8 +368,10 @@ def build_table(kind: str, metrics: pd.DataFrame, datasets: Mapping[str, Mapping
 
 def write_table(kind: str, metrics_path: str | Path, outputs: Mapping[str, str | Path],
                 datasets: Mapping[str, Mapping], *, dataset: str | None = None, backbone: str = "vgg16",
-                head: Mapping | None = None) -> Table:
-    """Build one table from metrics.tsv and write its CSV / Markdown / LaTeX / HTML forms."""
-    table = build_table(kind, read_metrics(metrics_path), datasets, dataset=dataset, backbone=backbone, head=head)
+                head: Mapping | None = None, comparisons_path: str | Path | None = None) -> Table:
+    """Build one table from metrics.tsv (and comparisons.tsv) and write its CSV / Markdown / LaTeX / HTML forms."""
+    comparisons = read_comparisons(comparisons_path) if comparisons_path else None
+    table = build_table(kind, read_metrics(metrics_path), datasets, dataset=dataset, backbone=backbone, head=head,
+                        comparisons=comparisons)
     table.write({k: v for k, v in outputs.items() if k in OUTPUT_KINDS})
     return table

@@ -38,6 +38,7 @@ TEMPLATES = {
     "history": "{results}/models/{dataset}/{backbone}/{setting}/seed{seed}/history_{stage}.tsv",
     "predictions": "{results}/predictions/{dataset}/{backbone}/{setting}/seed{seed}/{stage}/{test}.tsv",
     "metrics": "{results}/metrics.tsv",
+    "comparisons": "{results}/comparisons.tsv",
     "provenance": "{results}/metrics.provenance.json",
     "summary": "{results}/summary.{ext}",
     "table": "{results}/tables/{name}.{ext}",
@@ -272,7 +273,7 @@ def all_outputs():
     names.append("published")
     return (
         [path(kind, dataset=ds) for ds in DATASETS for kind in ("label_figure", "split_report")]
-        + [path("metrics")]
+        + [path("metrics"), path("comparisons")]
         + [f for name in names for f in table_files(name).values()]
         + [path("figure", name=name) for name in figures]
         + [path("summary", ext=ext) for ext in ("md", "html")]

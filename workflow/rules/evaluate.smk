@@ -1,4 +1,5 @@
-# The one long metrics table: every predictions table the training jobs wrote, scored.
+# The one long metrics table: every predictions table the training jobs wrote, scored; and the paired
+# comparisons of models scored on the same test images (multi- vs single-task, stage 2 vs 1, subsets).
 
 
 rule metrics:
@@ -6,6 +7,7 @@ rule metrics:
         predictions=[file for _, file in prediction_tables()],
     output:
         metrics=path("metrics"),
+        comparisons=path("comparisons"),
         provenance=path("provenance"),  # code version, package versions, this job's params
     log:
         path("log", rule="metrics", name="metrics"),

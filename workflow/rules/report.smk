@@ -12,6 +12,7 @@ report: "../report/workflow.rst"
 rule table_dataset:
     input:
         metrics=path("metrics"),
+        comparisons=path("comparisons"),
     output:
         csv=path("table", name="{dataset}_{table}", ext="csv"),
         md=path("table", name="{dataset}_{table}", ext="md"),
@@ -221,6 +222,7 @@ rule gradcam:
 rule summary:
     input:
         metrics=path("metrics"),
+        comparisons=path("comparisons"),
         split_reports=[path("split_report", dataset=ds) for ds in DATASETS],
         skipped=[path("images", dataset=ds, size=SIZE, file="skipped.tsv") for ds in DATASETS],
     output:

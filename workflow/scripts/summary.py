@@ -6,4 +6,4 @@ with logging_to(snakemake.log[0]):
     names = snakemake.params.names
     write_summary(snakemake.input.metrics, snakemake.params.datasets, snakemake.output.md,
                   out_html=snakemake.output.html, split_reports=dict(zip(names, snakemake.input.split_reports)),
-                  skipped=dict(zip(names, snakemake.input.skipped)))
+                  skipped=dict(zip(names, snakemake.input.skipped)), comparisons_path=snakemake.input.comparisons)

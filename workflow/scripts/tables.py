@@ -4,4 +4,5 @@ from aesthetic_mtl.tables import write_table
 
 with logging_to(snakemake.log[0]):
     write_table(snakemake.params.kind, snakemake.input.metrics, dict(snakemake.output.items()),
-                snakemake.params.datasets, dataset=snakemake.wildcards.get("dataset"), head=snakemake.params.head)
+                snakemake.params.datasets, dataset=snakemake.wildcards.get("dataset"), head=snakemake.params.head,
+                comparisons_path=snakemake.input.comparisons)
