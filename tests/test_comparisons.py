@@ -34,10 +34,21 @@ def test_the_bootstrap_is_a_loop_over_scipy_spearman():
     boots = np.array([np.mean([rho(a, i) - rho(b, i), rho(a2, i) - rho(b2, i)]) for i in idx])
     full = np.arange(60)
     assert got.difference == pytest.approx(np.mean([rho(a, full) - rho(b, full), rho(a2, full) - rho(b2, full)]))
-    assert (got.ci_low, got.ci_high) == pytest.approx(tuple(np.quantile(boots, [0.025, 0.975])))
+    ordered = np.sort(boots)  # the 95% interval: the 5th smallest and the 5th largest of 200 resampled differences
+    assert (got.ci_low, got.ci_high) == pytest.approx((ordered[4], ordered[195]))
     tail = min((boots <= 0).sum(), (boots >= 0).sum())
-    assert got.p_value == pytest.approx(min(1.0, 2 * (tail + 1) / 201))
+    assert got.p_value == pytest.approx(2 * tail / 200)
     assert (got.seeds, got.images) == (2, 60)
+
+
+def test_the_interval_excludes_zero_exactly_when_p_is_below_five_percent():
+    verdicts = []
+    for k in range(60):
+        true, a, b = _models(n=40, seed=k, shift=0.05 * (k % 6))
+        test = paired_srcc_difference([a], [b], true, n=200, seed=k)
+        assert (test.verdict != "includes zero") == (test.p_value < 0.05), test
+        verdicts.append(test.verdict)
+    assert {"above zero", "includes zero"} <= set(verdicts)  # both kinds were met
 
 
 def test_a_better_model_is_found_and_identical_ones_are_not():

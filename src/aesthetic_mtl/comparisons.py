@@ -5,9 +5,10 @@ Comparing means over seeds ignores that both models rank the same images, and a 
 images moves SRCC by a few hundredths by itself. So each comparison is paired: for one target, the test images
 are resampled (the same bootstrap indices for both models and for every seed), the SRCC difference is computed
 on every resample for every seed and averaged over the seeds. The difference reported is the seeds' mean
-difference on the whole test split; its 95% CI is the percentile interval of the resampled differences; the
-p-value is the two-sided bootstrap p-value of "no difference": 2 * min(P(d* <= 0), P(d* >= 0)), each share
-counted as (k + 1) / (n + 1), so it is never 0 from a finite number of resamples.
+difference on the whole test split; its 95% CI is the percentile interval of the resampled differences d*
+(the k-th smallest and k-th largest of n, k = ceil(0.025 n)); the p-value is the two-sided bootstrap p-value of
+"no difference", 2 * min(share of d* <= 0, share of d* >= 0), and at least 1 / n. Both read the same n values,
+so the CI excludes zero exactly when p < 0.05 (for n > 20).
 
 `results/comparisons.tsv` (rule metrics) holds one row per comparison and target; tables and the summary read it.
 """
@@ -74,10 +75,11 @@ def paired_srcc_difference(a: Sequence[np.ndarray], b: Sequence[np.ndarray], tru
     boots = boots[np.isfinite(boots)]
     if len(boots) == 0:
         return Paired(observed, seeds=len(pairs), images=len(true))
-    alpha = (1 - LEVEL) / 2
-    low, high = np.quantile(boots, [alpha, 1 - alpha])
+    ordered = np.sort(boots)
+    k = max(1, math.ceil(round((1 - LEVEL) / 2 * len(boots), 9)))
+    low, high = ordered[k - 1], ordered[len(boots) - k]
     tail = min(np.sum(boots <= 0), np.sum(boots >= 0))
-    p = min(1.0, 2 * (tail + 1) / (len(boots) + 1))
+    p = min(1.0, max(2 * tail, 1) / len(boots))
     return Paired(observed, float(low), float(high), float(p), len(pairs), len(true))
 
 
