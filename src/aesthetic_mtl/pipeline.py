@@ -71,11 +71,16 @@ def parse_labels(ds: dict, raw: Path, out: Path, *, on_bad_image: str = "error",
     return labels
 
 
-def split(labels_path, split_cfg: dict, out_splits, out_report, *, log: Callable = print) -> None:
-    """Splits table plus the report of counts and overlaps (AADB: validation & TestNew share images)."""
-    from .splits import make_splits, split_report
+def split(labels_path, split_cfg: dict, out_splits, out_report, *, dataset: str, log: Callable = print) -> None:
+    """Splits table plus the report of counts and overlaps (AADB: validation & TestNew share images).
+
+    A split too small for its use (no test image, say) is refused here, naming `dataset`, rather than
+    after every model has trained.
+    """
+    from .splits import check_split_sizes, make_splits, split_report
 
     splits = make_splits(read_tsv(labels_path), split_cfg)
+    check_split_sizes(splits, split_cfg, dataset)
     report = split_report(splits)
     for pair, info in report["overlaps"].items():
         if info["count"]:
