@@ -13,7 +13,9 @@ import shutil
 import stat
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
+from typing import Iterator
 
 from .errors import DataError
 from .io import atomic_path
@@ -93,13 +95,28 @@ def _extract_member(zf: zipfile.ZipFile, zip_path: Path, info: zipfile.ZipInfo,
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     written = 0
-    with zf.open(info) as src, open(out, "wb") as dst:
-        for block in iter(lambda: src.read(CHUNK), b""):
+    with open(out, "wb") as dst:
+        for block in _member_blocks(zf, zip_path, info):
             written += len(block)
             if written > info.file_size:
                 raise DataError(f"{zip_path}: refusing entry {info.filename!r}: it expands "
                                 f"beyond its declared size of {info.file_size} bytes")
             dst.write(block)
+
+
+def _member_blocks(zf: zipfile.ZipFile, zip_path: Path, info: zipfile.ZipInfo) -> Iterator[bytes]:
+    """The member's bytes. A read that fails is a damaged or incomplete archive, named as such: a split zip
+    whose part was replaced (by a Git LFS pointer, say) makes zipfile seek before the file's start, a bare
+    `OSError: [Errno 22] Invalid argument` otherwise. Errors of the writer are not caught here."""
+    try:
+        with zf.open(info) as src:
+            while block := src.read(CHUNK):
+                yield block
+    except (OSError, zlib.error, zipfile.BadZipFile, EOFError) as err:
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err) or type(err).__name__
+        raise DataError(f"{zip_path}: corrupt or incomplete zip archive: entry {info.filename!r} cannot be "
+                        f"read ({why}); a part or the whole file is damaged or not the release's: delete it "
+                        f"and obtain it again") from err
 
 
 def _move_into_place(members: list[tuple[zipfile.ZipInfo, PurePosixPath]], staging: Path,

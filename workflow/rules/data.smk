@@ -11,6 +11,8 @@ rule obtain_archives:
     localrule: True
     conda:
         CONDA_ENV
+    resources:
+        **download_limits(),
     params:
         ds=release_cfg,
         names=lambda wc: archive_names(wc.dataset),
