@@ -641,3 +641,146 @@ def test_join_parts_missing_or_out_of_order(tmp_path):
     with pytest.raises(DataError, match="consecutively"):
         join_parts([parts[0], parts[2]], tmp_path / "EVA_together.zip")
     assert not (tmp_path / "EVA_together.zip").exists()
+
+
+# ------------------------------------------------------------------------------------- a full disk
+
+def _enospc_after(limit: int):
+    """An `open` whose files take `limit` bytes in all, then raise ENOSPC (what a full disk does)."""
+    import builtins
+    import errno
+    import os
+
+    real_open, room = builtins.open, {"left": limit}
+
+    class Full(io.FileIO):
+        def write(self, data):
+            n = min(len(data), room["left"])
+            room["left"] -= n
+            if n < len(data):
+                super().write(bytes(data)[:n])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return super().write(data)
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        if "b" in mode and ("w" in mode or "a" in mode):
+            return Full(file, mode.replace("b", ""))
+        return real_open(file, mode, *args, **kwargs)
+
+    return fake_open
+
+
+def test_download_on_a_full_disk_names_the_file_and_keeps_the_part(server, tmp_path, monkeypatch):
+    import aesthetic_mtl.download as mod
+    from aesthetic_mtl.errors import OutputError
+
+    dest = tmp_path / "archives" / "file.zip"
+    monkeypatch.setattr(mod, "open", _enospc_after(100_000), raising=False)
+    with pytest.raises(OutputError) as err:
+        download(server.url("/file.zip"), dest, log=lambda m: None, **FAST)
+    part = dest.with_name("file.zip.part")
+    assert str(err.value) == (
+        f"{dest}: not downloaded: no space left on device in {dest.parent} after 100000 bytes; nothing was left "
+        f"under this name, and the bytes so far stay in {part}: free space there and run again to resume (or "
+        f"delete {part.name} to start over)")
+    assert not dest.exists() and part.read_bytes() == server.data[:100_000]
+    assert len(server.requests) == 1                       # a full disk is not retried
+    monkeypatch.undo()                                     # space freed: the next run resumes
+    download(server.url("/file.zip"), dest, sha256=digest(server.data), log=lambda m: None, **FAST)
+    assert dest.read_bytes() == server.data and server.requests[1]["range"] == "bytes=100000-"
+
+
+def test_extraction_on_a_full_disk_names_the_folder_and_leaves_nothing(tmp_path, monkeypatch):
+    import aesthetic_mtl.archives as mod
+    from aesthetic_mtl.errors import OutputError
+
+    archive = make_zip(tmp_path / "data.zip", {**NESTED, "images/big.bin": random.Random(1).randbytes(50_000)})
+    dest = tmp_path / "raw" / "images"
+    monkeypatch.setattr(mod, "open", _enospc_after(20_000), raising=False)
+    with pytest.raises(OutputError) as err:
+        safe_extract_zip(archive, dest)
+    assert str(err.value) == (
+        f"{dest}: not extracted: no space left on device in {dest.parent} while writing 'images/big.bin' of "
+        f"{archive}; nothing was left under this name (the partial extraction was removed): free space there "
+        f"and run again")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.zip", "raw"]      # no staging folder left
+    assert not any(dest.rglob("*"))
+
+
+def _can_mount_tmpfs() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-Urm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+                           capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+FULL_TMPFS = r"""
+import random, subprocess, sys, zipfile
+from pathlib import Path
+from aesthetic_mtl import pipeline
+from aesthetic_mtl.download import download
+from aesthetic_mtl.errors import OutputError
+
+url, mount, work = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+dest = mount / "PHOTOS" / "archives" / "images.zip"
+try:
+    download(url, dest, retries=0, backoff=0.01, timeout=5, log=lambda m: None)
+    print("UNEXPECTED: downloaded")
+except OutputError as e:
+    print("DOWNLOAD ERROR:", e)
+print("LEFT:", sorted(p.name for p in dest.parent.iterdir()))
+subprocess.run(["mount", "-o", "remount,size=600k", "tmpfs", str(mount)], check=True)    # space freed
+download(url, dest, retries=0, backoff=0.01, timeout=5, log=lambda m: None)
+print("RESUMED:", dest.stat().st_size)
+dest.unlink()
+# a table release whose photos do not fit: extracted into the small file system
+(work / "labels.csv").write_text("image,rating\nphotos/1.jpg,3\n")
+with zipfile.ZipFile(work / "images.zip", "w") as zf:
+    zf.writestr("photos/1.jpg", random.Random(1).randbytes(900_000))
+ds = {"format": "table", "source": "official", "table": "labels.csv",
+      "files": {"labels.csv": {"url": url}, "images.zip": {"url": url}}}
+try:
+    pipeline.extract(ds, work, mount / "PHOTOS" / "raw", log=lambda m: None)
+    print("UNEXPECTED: extracted")
+except OutputError as e:
+    print("EXTRACT ERROR:", e)
+print("PHOTOS LEFT:", sorted(p.name for p in (mount / "PHOTOS").iterdir()))
+"""
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unprivileged user + mount namespaces")
+def test_download_and_extract_on_a_really_full_tmpfs(server, tmp_path):
+    """A real full file system: the download keeps its .part and resumes; extraction leaves nothing."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "script.py").write_text(FULL_TMPFS)
+    (tmp_path / "work").mkdir()
+    mount = tmp_path / "small"
+    mount.mkdir()
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+    cmd = (f"mount -t tmpfs -o size=64k tmpfs {mount} && {sys.executable} {tmp_path / 'script.py'} "
+           f"{server.url('/file.zip')} {mount} {tmp_path / 'work'}")
+    proc = subprocess.run(["unshare", "-Urm", "sh", "-c", cmd], capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    dest = mount / "PHOTOS" / "archives" / "images.zip"
+    error = next(line for line in lines if line.startswith("DOWNLOAD ERROR:"))
+    assert error.startswith(f"DOWNLOAD ERROR: {dest}: not downloaded: no space left on device in {dest.parent} "
+                            f"after "), proc.stdout
+    assert "stay in" in error and "run again to resume" in error
+    assert "LEFT: ['images.zip.part']" in lines, proc.stdout
+    assert f"RESUMED: {len(server.data)}" in lines, proc.stdout
+    assert server.requests[1]["range"].startswith("bytes=") and server.requests[1]["range"] != "bytes=0-"
+    images = mount / "PHOTOS" / "raw.partial" / "images"
+    assert (f"EXTRACT ERROR: {images}: not extracted: no space left on device in {images.parent} while writing "
+            f"'photos/1.jpg' of {tmp_path / 'work' / 'images.zip'}; nothing was left under this name (the partial "
+            f"extraction was removed): free space there and run again") in lines, proc.stdout
+    assert "PHOTOS LEFT: ['archives']" in lines, proc.stdout              # no raw, no raw.partial

@@ -42,8 +42,8 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from .errors import DataError, DownloadError
-from .io import write_json
+from .errors import DataError, DownloadError, OutputError
+from .io import NO_SPACE, write_json
 
 Log = Callable[[str], object]
 
@@ -490,18 +490,36 @@ def _copy(resp: http.client.HTTPResponse, part: Path, offset: int, total: int | 
     trickle and cuts it.
     """
     written = offset
-    with open(part, "ab" if offset else "wb") as out, \
-            tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                 desc=part.name[:-len(".part")], disable=None, leave=False, file=sys.stderr) as bar:
-        while True:
-            block = resp.read1(CHUNK)
-            if not block:
-                break
-            out.write(block)
-            written += len(block)
-            bar.update(len(block))
-            pace.received(len(block))
+    try:
+        with open(part, "ab" if offset else "wb") as out, \
+                tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+                     desc=part.name[:-len(".part")], disable=None, leave=False, file=sys.stderr) as bar:
+            while True:
+                block = resp.read1(CHUNK)
+                if not block:
+                    break
+                out.write(block)
+                written += len(block)
+                bar.update(len(block))
+                pace.received(len(block))
+    except OSError as err:
+        if err.errno not in NO_SPACE:
+            raise
+        raise _no_space(part, err) from None
     return written
+
+
+def _no_space(part: Path, err: OSError) -> OutputError:
+    """A full disk (quota, file-size limit) while downloading: one line naming the file and the `.part` kept.
+
+    The `.part` holds a correct prefix of the file (writes are sequential), so freeing space and running
+    again resumes it; a retry now would only fill the disk again, so none is made.
+    """
+    dest = part.with_name(part.name[:-len(".part")])
+    size = part.stat().st_size if part.is_file() else 0
+    return OutputError(f"{dest}: not downloaded: {os.strerror(err.errno).lower()} in {dest.parent} after {size} "
+                       f"bytes; nothing was left under this name, and the bytes so far stay in {part}: free space "
+                       f"there and run again to resume (or delete {part.name} to start over)")
 
 
 def _verify_or_delete(part: Path, dest: Path, expected: str, url: str, expected_from: str) -> None:

@@ -43,12 +43,20 @@ def obtain_archives(ds: dict, names: list[str], digests_path: Path, *, download:
 
 
 def extract(ds: dict, archives: Path, raw: Path, *, log: Callable = print) -> None:
-    """Unpack into a sibling temporary folder, then rename, so `raw` is never half-extracted."""
+    """Unpack into a sibling temporary folder, then rename, so `raw` is never half-extracted.
+
+    A failed extraction (a full disk, a damaged archive) removes the temporary folder too: no partial
+    copy of a release is left to fill the disk.
+    """
     from .datasets import get_format
 
     tmp = raw.with_name(raw.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    get_format(ds["format"]).extract(archives, tmp, ds)
+    try:
+        get_format(ds["format"]).extract(archives, tmp, ds)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(raw, ignore_errors=True)
     tmp.rename(raw)
     log(f"extracted {sum(1 for p in raw.rglob('*') if p.is_file())} files into {raw}")
