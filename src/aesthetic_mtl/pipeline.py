@@ -104,12 +104,11 @@ def split(labels_path, split_cfg: dict, out_splits, out_report, *, dataset: str,
 
 def image_cache(labels_path, out_dir: Path, images_cfg: dict, on_bad_image: str, *, workers: int = 2,
                 log: Callable = print) -> None:
-    """Decode each image once at the input size."""
-    from .image_cache import build_image_cache
-    from .images import PILLOW_MAX_PIXELS
+    """Decode each image once at the input size (in at most `image_cache.memory_mb` MiB: the rule's mem_mb)."""
+    from .image_cache import build_image_cache, max_pixels_of
 
     build_image_cache(read_tsv(labels_path), out_dir, images_cfg["size"], resize=images_cfg.get("resize", "squash"),
-                      max_pixels=images_cfg.get("max_pixels", PILLOW_MAX_PIXELS), on_bad_image=on_bad_image,
+                      max_pixels=max_pixels_of(images_cfg), on_bad_image=on_bad_image,
                       workers=workers, log=log)
 
 

@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 from aesthetic_mtl.config import backbone_names, settings, validate_config
 from aesthetic_mtl.datasets import get_format
+from aesthetic_mtl.image_cache import memory_mb as image_cache_memory_mb
 from aesthetic_mtl.pipeline import output_key
 
 validate_config(config)  # schema + cross-key checks; one line naming the bad key, before any job runs

@@ -80,7 +80,7 @@ rule image_cache:
         CONDA_ENV
     threads: 2
     resources:
-        mem_mb=2000,
+        mem_mb=lambda wc, threads: image_cache_memory_mb(config["images"], threads),  # grows with images.max_pixels
     params:
         images=lambda wc: {**config["images"], "size": int(wc.size)},
         on_bad_image=config.get("on_bad_image", "error"),
