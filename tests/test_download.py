@@ -23,8 +23,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from aesthetic_mtl.archives import join_parts, safe_extract_zip
-from aesthetic_mtl.download import (Limits, download, drive_confirm_url, drive_download_url, obtain_files,
-                                    sha256_file)
+from aesthetic_mtl.download import Limits, download, drive_confirm_url, drive_download_url, sha256_file
+from aesthetic_mtl.lockfile import obtain_files
 from aesthetic_mtl.errors import DataError, DownloadError
 
 FAST = {"backoff": 0.01, "timeout": 5}

@@ -22,7 +22,8 @@ def obtain_archives(ds: dict, names: list[str], digests_path: Path, *, download:
     A `source: local` folder (format `table`) is read in place: its fingerprint is recorded instead.
     `download`: the config's `download` section (rate and deadline; absent keys: the schema's defaults).
     """
-    from .download import Limits, obtain_files, sha256_file
+    from .download import Limits, sha256_file
+    from .lockfile import obtain_files
     from .synthetic import generate, params_for
 
     if ds["source"] == "local":
