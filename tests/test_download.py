@@ -26,6 +26,7 @@ from aesthetic_mtl.archives import join_parts, safe_extract_zip
 from aesthetic_mtl.download import Limits, download, drive_confirm_url, drive_download_url, sha256_file
 from aesthetic_mtl.lockfile import obtain_files
 from aesthetic_mtl.errors import DataError, DownloadError
+from conftest import can_mount_tmpfs
 
 FAST = {"backoff": 0.01, "timeout": 5}
 
@@ -707,17 +708,6 @@ def test_extraction_on_a_full_disk_names_the_folder_and_leaves_nothing(tmp_path,
     assert not any(dest.rglob("*"))
 
 
-def _can_mount_tmpfs() -> bool:
-    import shutil
-    import subprocess
-
-    if shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "-Urm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
-                           capture_output=True, timeout=30)
-    return probe.returncode == 0
-
-
 FULL_TMPFS = r"""
 import random, subprocess, sys, zipfile
 from pathlib import Path
@@ -752,7 +742,7 @@ print("PHOTOS LEFT:", sorted(p.name for p in (mount / "PHOTOS").iterdir()))
 """
 
 
-@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unprivileged user + mount namespaces")
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="needs unprivileged user + mount namespaces")
 def test_download_and_extract_on_a_really_full_tmpfs(server, tmp_path):
     """A real full file system: the download keeps its .part and resumes; extraction leaves nothing."""
     import os
