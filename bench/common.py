@@ -253,7 +253,7 @@ def prepare_dataset(ds: dict, res: Path, results: Path, log: Callable = quiet) -
     pipeline.extract(ds, res / "archives", res / "raw", log=log)
     pipeline.parse_labels(ds, res / "raw", results / "labels.tsv", log=log)
     pipeline.split(results / "labels.tsv", ds["split"], results / "splits.tsv", results / "split_report.json",
-                   log=log)
+                   dataset=results.name, log=log)
     pipeline.scale_labels(results / "labels.tsv", results / "splits.tsv", ds["attributes"],
                           results / "scaled_labels.tsv", log=log)
     return results / "scaled_labels.tsv"

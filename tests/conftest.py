@@ -76,3 +76,13 @@ def tiny_config() -> dict:
     from aesthetic_mtl.config import load_config
 
     return load_config(REPO / "config.yaml", REPO / "tests" / "configs" / "tiny.yaml")
+
+
+def can_mount_tmpfs() -> bool:
+    """Whether a small tmpfs can be mounted in a private user + mount namespace (`unshare -Urm`): a real
+    full file system for the disk-full tests, where the kernel allows unprivileged namespaces."""
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-Urm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+                           capture_output=True, timeout=30)
+    return probe.returncode == 0

@@ -46,7 +46,7 @@ def photos(tmp_path):
     for name in ("a.jpg", "nested/b.png", "nested/deeper/c.JPEG", "nested/d.webp"):
         Image.fromarray(rng.integers(0, 256, (30 + len(name), 41, 3), dtype=np.uint8)).save(folder / name)
     (folder / "nested" / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
-    (folder / "notes.txt").write_text("not an image, and not scanned")
+    (folder / "notes.txt").write_text("not an image: counted, not scored")
     single = tmp_path / "single.bmp"
     Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(single)
     return folder, single
@@ -71,7 +71,8 @@ def test_predict_scores_on_the_original_scale_and_skips_unreadable(checkpoint, p
     assert len(scores) == 5 and not scores["image"].str.contains("broken").any()
     assert scores["score"].between(1, 5).all() and scores["Light"].between(-1, 1).all()
     stderr = result.stderr if hasattr(result, "stderr") else result.output
-    assert "broken.jpg" in stderr and "1 unreadable file(s) skipped" in stderr
+    assert "broken.jpg" in stderr and stderr.strip().splitlines()[-1] == (
+        "not scored: 2 file(s): 1 unreadable image (named above), 1 not an image (Pillow cannot open it)")
     assert not list(out.parent.glob(".*"))                          # atomic write: no temporary left
 
     # the same photos scored one by one give the same numbers (batching does not change results)
@@ -287,3 +288,95 @@ def test_one_file_under_two_spellings_is_scored_once(checkpoint, photos, tmp_pat
     assert result.exit_code == 0, result.output
     names = [Path(p).name for p in pd.read_csv(out)["image"]]
     assert sorted(names) == ["a.jpg", "b.png", "c.JPEG", "d.webp"]   # a.jpg once (broken.jpg skipped)
+
+
+# --------------------------------------------------------------------------------------------------
+# predict never overwrites a file it did not write as a scores table
+# --------------------------------------------------------------------------------------------------
+
+def _predict(checkpoint, *args):
+    return CliRunner().invoke(main, ["predict", "--model", str(checkpoint), *map(str, args), "--device", "cpu",
+                                     "--quiet"])
+
+
+def _one_error_line(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def test_predict_refuses_to_write_over_an_input_photo(checkpoint, photos, tmp_path):
+    """`predict a.jpg b.png --out a.jpg` (a shell glob) would replace the photo with CSV text."""
+    folder, single = photos
+    a, b = folder / "a.jpg", folder / "nested" / "b.png"
+    before = a.read_bytes()
+    for out, extra in ((a, []), (a, ["--force"]), (folder / "nested" / ".." / "a.jpg", []), (b, [])):
+        inputs = [a, b] if out != b else [folder]                  # b.png is found in the folder
+        line = _one_error_line(_predict(checkpoint, *inputs, "--out", out, *extra))
+        assert line.startswith(f"Error: --out {out} is one of the photos to score"), line
+    link = tmp_path / "link.csv"
+    link.symlink_to(a)                                              # the photo under another name
+    assert "is one of the photos to score" in _one_error_line(_predict(checkpoint, a, "--out", link, "--force"))
+    assert a.read_bytes() == before and b.is_file()
+
+
+def test_predict_never_replaces_a_file_it_did_not_write(checkpoint, photos, tmp_path):
+    folder, single = photos
+    for name, data in (("notes.csv", b"my notes, not scores\n"), ("other.jpg", (folder / "a.jpg").read_bytes())):
+        other = tmp_path / name
+        other.write_bytes(data)
+        for extra in ([], ["--force"]):
+            line = _one_error_line(_predict(checkpoint, single, "--out", other, *extra))
+            assert line == (f"Error: --out {other} exists and is not a scores table written by predict; "
+                            f"it is never replaced: choose another file"), line
+        assert other.read_bytes() == data
+
+
+def test_predict_replaces_earlier_scores_only_with_force(checkpoint, photos, tmp_path):
+    folder, single = photos
+    out = tmp_path / "scores.csv"
+    assert _predict(checkpoint, single, "--out", out).exit_code == 0
+    first = out.read_bytes()
+    line = _one_error_line(_predict(checkpoint, folder / "a.jpg", "--out", out))
+    assert line == (f"Error: --out {out} exists (scores from an earlier predict); pass --force to replace it, "
+                    f"or choose another file"), line
+    assert out.read_bytes() == first
+    result = _predict(checkpoint, folder / "a.jpg", "--out", out, "--force")
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(out)["image"].tolist() == [str(folder / "a.jpg")]
+
+
+# --------------------------------------------------------------------------------------------------
+# predict finds every photo Pillow can open, follows linked folders once, and counts what it left out
+# --------------------------------------------------------------------------------------------------
+
+def test_predict_scores_gif_jfif_unsuffixed_and_linked_folders(checkpoint, tmp_path):
+    rng = np.random.default_rng(1)
+
+    def photo(path: Path, fmt: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)).save(path, format=fmt)
+
+    folder, other_disk = tmp_path / "photos", tmp_path / "other_disk"
+    photo(folder / "anim.gif", "GIF")
+    photo(folder / "browser.jfif", "JPEG")                 # how some browsers save JPEGs
+    photo(folder / "IMG_0001", "PNG")                      # no suffix: Pillow knows it is a PNG
+    photo(folder / "tweet.jpg_large", "JPEG")
+    photo(other_disk / "trip" / "far.png", "PNG")
+    (folder / "trip").symlink_to(other_disk / "trip", target_is_directory=True)    # photos on another disk
+    (folder / "trip" / "loop").symlink_to(folder, target_is_directory=True)        # a link back up: no loop
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "._anim.gif").write_bytes(b"\x00\x05\x16\x07 AppleDouble")           # macOS resource fork
+    (folder / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")                     # a broken link
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    found = collect_images([folder])
+    assert sorted(p.relative_to(folder).as_posix() for p in found) == [
+        "IMG_0001", "anim.gif", "broken.png", "browser.jfif", "trip/far.png", "tweet.jpg_large"]
+    out = tmp_path / "scores.csv"
+    result = _predict(checkpoint, folder, "--out", out)
+    assert result.exit_code == 0, result.output
+    scored = sorted(Path(p).relative_to(folder).as_posix() for p in pd.read_csv(out)["image"])
+    assert scored == ["IMG_0001", "anim.gif", "browser.jfif", "trip/far.png", "tweet.jpg_large"]
+    last = result.output.strip().splitlines()[-1]
+    assert last == ("not scored: 4 file(s): 1 unreadable image (named above), 1 not an image (Pillow cannot open "
+                    "it), 1 macOS metadata file (._*, .DS_Store), 1 broken symbolic link"), result.output

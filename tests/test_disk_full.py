@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ from aesthetic_mtl.errors import OutputError
 from aesthetic_mtl.image_cache import build_image_cache, open_image_cache
 from aesthetic_mtl.checkpoint import load_model, save_checkpoint
 from aesthetic_mtl.model import build_model
+from conftest import can_mount_tmpfs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,14 +139,6 @@ def test_caches_on_a_full_disk_then_identical_after_space_is_freed(tmp_path, mon
 
 # ------------------------------------------------------------------------ a real full file system
 
-def _can_mount_tmpfs() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(["unshare", "-Urm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
-                           capture_output=True, timeout=30)
-    return probe.returncode == 0
-
-
 FULL_DISK_SCRIPT = r"""
 import hashlib, os, sys
 from pathlib import Path
@@ -188,7 +180,7 @@ print("CKPT DIGEST:", hashlib.sha256((mount / "stage2.pt").read_bytes()).hexdige
 """
 
 
-@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unprivileged user + mount namespaces")
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="needs unprivileged user + mount namespaces")
 def test_cache_and_checkpoint_on_a_really_full_tmpfs(tmp_path):
     table = _photos(tmp_path / "photos", n=20)                # 20 x 32 x 32 x 3 = 60 KiB of pixels
     table.to_csv(tmp_path / "table.csv", index=False)

@@ -23,8 +23,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from aesthetic_mtl.archives import join_parts, safe_extract_zip
-from aesthetic_mtl.download import download, drive_confirm_url, drive_download_url, obtain_files, sha256_file
+from aesthetic_mtl.download import Limits, download, drive_confirm_url, drive_download_url, sha256_file
+from aesthetic_mtl.lockfile import obtain_files
 from aesthetic_mtl.errors import DataError, DownloadError
+from conftest import can_mount_tmpfs
 
 FAST = {"backoff": 0.01, "timeout": 5}
 
@@ -45,6 +47,10 @@ class ServerState:
     cut_times: int = 1                   # ... on this many responses
     drive_interstitial: bool = False     # answer non-/download paths with a Drive confirm form
     html_page: bool = False              # answer with an unexpected HTML page
+    html_as_binary: bool = False         # ... sent as application/octet-stream (no text/html header)
+    lfs_pointer: bool = False            # answer with the Git LFS pointer of `data` (raw.githubusercontent.com)
+    trickle_s: float = 0.0               # send the body one byte every trickle_s seconds ...
+    trickle_times: int = 10**6           # ... on this many responses (then at full speed)
     base: str = ""
     requests: list[dict] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
@@ -75,6 +81,11 @@ class Handler(BaseHTTPRequestHandler):
         elif st.html_page:
             self._html("<html><head><title>Google Drive - Quota exceeded</title></head>"
                        "<body>Too many users have viewed or downloaded this file.</body></html>")
+        elif st.html_as_binary:
+            self._html("\n  <!DOCTYPE html><html><head><title>Sign in - Files</title></head><body></body></html>",
+                       "application/octet-stream")
+        elif st.lfs_pointer:
+            self._html(lfs_pointer(st.data).decode(), "text/plain; charset=utf-8")
         elif st.drive_interstitial and parts.path != "/download":
             self._html(self._interstitial(parse_qs(parts.query).get("id", ["?"])[0]))
         elif st.drive_interstitial and not self._confirmed(parse_qs(parts.query)):
@@ -94,10 +105,10 @@ viruses.</p><form id="download-form" action="{self.server.state.base}/download" 
 <input type="hidden" name="confirm" value="t"><input type="hidden" name="uuid" value="u-123">
 </form></div></body></html>"""
 
-    def _html(self, page: str) -> None:
+    def _html(self, page: str, content_type: str = "text/html; charset=utf-8") -> None:
         body = page.encode()
         self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -124,6 +135,16 @@ viruses.</p><form id="download-form" action="{self.server.state.base}/download" 
         self._send_body(st, body)
 
     def _send_body(self, st: ServerState, body: bytes) -> None:
+        with st.lock:
+            trickle = st.trickle_s and st.trickle_times > 0
+            st.trickle_times -= bool(trickle)
+        if trickle:                        # never stalls long enough for the read timeout
+            for i in range(len(body)):
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+                if st.release.wait(st.trickle_s):
+                    return
+            return
         if st.stall_s:
             self.wfile.write(body[:1000])
             self.wfile.flush()
@@ -164,6 +185,12 @@ def server():
 
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def lfs_pointer(data: bytes) -> bytes:
+    """The Git LFS pointer a repository holds in place of `data` (what a clone without LFS gets)."""
+    return (f"version https://git-lfs.github.com/spec/v1\noid sha256:{digest(data)}\n"
+            f"size {len(data)}\n").encode()
 
 
 # ---------------------------------------------------------------------------------------- download
@@ -323,6 +350,73 @@ def test_unexpected_html_page_is_an_error(server, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+# ------------------------------------------------------------------- answers that are not the file
+
+def test_git_lfs_pointer_is_refused_saying_what_arrived(server, tmp_path):
+    """raw.githubusercontent.com answers an LFS-tracked file with its 130-byte pointer, as text/plain."""
+    server.lfs_pointer = True
+    url = server.url("/owner/repo/main/data/images.zip")
+    with pytest.raises(DownloadError) as err:
+        download(url, tmp_path / "images.zip", log=lambda m: None, **FAST)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{tmp_path / 'images.zip'}: a Git LFS pointer "), message
+    assert f"for a file of {len(server.data)} bytes with sha256 {digest(server.data)}" in message
+    assert url in message and "git lfs pull" in message
+    assert len(server.requests) == 1 and not list(tmp_path.iterdir())     # not retried, nothing kept
+
+
+def test_html_page_without_an_html_content_type_is_refused(server, tmp_path):
+    server.html_as_binary = True
+    url = server.url("/file.zip")
+    with pytest.raises(DownloadError) as err:
+        download(url, tmp_path / "file.zip", log=lambda m: None, **FAST)
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'file.zip'}: an HTML page (title 'Sign in - Files') arrived"), message
+    assert url in message and not list(tmp_path.iterdir())
+
+
+def test_a_trickling_server_is_cut_and_resumed(server, tmp_path):
+    """1 byte every 0.3 s never trips the per-read timeout; under the minimum rate for a while, it is retried."""
+    server.trickle_s, server.trickle_times = 0.3, 1
+    dest, logs = tmp_path / "file.zip", []
+    limits = Limits(min_rate=1000, window_s=1.0, deadline_s=60)
+    download(server.url("/file.zip"), dest, sha256=digest(server.data), limits=limits, log=logs.append, **FAST)
+    assert dest.read_bytes() == server.data
+    assert len(server.requests) == 2 and server.requests[1]["range"].startswith("bytes=")
+    assert any("slower than 1000 bytes/s for 1 s" in m and "retrying" in m for m in logs), logs
+
+
+def test_a_server_that_always_trickles_fails_after_the_retries(server, tmp_path):
+    server.trickle_s = 0.3
+    url = server.url("/file.zip")
+    with pytest.raises(DownloadError) as err:
+        download(url, tmp_path / "file.zip", retries=1, limits=Limits(min_rate=1000, window_s=1.0, deadline_s=60),
+                 log=lambda m: None, **FAST)
+    message = str(err.value)
+    assert message.startswith(f"could not download {url}: slower than 1000 bytes/s for 1 s"), message
+    assert "gave up after 2 attempts" in message and "file.zip.part" in message and "resumes" in message
+
+
+def test_a_download_past_its_deadline_fails(server, tmp_path):
+    server.trickle_s = 0.3
+    url = server.url("/file.zip")
+    start = time.monotonic()
+    with pytest.raises(DownloadError) as err:
+        download(url, tmp_path / "file.zip", limits=Limits(min_rate=0, window_s=1.0, deadline_s=1.5),
+                 log=lambda m: None, **FAST)
+    assert time.monotonic() - start < 10
+    message = str(err.value)
+    assert message.startswith(f"could not download {url}: not finished 1.5 s after it started (download."
+                              f"deadline_min)"), message
+    assert (tmp_path / "file.zip.part").exists() and not (tmp_path / "file.zip").exists()
+
+
+def test_limits_default_to_the_config_schema():
+    assert Limits.from_config(None) == Limits.from_config({}) == Limits(min_rate=4 * 1024, window_s=60,
+                                                                         deadline_s=24 * 3600)
+    assert Limits.from_config({"min_rate_kib_s": 0, "deadline_min": 5}) == Limits(0, 60, 300)
+
+
 # ------------------------------------------------------------------------------------ obtain_files
 
 def test_obtain_files_records_then_verifies_lock(server, tmp_path):
@@ -331,7 +425,7 @@ def test_obtain_files_records_then_verifies_lock(server, tmp_path):
     logs: list[str] = []
     got = obtain_files(files, ["a.zip"], archives, lock, log=logs.append, **FAST)
     assert got == {"a.zip": digest(server.data)}
-    assert json.loads(lock.read_text()) == got
+    assert {k: v["sha256"] for k, v in json.loads(lock.read_text()).items()} == got
     assert any("recorded" in m and "every later use" in m for m in logs)
     # second use: verified against the lock, nothing downloaded
     assert obtain_files(files, ["a.zip"], archives, lock, log=logs.append, **FAST) == got
@@ -353,7 +447,7 @@ def test_obtain_files_uses_hand_placed_file_without_download(server, tmp_path):
     got = obtain_files(files, ["votes.csv"], archives, lock, log=lambda m: None, **FAST)
     assert got == {"votes.csv": digest(b"image,score\n1,5\n")}
     assert server.requests == []
-    assert json.loads(lock.read_text()) == got
+    assert {k: v["sha256"] for k, v in json.loads(lock.read_text()).items()} == got
 
 
 def test_obtain_files_config_digest_mismatch(server, tmp_path):
@@ -372,6 +466,58 @@ def test_obtain_files_config_digest_mismatch(server, tmp_path):
     files["a.zip"]["sha256"] = digest(server.data).upper()
     assert obtain_files(files, ["a.zip"], archives, lock, log=lambda m: None) == {
         "a.zip": digest(server.data)}
+
+
+def test_a_bad_first_download_is_not_recorded_in_the_lock(server, tmp_path):
+    """sha256: null and a pointer instead of the archive: nothing recorded, so the right file is accepted later."""
+    files = {"a.zip": {"url": server.url("/a.zip"), "sha256": None}}
+    archives, lock = tmp_path / "archives", tmp_path / "archives.lock"
+    server.lfs_pointer = True
+    with pytest.raises(DownloadError, match="a Git LFS pointer"):
+        obtain_files(files, ["a.zip"], archives, lock, log=lambda m: None, **FAST)
+    assert not lock.exists() and not list(archives.iterdir())
+    server.lfs_pointer = False                                   # the right URL, or the server fixed
+    assert obtain_files(files, ["a.zip"], archives, lock, log=lambda m: None, **FAST) == {"a.zip": digest(server.data)}
+    entry = json.loads(lock.read_text())["a.zip"]
+    assert entry["sha256"] == digest(server.data) and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", entry["recorded"])
+
+
+def test_a_hand_placed_lfs_pointer_is_refused_not_recorded(tmp_path):
+    """A repository cloned without git-lfs holds pointers where the archives should be."""
+    archives, lock = tmp_path / "archives", tmp_path / "archives.lock"
+    archives.mkdir()
+    (archives / "a.zip").write_bytes(lfs_pointer(b"the real archive"))
+    with pytest.raises(DownloadError) as err:
+        obtain_files({"a.zip": {"url": "http://127.0.0.1:9/a.zip", "sha256": None}}, ["a.zip"], archives, lock,
+                     log=lambda m: None)
+    assert str(err.value).startswith(f"{archives / 'a.zip'}: a Git LFS pointer (")
+    assert "placed by hand" in str(err.value)
+    assert not lock.exists() and (archives / "a.zip").exists()          # the user's file is not deleted
+
+
+def test_a_lock_mismatch_says_where_the_digest_came_from_and_how_to_reset(server, tmp_path):
+    """A lock poisoned by an earlier bad download: the message names the lock, when it was recorded, the fix."""
+    files = {"a.zip": {"url": server.url("/a.zip"), "sha256": None}}
+    archives, lock = tmp_path / "archives", tmp_path / "archives.lock"
+    poisoned = digest(lfs_pointer(server.data))
+    lock.write_text(json.dumps({"a.zip": poisoned}))                     # the old format: name -> sha256
+    with pytest.raises(DownloadError) as err:
+        obtain_files(files, ["a.zip"], archives, lock, log=lambda m: None, **FAST)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{archives / 'a.zip'}: sha256 {digest(server.data)} does not match {poisoned}, "
+                              f"recorded in the lock file {lock} at its first use (date not recorded)"), message
+    assert f"remove the entry 'a.zip' from {lock}" in message and "delete the file to download it again" in message
+    assert (archives / "a.zip").read_bytes() == server.data              # kept: no second download needed
+    reset = json.loads(lock.read_text())
+    del reset["a.zip"]
+    lock.write_text(json.dumps(reset))
+    assert obtain_files(files, ["a.zip"], archives, lock, log=lambda m: None, **FAST) == {"a.zip": digest(server.data)}
+    assert len(server.requests) == 1
+    # a recorded date is named
+    lock.write_text(json.dumps({"a.zip": {"sha256": poisoned, "recorded": "2025-01-02T03:04:05Z"}}))
+    with pytest.raises(DownloadError, match=r"recorded in the lock file .* on 2025-01-02T03:04:05Z at its first use"):
+        obtain_files(files, ["a.zip"], archives, lock, log=lambda m: None, **FAST)
 
 
 def test_obtain_files_unknown_name(tmp_path):
@@ -439,6 +585,19 @@ def test_safe_extract_refuses_zip_bomb(tmp_path):
     assert not (tmp_path / "raw").exists()
 
 
+def test_a_split_archive_with_a_pointer_for_a_part_is_a_data_error(tmp_path):
+    """The first part replaced by its LFS pointer: zipfile seeks before the file's start (EINVAL)."""
+    parts = split_zip(tmp_path)
+    parts[0].write_bytes(lfs_pointer(parts[0].read_bytes()))
+    joined = join_parts(parts, tmp_path / "EVA_together.zip")
+    with pytest.raises(DataError) as err:
+        safe_extract_zip(joined, tmp_path / "raw")
+    message = str(err.value)
+    assert message.startswith(f"{joined}: corrupt or incomplete zip archive"), message
+    assert not (tmp_path / "raw").exists() or not any((tmp_path / "raw").rglob("*"))
+    assert not [p for p in tmp_path.iterdir() if ".extract." in p.name]
+
+
 def test_safe_extract_member_larger_than_declared(tmp_path):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
@@ -483,3 +642,135 @@ def test_join_parts_missing_or_out_of_order(tmp_path):
     with pytest.raises(DataError, match="consecutively"):
         join_parts([parts[0], parts[2]], tmp_path / "EVA_together.zip")
     assert not (tmp_path / "EVA_together.zip").exists()
+
+
+# ------------------------------------------------------------------------------------- a full disk
+
+def _enospc_after(limit: int):
+    """An `open` whose files take `limit` bytes in all, then raise ENOSPC (what a full disk does)."""
+    import builtins
+    import errno
+    import os
+
+    real_open, room = builtins.open, {"left": limit}
+
+    class Full(io.FileIO):
+        def write(self, data):
+            n = min(len(data), room["left"])
+            room["left"] -= n
+            if n < len(data):
+                super().write(bytes(data)[:n])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return super().write(data)
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        if "b" in mode and ("w" in mode or "a" in mode):
+            return Full(file, mode.replace("b", ""))
+        return real_open(file, mode, *args, **kwargs)
+
+    return fake_open
+
+
+def test_download_on_a_full_disk_names_the_file_and_keeps_the_part(server, tmp_path, monkeypatch):
+    import aesthetic_mtl.download as mod
+    from aesthetic_mtl.errors import OutputError
+
+    dest = tmp_path / "archives" / "file.zip"
+    monkeypatch.setattr(mod, "open", _enospc_after(100_000), raising=False)
+    with pytest.raises(OutputError) as err:
+        download(server.url("/file.zip"), dest, log=lambda m: None, **FAST)
+    part = dest.with_name("file.zip.part")
+    assert str(err.value) == (
+        f"{dest}: not downloaded: no space left on device in {dest.parent} after 100000 bytes; nothing was left "
+        f"under this name, and the bytes so far stay in {part}: free space there and run again to resume (or "
+        f"delete {part.name} to start over)")
+    assert not dest.exists() and part.read_bytes() == server.data[:100_000]
+    assert len(server.requests) == 1                       # a full disk is not retried
+    monkeypatch.undo()                                     # space freed: the next run resumes
+    download(server.url("/file.zip"), dest, sha256=digest(server.data), log=lambda m: None, **FAST)
+    assert dest.read_bytes() == server.data and server.requests[1]["range"] == "bytes=100000-"
+
+
+def test_extraction_on_a_full_disk_names_the_folder_and_leaves_nothing(tmp_path, monkeypatch):
+    import aesthetic_mtl.archives as mod
+    from aesthetic_mtl.errors import OutputError
+
+    archive = make_zip(tmp_path / "data.zip", {**NESTED, "images/big.bin": random.Random(1).randbytes(50_000)})
+    dest = tmp_path / "raw" / "images"
+    monkeypatch.setattr(mod, "open", _enospc_after(20_000), raising=False)
+    with pytest.raises(OutputError) as err:
+        safe_extract_zip(archive, dest)
+    assert str(err.value) == (
+        f"{dest}: not extracted: no space left on device in {dest.parent} while writing 'images/big.bin' of "
+        f"{archive}; nothing was left under this name (the partial extraction was removed): free space there "
+        f"and run again")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.zip", "raw"]      # no staging folder left
+    assert not any(dest.rglob("*"))
+
+
+FULL_TMPFS = r"""
+import random, subprocess, sys, zipfile
+from pathlib import Path
+from aesthetic_mtl import pipeline
+from aesthetic_mtl.download import download
+from aesthetic_mtl.errors import OutputError
+
+url, mount, work = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+dest = mount / "PHOTOS" / "archives" / "images.zip"
+try:
+    download(url, dest, retries=0, backoff=0.01, timeout=5, log=lambda m: None)
+    print("UNEXPECTED: downloaded")
+except OutputError as e:
+    print("DOWNLOAD ERROR:", e)
+print("LEFT:", sorted(p.name for p in dest.parent.iterdir()))
+subprocess.run(["mount", "-o", "remount,size=600k", "tmpfs", str(mount)], check=True)    # space freed
+download(url, dest, retries=0, backoff=0.01, timeout=5, log=lambda m: None)
+print("RESUMED:", dest.stat().st_size)
+dest.unlink()
+# a table release whose photos do not fit: extracted into the small file system
+(work / "labels.csv").write_text("image,rating\nphotos/1.jpg,3\n")
+with zipfile.ZipFile(work / "images.zip", "w") as zf:
+    zf.writestr("photos/1.jpg", random.Random(1).randbytes(900_000))
+ds = {"format": "table", "source": "official", "table": "labels.csv",
+      "files": {"labels.csv": {"url": url}, "images.zip": {"url": url}}}
+try:
+    pipeline.extract(ds, work, mount / "PHOTOS" / "raw", log=lambda m: None)
+    print("UNEXPECTED: extracted")
+except OutputError as e:
+    print("EXTRACT ERROR:", e)
+print("PHOTOS LEFT:", sorted(p.name for p in (mount / "PHOTOS").iterdir()))
+"""
+
+
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="needs unprivileged user + mount namespaces")
+def test_download_and_extract_on_a_really_full_tmpfs(server, tmp_path):
+    """A real full file system: the download keeps its .part and resumes; extraction leaves nothing."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "script.py").write_text(FULL_TMPFS)
+    (tmp_path / "work").mkdir()
+    mount = tmp_path / "small"
+    mount.mkdir()
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+    cmd = (f"mount -t tmpfs -o size=64k tmpfs {mount} && {sys.executable} {tmp_path / 'script.py'} "
+           f"{server.url('/file.zip')} {mount} {tmp_path / 'work'}")
+    proc = subprocess.run(["unshare", "-Urm", "sh", "-c", cmd], capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    dest = mount / "PHOTOS" / "archives" / "images.zip"
+    error = next(line for line in lines if line.startswith("DOWNLOAD ERROR:"))
+    assert error.startswith(f"DOWNLOAD ERROR: {dest}: not downloaded: no space left on device in {dest.parent} "
+                            f"after "), proc.stdout
+    assert "stay in" in error and "run again to resume" in error
+    assert "LEFT: ['images.zip.part']" in lines, proc.stdout
+    assert f"RESUMED: {len(server.data)}" in lines, proc.stdout
+    assert server.requests[1]["range"].startswith("bytes=") and server.requests[1]["range"] != "bytes=0-"
+    images = mount / "PHOTOS" / "raw.partial" / "images"
+    assert (f"EXTRACT ERROR: {images}: not extracted: no space left on device in {images.parent} while writing "
+            f"'photos/1.jpg' of {tmp_path / 'work' / 'images.zip'}; nothing was left under this name (the partial "
+            f"extraction was removed): free space there and run again") in lines, proc.stdout
+    assert "PHOTOS LEFT: ['archives']" in lines, proc.stdout              # no raw, no raw.partial

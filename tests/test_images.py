@@ -531,3 +531,118 @@ def test_float_tiff_in_zero_one_is_scaled_not_blackened(tmp_path):
 def test_float_tiff_outside_zero_one_is_refused(tmp_path, values, reason):
     path = _save(values, tmp_path / "f.tif")
     _raises(path, f"32-bit float image (mode F) with {reason}")
+
+
+# ------------------------------------------------------------------------------------------------
+# memory: large photos that convert late are reduced first
+# ------------------------------------------------------------------------------------------------
+
+def _gradient_rgba(width: int, height: int, seed: int) -> np.ndarray:
+    """A smooth RGBA photo with a checkerboard of half and fully opaque squares (PNGs of it compress fast)."""
+    y, x = np.mgrid[0:height, 0:width]
+    rgba = np.empty((height, width, 4), dtype=np.uint8)
+    rgba[..., 0] = (x * 255 // width + 40 * seed) % 256
+    rgba[..., 1] = y * 255 // height
+    rgba[..., 2] = ((x + y) // 7 + seed) % 256
+    rgba[..., 3] = ((x // 50 + y // 50) % 2) * 127 + 128
+    return rgba
+
+
+PEAK_RSS_SCRIPT = r"""
+import re, sys
+from pathlib import Path
+from aesthetic_mtl import pipeline
+pipeline.image_cache(sys.argv[1], sys.argv[2], {"size": 224, "max_pixels": int(sys.argv[3])}, "error",
+                     workers=2, log=lambda m: None)
+# VmHWM: this process's own peak (ru_maxrss would count the forked pytest process it started as)
+print(int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) // 1024)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak RSS from /proc (Linux)")
+def test_image_cache_peak_memory_stays_inside_the_declared_mem_mb(tmp_path):
+    """Large transparent PNGs (one EXIF-rotated) through the image cache with 2 workers, as the rule runs it:
+    compositing at full size took ~50 bytes a pixel; the job's peak RSS must stay inside its mem_mb."""
+    import subprocess
+    import sys
+
+    from aesthetic_mtl.io import write_tsv
+
+    width, height = 3000, 2000
+    rows = []
+    for i in range(4):
+        path = tmp_path / f"{i}.png"
+        exif = Image.Exif()
+        exif[0x0112] = 6 if i == 0 else 1                                # the first one is turned upright
+        Image.fromarray(_gradient_rgba(width, height, i)).save(path, compress_level=1, exif=exif)
+        rows.append({"image": str(i), "path": str(path)})
+    write_tsv(tmp_path / "labels.tsv", pd.DataFrame(rows))
+    (tmp_path / "peak.py").write_text(PEAK_RSS_SCRIPT)
+    proc = subprocess.run([sys.executable, str(tmp_path / "peak.py"), str(tmp_path / "labels.tsv"),
+                           str(tmp_path / "images_224"), str(width * height)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    peak_mb = int(proc.stdout.split()[-1])
+    declared = image_cache.memory_mb({"size": 224, "max_pixels": width * height}, workers=2)
+    assert peak_mb <= declared, f"peak RSS {peak_mb} MiB > declared mem_mb {declared}"
+    assert open_image_cache(tmp_path / "images_224")[0].shape == (4, 224, 224, 3)
+
+
+def test_memory_mb_grows_with_max_pixels_and_workers():
+    default = image_cache.memory_mb({"size": 224}, workers=2)
+    assert default == image_cache.memory_mb({"size": 224, "max_pixels": images.PILLOW_MAX_PIXELS}, workers=2)
+    assert image_cache.memory_mb({"size": 224}, workers=1) < default
+    assert image_cache.memory_mb({"size": 224, "max_pixels": 24_000_000}, workers=2) < default
+
+
+def _large_photo(mode: str, width: int = 1000, height: int = 700) -> Image.Image:
+    """A smooth photo in `mode`, large enough at size 64 for `_reduce_early` to reduce it (factor 5)."""
+    rgba = _gradient_rgba(width, height, 3)
+    if mode == "RGBA":
+        return Image.fromarray(rgba)
+    if mode == "LA":
+        return Image.fromarray(np.ascontiguousarray(rgba[..., [1, 3]]))          # 2 channels: LA
+    if mode == "P":
+        im = Image.fromarray(rgba[..., 0]).convert("P")
+        im.info["transparency"] = 0
+        return im
+    if mode == "CMYK":
+        return Image.frombytes("CMYK", (width, height), rgba.tobytes())
+    if mode == "I;16":
+        return Image.fromarray(rgba[..., 1].astype(np.uint16) * 257 + rgba[..., 0] // 3)
+    return Image.fromarray(rgba[..., 1].astype(np.float32) / 255)            # F
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "CMYK", "I;16", "F"])
+@pytest.mark.parametrize("resize", ["squash", "center_crop"])
+def test_reducing_before_converting_matches_converting_first(tmp_path, mode, resize):
+    """Compositing (or converting) after the box reduction gives the pixels of converting first and then
+    reducing by the same factor, up to rounding (the box filter averages premultiplied colour); against the
+    old path (convert at full size, then `_resize`'s own reduction) the photo stays visually the same."""
+    im = _large_photo(mode)
+    path = tmp_path / ("x.tif" if mode in ("CMYK", "F") else "x.png")
+    im.save(path)
+    with Image.open(path) as full:
+        full.load()
+        factor = min(full.size) // (2 * 64)
+        assert images._converts_late(full) and factor >= 2
+        rgb = images._to_rgb(full, path)                                   # converted at full size
+        same_factor = images._resize(rgb.reduce(factor), 64, resize, images.FAST)
+        old_path = images._resize(rgb, 64, resize, images.FAST)
+    got = load_image(path, 64, resize=resize).astype(int)
+    assert np.abs(got - same_factor).max() <= 1
+    old = np.abs(got - old_path)
+    assert old.max() <= 8 and old.mean() < 1, (old.max(), old.mean())
+
+
+def test_float_range_is_checked_before_averaging(tmp_path):
+    """One pixel out of [0, 1] would average away in the reduction: it is refused at full size."""
+    values = np.full((700, 1000), 0.5, dtype=np.float32)
+    values[10, 10] = 1.5
+    Image.fromarray(values).save(tmp_path / "f.tif")
+    with pytest.raises(DataError, match=r"values in \[0\.5, 1\.5\]"):
+        load_image(tmp_path / "f.tif", 64)
+    values[10, 10] = np.nan                                     # NaN survives the average
+    Image.fromarray(values).save(tmp_path / "f.tif")
+    with pytest.raises(DataError, match="NaN or infinite"):
+        load_image(tmp_path / "f.tif", 64)

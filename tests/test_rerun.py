@@ -48,6 +48,8 @@ RERUNS = {
     "training bf16": ({"training": {"bf16_autocast_cuda": True}}, FROM_MODELS),
     # how, not what: where a job keeps its caches changes no result
     "cache placement": ({"training": {"cache_placement": "resident"}}, {}),
+    # nor how slow and how long a download may be (resources of obtain_archives and fetch_weights)
+    "download limits": ({"download": {"min_rate_kib_s": 1, "slow_for_s": 5, "deadline_min": 7}}, {}),
     # display names relabel what EVA's tables and figures show; no model retrains
     "EVA display names": ({"datasets": {"EVA": {"display_names": {"visual": "light & colour"}}}},
                           {"label_figure": 1, "table_dataset": 2, "table_cross": 1, "figure_scatter": 1,

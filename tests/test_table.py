@@ -283,3 +283,66 @@ def test_valid_table_configs(paper):
     check_config(_with(paper, **_cfg(path="/anywhere")))
     check_config(_with(paper, **_cfg("synthetic", split_column="split", split={"method": "official"},
                                      synthetic={"n_images": 10})))
+
+
+# ------------------------------------------------------------------- tables as people save them
+
+def test_composed_names_find_files_stored_decomposed(tmp_path):
+    """A CSV typed with 'café.png' (NFC) finds the file macOS stored as 'cafe' + U+0301 (NFD)."""
+    import unicodedata
+
+    composed, decomposed = "caf\u00e9.png", unicodedata.normalize("NFD", "caf\u00e9.png")
+    assert composed != decomposed
+    folder = tmp_path / "photos"
+    (folder / unicodedata.normalize("NFD", "Zürich")).mkdir(parents=True)
+    for rel in (decomposed, unicodedata.normalize("NFD", "Zürich/straße.png"), "plain.png"):
+        (folder / rel).write_bytes(_png(len(rel)))
+    rows = ["image,rating,sharp", f"{composed},4,3", "Z\u00fcrich/stra\u00dfe.png,2,1", "plain.png,3,3"]
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    cfg = _cfg(path=str(folder))
+    table.extract(tmp_path / "archives", tmp_path / "raw", cfg)
+    out = table.parse(tmp_path / "raw", cfg)
+    assert out["image"].tolist() == [composed, "Z\u00fcrich/stra\u00dfe.png", "plain.png"]
+    assert [Path(p).name for p in out["path"]] == [decomposed, unicodedata.normalize("NFD", "straße.png"),
+                                                   "plain.png"]
+    assert all(Path(p).is_file() for p in out["path"])
+    assert out.attrs["unlabelled_images"] == 0            # the decomposed files are the labelled ones
+    # the same name in both forms is one photo listed twice
+    (folder / "labels.csv").write_text(f"image,rating,sharp\n{composed},4,3\n{decomposed},2,2\n", encoding="utf-8")
+    table.extract(tmp_path / "archives", tmp_path / "raw", cfg)
+    with pytest.raises(DataError, match=r"labels.csv line 3: image .* listed twice \(first at line 2\)"):
+        table.parse(tmp_path / "raw", cfg)
+
+
+EXCEL_UNICODE_TEXT = ("image\trating\tsharp\tnotes\r\n"
+                      "caf\u00e9.png\t4.5\t3\t\"tab\tinside\"\r\n"
+                      "sub/b.png\t1\t10\t\u65e5\u672c\r\n")
+
+
+def test_excel_unicode_text_utf16_is_read(tmp_path):
+    """Excel's "Unicode Text" export: UTF-16 LE with a byte-order mark, tab-separated, CRLF."""
+    import codecs
+
+    folder = _folder(tmp_path, ["image"], files=("caf\u00e9.png", "sub/b.png"))
+    (folder / "labels.txt").write_bytes(codecs.BOM_UTF16_LE + EXCEL_UNICODE_TEXT.encode("utf-16-le"))
+    cfg = _cfg(path=str(folder), table="labels.txt")
+    table.extract(tmp_path / "archives", tmp_path / "raw", cfg)
+    out = table.parse(tmp_path / "raw", cfg)
+    assert out["image"].tolist() == ["caf\u00e9.png", "sub/b.png"]
+    assert out["rating"].tolist() == [4.5, 1.0] and out["sharp"].tolist() == [3.0, 10.0]
+    # big-endian with its BOM too
+    (folder / "labels.txt").write_bytes(codecs.BOM_UTF16_BE + EXCEL_UNICODE_TEXT.encode("utf-16-be"))
+    table.extract(tmp_path / "archives", tmp_path / "raw", cfg)
+    assert table.parse(tmp_path / "raw", cfg)["image"].tolist() == ["caf\u00e9.png", "sub/b.png"]
+
+
+def test_utf16_without_bom_is_named_with_the_fix(tmp_path):
+    folder = _folder(tmp_path, ["image"], files=("caf\u00e9.png", "sub/b.png"))
+    (folder / "labels.txt").write_bytes(EXCEL_UNICODE_TEXT.encode("utf-16-le"))
+    cfg = _cfg(path=str(folder), table="labels.txt")
+    table.extract(tmp_path / "archives", tmp_path / "raw", cfg)
+    with pytest.raises(DataError) as err:
+        table.parse(tmp_path / "raw", cfg)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{folder / 'labels.txt'}: ")
+    assert "UTF-16" in message and "CSV UTF-8" in message

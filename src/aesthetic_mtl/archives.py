@@ -13,10 +13,12 @@ import shutil
 import stat
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
+from typing import Iterator
 
-from .errors import DataError
-from .io import atomic_path
+from .errors import DataError, OutputError
+from .io import NO_SPACE, atomic_path
 
 CHUNK = 1 << 20      # bytes copied at a time: a multi-GB member never needs memory
 MIB = 1 << 20
@@ -35,16 +37,36 @@ def safe_extract_zip(zip_path: Path, dest: Path, *, max_total_bytes: int = 64 * 
         with zipfile.ZipFile(zip_path) as zf:
             members = [(info, _member_path(zip_path, info, dest)) for info in zf.infolist()]
             _check_bomb(zip_path, [info for info, _ in members], max_total_bytes, max_ratio)
-            dest.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.extract.", dir=dest.parent))
-            try:
-                for info, rel in members:
-                    _extract_member(zf, zip_path, info, staging / rel)
-                return _move_into_place(members, staging, dest)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+            return _extract_all(zf, zip_path, members, dest)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as err:
         raise DataError(f"{zip_path}: corrupt or unreadable zip archive ({err})") from err
+
+
+def _extract_all(zf: zipfile.ZipFile, zip_path: Path, members: list[tuple[zipfile.ZipInfo, PurePosixPath]],
+                 dest: Path) -> list[Path]:
+    """Stage every member in a sibling folder of `dest`, then rename them into place.
+
+    A full disk (quota, file-size limit) is an `OutputError` naming `dest` and the member being written;
+    the staging folder is removed whatever happens, so nothing partial stays behind.
+    """
+    staging, current = None, None
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.extract.", dir=dest.parent))
+        for info, rel in members:
+            current = info.filename
+            _extract_member(zf, zip_path, info, staging / rel)
+        return _move_into_place(members, staging, dest)
+    except OSError as err:
+        if err.errno not in NO_SPACE:
+            raise
+        where = f" while writing {current!r} of {zip_path}" if current else ""
+        raise OutputError(f"{dest}: not extracted: {os.strerror(err.errno).lower()} in {dest.parent}{where}; "
+                          f"nothing was left under this name (the partial extraction was removed): free space "
+                          f"there and run again") from None
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _member_path(zip_path: Path, info: zipfile.ZipInfo, dest: Path) -> PurePosixPath:
@@ -93,13 +115,28 @@ def _extract_member(zf: zipfile.ZipFile, zip_path: Path, info: zipfile.ZipInfo,
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     written = 0
-    with zf.open(info) as src, open(out, "wb") as dst:
-        for block in iter(lambda: src.read(CHUNK), b""):
+    with open(out, "wb") as dst:
+        for block in _member_blocks(zf, zip_path, info):
             written += len(block)
             if written > info.file_size:
                 raise DataError(f"{zip_path}: refusing entry {info.filename!r}: it expands "
                                 f"beyond its declared size of {info.file_size} bytes")
             dst.write(block)
+
+
+def _member_blocks(zf: zipfile.ZipFile, zip_path: Path, info: zipfile.ZipInfo) -> Iterator[bytes]:
+    """The member's bytes. A read that fails is a damaged or incomplete archive, named as such: a split zip
+    whose part was replaced (by a Git LFS pointer, say) makes zipfile seek before the file's start, a bare
+    `OSError: [Errno 22] Invalid argument` otherwise. Errors of the writer are not caught here."""
+    try:
+        with zf.open(info) as src:
+            while block := src.read(CHUNK):
+                yield block
+    except (OSError, zlib.error, zipfile.BadZipFile, EOFError) as err:
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err) or type(err).__name__
+        raise DataError(f"{zip_path}: corrupt or incomplete zip archive: entry {info.filename!r} cannot be "
+                        f"read ({why}); a part or the whole file is damaged or not the release's: delete it "
+                        f"and obtain it again") from err
 
 
 def _move_into_place(members: list[tuple[zipfile.ZipInfo, PurePosixPath]], staging: Path,

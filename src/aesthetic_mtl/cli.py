@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import click
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+from .photos import check_out, collect_images, not_scored_line
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,27 +28,6 @@ def main() -> None:
 # --------------------------------------------------------------------------------------------------
 # predict
 # --------------------------------------------------------------------------------------------------
-
-def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files given directly (any suffix), plus image files found recursively in folders, sorted per folder.
-
-    A file given twice, found twice, or reached under two spellings (`dir/../dir/x.jpg`, a folder, a
-    symbolic link) is scored once, under the first spelling: paths are compared after resolving.
-    """
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.exists():
-            found.append(path)
-        else:
-            raise click.BadParameter(f"{path}: no such file or folder", param_hint="IMAGES")
-    unique: dict[Path, Path] = {}
-    for path in found:
-        unique.setdefault(path.resolve(), path)
-    return list(unique.values())
-
 
 class Refused(click.ClickException):
     """A bad file or value on the command line: one line on stderr, exit code 2 (like usage errors)."""
@@ -146,28 +126,37 @@ def score_images(model, ckpt: dict, paths: list[Path], *, batch_size: int = 32, 
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def predict(checkpoint, images, out, weights, batch_size, device, quiet) -> None:
-    """Score photos (files or folders, searched recursively) with a trained model.
+@click.option("--force", is_flag=True, help="Replace --out when it holds scores from an earlier predict "
+                                             "(never a photo, never any other file).")
+def predict(checkpoint, images, out, weights, batch_size, device, quiet, force) -> None:
+    """Score photos (files or folders, searched recursively, linked folders too) with a trained model.
 
-    Prints the count of unreadable files (each named on stderr) and skips them; fails only when no
-    file could be read.
+    Names each unreadable file on stderr and skips it, and ends with the count of every file not scored,
+    by reason; fails only when no file could be read. `--out` is never one of the photos, nor any existing
+    file but an earlier scores table (and that only with --force).
     """
     import pandas as pd
 
     from .io import atomic_path
     from .checkpoint import checkpoint_overall
+    from .errors import DataError
 
     dev = pick_device(device)
-    paths = collect_images(images)
+    skipped: Counter = Counter()
+    try:
+        paths = collect_images(images, skipped)
+        check_out(Path(out), paths, force)
+    except DataError as err:
+        raise Refused(str(err)) from None
     if not paths:
-        raise click.ClickException(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(images)}")
+        found = f"; {not_scored_line(skipped)}" if skipped else ""
+        raise click.ClickException(f"no image files in {', '.join(images)}{found}")
     model, ckpt = _load(checkpoint, weights)
-    bad: list[tuple[Path, str]] = []
 
     def on_error(path, err):
         from tqdm import tqdm
 
-        bad.append((path, str(err)))
+        skipped["unreadable"] += 1
         reason = str(err) if str(path) in str(err) else f"{path}: {err}"
         tqdm.write(f"skipped unreadable image {reason}", file=sys.stderr)
 
@@ -179,14 +168,15 @@ def predict(checkpoint, images, out, weights, batch_size, device, quiet) -> None
     table = pd.DataFrame({"image": [str(p) for p in kept]})
     for t in order:
         table[t] = raw[:, targets.index(t)] if len(kept) else []
-    if bad:
-        click.echo(f"{len(bad)} unreadable file(s) skipped", err=True)
     if not kept:
+        click.echo(not_scored_line(skipped), err=True)
         raise click.ClickException(f"none of the {len(paths)} files could be read as an image")
     with atomic_path(out, suffix=".csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
     ranges = ", ".join(f"{t} [{ckpt['ranges'][t][0]:g}, {ckpt['ranges'][t][1]:g}]" for t in order)
     click.echo(f"scored {len(kept)} image(s) on {dev} -> {out} ({ranges})", err=True)
+    if skipped:
+        click.echo(not_scored_line(skipped), err=True)
 
 
 def _load(checkpoint, weights):

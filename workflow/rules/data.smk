@@ -11,6 +11,8 @@ rule obtain_archives:
     localrule: True
     conda:
         CONDA_ENV
+    resources:
+        **download_limits(),
     params:
         ds=release_cfg,
         names=lambda wc: archive_names(wc.dataset),
@@ -78,7 +80,7 @@ rule image_cache:
         CONDA_ENV
     threads: 2
     resources:
-        mem_mb=2000,
+        mem_mb=lambda wc, threads: image_cache_memory_mb(config["images"], threads),  # grows with images.max_pixels
     params:
         images=lambda wc: {**config["images"], "size": int(wc.size)},
         on_bad_image=config.get("on_bad_image", "error"),

@@ -10,6 +10,8 @@ rule fetch_weights:
     localrule: True
     conda:
         CONDA_ENV
+    resources:
+        **download_limits(),
     script:
         "../scripts/fetch_weights.py"
 

@@ -5,4 +5,5 @@ from aesthetic_mtl.io import logging_to
 from aesthetic_mtl.pipeline import fetch_weights
 
 with logging_to(snakemake.log[0]) as log:
-    fetch_weights(snakemake.wildcards.backbone, Path(snakemake.output.weights), log=log)
+    download = {k.removeprefix("download_"): v for k, v in snakemake.resources.items() if k.startswith("download_")}
+    fetch_weights(snakemake.wildcards.backbone, Path(snakemake.output.weights), download=download, log=log)

@@ -5,4 +5,6 @@ from aesthetic_mtl.io import logging_to
 from aesthetic_mtl.pipeline import obtain_archives
 
 with logging_to(snakemake.log[0]) as log:
-    obtain_archives(snakemake.params.ds, snakemake.params.names, Path(snakemake.output.digests), log=log)
+    download = {k.removeprefix("download_"): v for k, v in snakemake.resources.items() if k.startswith("download_")}
+    obtain_archives(snakemake.params.ds, snakemake.params.names, Path(snakemake.output.digests), download=download,
+                    log=log)

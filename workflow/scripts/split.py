@@ -3,4 +3,5 @@ from aesthetic_mtl.io import logging_to
 from aesthetic_mtl.pipeline import split
 
 with logging_to(snakemake.log[0]) as log:
-    split(snakemake.input.labels, snakemake.params.split, snakemake.output.splits, snakemake.output.report, log=log)
+    split(snakemake.input.labels, snakemake.params.split, snakemake.output.splits, snakemake.output.report,
+          dataset=snakemake.wildcards.dataset, log=log)

@@ -30,6 +30,7 @@ the policy only changes what is reported, never which files are read.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import importlib
 import math
@@ -144,15 +145,44 @@ def outside_release(path: str | os.PathLike, root: Path) -> Path | None:
     return None if target == base or base in target.parents else target
 
 
-def read_text_lines(path: Path) -> list[str]:
-    """Lines of a text file: UTF-8 (a BOM is dropped; Latin-1 as fallback), CR/CRLF/LF endings."""
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),   # before UTF-16: FF FE 00 00
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"), (codecs.BOM_UTF8, "utf-8-sig"))
+
+
+def read_text(path: Path, shown: Path | None = None) -> str:
+    """A label file's text with LF endings, in the encodings people's tools write.
+
+    UTF-8 (a BOM is dropped; Latin-1 as fallback), or UTF-16 / UTF-32 with a byte-order mark (Excel's
+    "Unicode Text" export is UTF-16 LE with one). UTF-16 without a mark (a quarter of its bytes NUL) is
+    refused, naming `shown` (default `path`) and how to convert it, instead of read as a header of garbage.
+    """
     data = Path(path).read_bytes()
+    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), None)
+    if encoding is None:
+        _refuse_unmarked_utf16(data[:4096], shown or path)
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode(encoding or "utf-8-sig")
     except UnicodeDecodeError:
+        if encoding not in (None, "utf-8-sig"):
+            raise DataError(f"{shown or path}: not valid {encoding.upper()} text although it starts with "
+                            f"that byte-order mark; save it again as CSV UTF-8") from None
         text = data.decode("latin-1")
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    lines = text.split("\n")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _refuse_unmarked_utf16(sample: bytes, shown: Path) -> None:
+    """UTF-16 without a byte-order mark: NUL bytes in the odd (LE) or even (BE) places of ASCII text."""
+    if sample.count(0) * 4 < len(sample) or not sample:
+        return
+    order = "LE" if sample[1::2].count(0) >= sample[0::2].count(0) else "BE"
+    raise DataError(f"{shown}: looks like UTF-16 {order} text without a byte-order mark, which is not read "
+                    f"by guessing: save it again as CSV UTF-8 (Excel: Save As > CSV UTF-8), or convert it: "
+                    f"iconv -f UTF-16{order} -t UTF-8 {Path(shown).name} > {Path(shown).stem}.csv")
+
+
+def read_text_lines(path: Path) -> list[str]:
+    """Lines of a text file (`read_text`: UTF-8, Latin-1, UTF-16 with a BOM; CR/CRLF/LF endings)."""
+    lines = read_text(path).split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return lines

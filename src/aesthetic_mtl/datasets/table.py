@@ -10,7 +10,9 @@ The table (`table:`, e.g. `labels.csv`) has a header row, one row per image, and
 
 Other columns are ignored (notes, columns you do not train on). The delimiter follows the table's
 extension (`.csv`: comma, `.tsv` / `.txt`: tab) unless `delimiter:` says otherwise; fields may be quoted
-as in any CSV; a UTF-8 BOM, CRLF / CR line endings, spaces around fields and blank lines are harmless.
+as in any CSV; a UTF-8 BOM, UTF-16 with a BOM (Excel's "Unicode Text"), CRLF / CR line endings, spaces
+around fields and blank lines are harmless. Image names are matched under Unicode normalization (NFC),
+so `café.png` typed in the table finds the file macOS stored decomposed.
 
 Where the files come from (`source:`):
 
@@ -26,7 +28,7 @@ Where the files come from (`source:`):
 Errors (DataError naming the file, line and value; several offenders are listed): a configured column
 missing from the header (the columns found are listed), a repeated header name, a row with the wrong
 number of fields, an empty or absolute image path or one that escapes the image folder (`../x.jpg`), an
-image listed twice, an attribute value that is not a number, NaN / inf or outside the configured range, a
+image listed twice (also in two Unicode forms), UTF-16 without a byte-order mark, an attribute value that is not a number, NaN / inf or outside the configured range, a
 split value that is not a split name, images without a file (with `on_bad_image: skip` those keep their
 row with the expected path, and the image cache skips and lists them in skipped.tsv). Image files that
 no row names are ignored and counted (`attrs["unlabelled_images"]`, said in the parse_labels log).
@@ -40,6 +42,7 @@ import io
 import posixpath
 import shutil
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Callable
 
@@ -47,7 +50,7 @@ import pandas as pd
 
 from ..errors import ConfigError, DataError
 from ..io import atomic_path
-from . import (IMAGE_SUFFIXES, iter_files, offenders, parse_row, replace_dir, require_archives,
+from . import (IMAGE_SUFFIXES, iter_files, offenders, parse_row, read_text, replace_dir, require_archives,
                attribute_ranges)
 
 ATTRIBUTES: list[str] = []             # no defaults: the config names every attribute with its range
@@ -194,14 +197,9 @@ def inside(folder: Path, name: str) -> Path | None:
     return None if rel is None else Path(folder) / rel
 
 
-def _read_rows(path: Path, delim: str) -> list[tuple[int, list[str]]]:
-    """(line number, stripped fields) of every non-blank row; UTF-8 (BOM dropped) or Latin-1."""
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+def _read_rows(path: Path, delim: str, shown: Path) -> list[tuple[int, list[str]]]:
+    """(line number, stripped fields) of every non-blank row (encodings: `datasets.read_text`)."""
+    text = read_text(path, shown)
     reader = csv.reader(io.StringIO(text), delimiter=delim, skipinitialspace=True)
     rows, start = [], 1
     try:
@@ -210,7 +208,7 @@ def _read_rows(path: Path, delim: str) -> list[tuple[int, list[str]]]:
                 rows.append((start, [f.strip() for f in fields]))
             start = reader.line_num + 1
     except csv.Error as err:
-        raise DataError(f"{path} line {reader.line_num}: unreadable CSV ({err})") from err
+        raise DataError(f"{shown} line {reader.line_num}: unreadable CSV ({err})") from err
     return rows
 
 
@@ -242,7 +240,7 @@ def read_table(path: Path, ds_cfg: dict, shown: Path | None = None) -> pd.DataFr
     ranges = attribute_ranges(ds_cfg, sys.modules[__name__])
     image_col = ds_cfg.get("image_column") or DEFAULT_IMAGE_COLUMN
     split_col = ds_cfg.get("split_column")
-    rows = _read_rows(path, delimiter(ds_cfg))
+    rows = _read_rows(path, delimiter(ds_cfg), shown)
     if not rows:
         raise DataError(f"{shown}: empty file, expected a header with the column {image_col!r}")
     header_line, header = rows[0]
@@ -264,8 +262,9 @@ def read_table(path: Path, ds_cfg: dict, shown: Path | None = None) -> pd.DataFr
             why = "empty image path" if not name else "escapes the image folder"
             problems.append(f"{where}: column {image_col!r}: {why}: {name!r}")
             continue
-        if rel in first_seen:
-            problems.append(f"{where}: image {name!r} listed twice (first at line {first_seen[rel]})")
+        key = unicodedata.normalize("NFC", rel)      # 'café' typed and 'café' pasted from a Mac: one photo
+        if key in first_seen:
+            problems.append(f"{where}: image {name!r} listed twice (first at line {first_seen[key]})")
             continue
         split = ""
         if split_col:
@@ -278,13 +277,36 @@ def read_table(path: Path, ds_cfg: dict, shown: Path | None = None) -> pd.DataFr
         if problem:
             problems.append(problem)
             continue
-        first_seen[rel] = lineno
+        first_seen[key] = lineno
         records.append({"image": rel, "line": lineno, "split": split, **row})
     if problems:
         raise DataError(f"{shown}: {len(problems)} bad row(s):{offenders(problems)}")
     if not records:
         raise DataError(f"{shown}: no rows after the header")
     return pd.DataFrame(records, columns=["image", "line", "split", *ranges])
+
+
+def on_disk(folder: Path, names: list[str]) -> list[str]:
+    """Each name as the file is named under `folder`: itself when that file exists, else the one file whose
+    name is equal under Unicode normalization (NFC), else itself (missing).
+
+    macOS stores `café.png` decomposed (`e` + U+0301, NFD), a CSV typed anywhere has it composed; Linux
+    compares bytes, so the file would be "missing" while `ls` shows it. The folder is listed only when a
+    name is not found as written.
+    """
+    index: dict[str, list[str]] | None = None
+    out = []
+    for name in names:
+        if not (folder / name).is_file():
+            if index is None:
+                index = {}
+                for path in iter_files(folder):
+                    rel = path.relative_to(folder).as_posix()
+                    index.setdefault(unicodedata.normalize("NFC", rel), []).append(rel)
+            matches = index.get(unicodedata.normalize("NFC", name), [])
+            name = matches[0] if len(matches) == 1 else name
+        out.append(name)
+    return out
 
 
 def parse(raw: Path, ds_cfg: dict, *, on_bad_image: str = "error") -> pd.DataFrame:
@@ -300,7 +322,8 @@ def parse(raw: Path, ds_cfg: dict, *, on_bad_image: str = "error") -> pd.DataFra
     shown = _display(raw, ds_cfg)
     table = read_table(path, ds_cfg, shown)
     folder = raw / IMAGES
-    paths = [folder / rel for rel in table["image"]]
+    found = on_disk(folder, table["image"].tolist())
+    paths = [folder / rel for rel in found]
     missing = [(rel, line) for rel, line, p in zip(table["image"], table["line"], paths)
                if not p.is_file()]
     if missing and on_bad_image != "skip":
@@ -311,7 +334,7 @@ def parse(raw: Path, ds_cfg: dict, *, on_bad_image: str = "error") -> pd.DataFra
                         f"{offenders(problems)}")
     out = table.drop(columns="line")
     out.insert(1, "path", [str(p) for p in paths])
-    named = set(table["image"])
+    named = set(found)
     root = folder.resolve()
     files = {p.relative_to(root).as_posix() for p in iter_files(root, IMAGE_SUFFIXES)}
     out.attrs["unlabelled_images"] = len(files - named)
