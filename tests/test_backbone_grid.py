@@ -50,4 +50,7 @@ def test_tables_and_summary_answer_per_backbone(grid_run):
     summary = (results / "summary.md").read_text()
     for backbone in BACKBONES:
         assert f"**AADB**, backbone `{backbone}`: the multi-task model" in summary
-    assert summary.count("single-task on the overall score") == 2
+    assert summary.count("On the overall score, multi-task was") == 2
+    comparisons = pd.read_csv(results / "comparisons.tsv", sep="\t")  # each backbone's models paired on their own
+    assert set(comparisons["backbone"]) == set(BACKBONES)
+    assert summary.count("multi − single = ") == 2 and summary.count("95% CI [") >= 2
