@@ -43,6 +43,7 @@ config-doc: install
 
 bench: install
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/predict.py --write
 
 # The paper grid at the real datasets' sizes through snakemake on one GPU (bench/gpu.py -> bench/gpu-results.md).
 bench-gpu: install

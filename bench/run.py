@@ -9,8 +9,9 @@
              computed from contiguous NCHW input, the memory layout (b) uses
   snakemake  section 1b: the same design through the real `snakemake`, against the in-process run
 
-Sections 6 (float16 vs float32 feature cache, bench/cache_dtype.py) and 7 (resize filter,
-bench/interpolation.py) of bench/results.md belong to their scripts; a run of this script keeps them. Figures are medians of interleaved repeats (a, b, a, b, ...). The exit status is 1 when
+Sections 6 (float16 vs float32 feature cache, bench/cache_dtype.py), 7 (resize filter,
+bench/interpolation.py) and 8 (scoring photos, bench/predict.py) of bench/results.md belong to their scripts;
+a run of this script keeps them. Figures are medians of interleaved repeats (a, b, a, b, ...). The exit status is 1 when
 the fast path computes something else than the direct port: the control must match the port's SRCC to
 1e-6, the fast path itself (channels-last rounding, amplified by training) within 0.01 or two swaps of
 near-tied test predictions, whichever is larger.
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cache_dtype  # noqa: E402  (their sections of results.md survive a regeneration)
 import interpolation  # noqa: E402
+import predict  # noqa: E402
 from common import (REPO, ShareMeter, Timing, command_line, interleaved, machine, md_table,  # noqa: E402
                     ratio, source_revision, usable_cores)
 
@@ -249,6 +251,7 @@ make bench                                        # = .venv/bin/python bench/run
 .venv/bin/python bench/run.py --quick --out /tmp/r.md   # tiny sizes, as tests/test_bench.py runs it
 PYTHONPATH=src nice -n 10 python bench/cache_dtype.py --write   # section 6 (about 15 min on one core)
 PYTHONPATH=src nice -n 10 python bench/interpolation.py --write # section 7 (about 5 min on one core)
+.venv/bin/python bench/predict.py --write             # section 8 (about 3 min; make bench runs it)
 .venv/bin/python bench/gpu.py                     # the paper grid on a GPU: bench/gpu-results.md
 ```""")
     return "\n\n".join(parts) + "\n"
@@ -281,7 +284,7 @@ def main(argv=None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     share = meter.report()
     if args.out:
-        own = (cache_dtype.SECTION, interpolation.SECTION)  # measured by their own scripts: kept
+        own = (cache_dtype.SECTION, interpolation.SECTION, predict.SECTION)  # measured by their own scripts: kept
         kept = [(section, section.read(args.out)) for section in own]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(render(results, info, share, started))

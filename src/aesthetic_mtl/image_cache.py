@@ -3,7 +3,7 @@
 `build_image_cache` stores the result of `images.load_image` for every unique image as one
 (N, S, S, 3) uint8 `.npy` memmap plus `index.tsv` (row -> image), so the feature cache and Grad-CAM
 read identical pixels and no later step depends on Pillow's decoder again. Photos are decoded by a
-bounded, ordered thread map (`_ordered_map`); a skipped bad image shrinks the array afterwards by
+bounded, ordered thread map (`ordered_map`); a skipped bad image shrinks the array afterwards by
 rewriting its `.npy` header (`_shrink_npy`). `open_image_cache` checks the cache before any reader
 trusts it.
 """
@@ -117,7 +117,7 @@ def _fill_cache(tmp: Path, output: Path, unique: pd.DataFrame, decoder: "_Decode
     kept: list[str] = []
     skipped: list[dict] = []
     jobs = zip(unique["image"], unique["path"])
-    results = _ordered_map(decoder, jobs, workers)
+    results = ordered_map(decoder, jobs, workers if workers > 1 else 0)  # one worker: inline, no thread
     with contextlib.closing(results), tqdm(total=n, desc=f"images {size}px", unit="img",
                                            mininterval=2.0, disable=not progress) as bar:
         for (image, path), result in results:  # closing(): a raise cancels the queued decodes
@@ -157,25 +157,28 @@ class _Decoder:
             return e
 
 
-def _ordered_map(fn: Callable, jobs: Iterable, workers: int) -> Iterator[tuple[object, object]]:
-    """Yield (job, fn(job)) in input order, with at most 4 x workers results in memory.
+def ordered_map(fn: Callable, jobs: Iterable, workers: int, ahead: int | None = None) -> Iterator[tuple[object, object]]:
+    """Yield (job, fn(job)) in input order, computed by `workers` threads at most `ahead` jobs (default
+    4 x workers) ahead of the consumer; `workers` 0 computes each job inline when it is asked for.
 
     Threads, not processes: Pillow releases the GIL while decoding and resizing, so threads scale
     like processes without pickling every decoded array back to the parent (measured on 2 cores,
     1600x1200 JPEGs -> 224: 2 threads ~155 img/s, a 2-process Pool ~145 img/s, 1 thread ~85 img/s).
-    A sliding window of futures keeps memory bounded by the window, not the dataset.
+    A sliding window of futures keeps memory bounded by the window, not the dataset; while the consumer
+    works (a model scoring a batch), the threads keep decoding up to the window.
     """
-    if workers <= 1:
+    if workers <= 0:
         for job in jobs:
             yield job, fn(job)
         return
+    ahead = ahead or 4 * workers
     window: collections.deque = collections.deque()
     jobs = iter(jobs)
     with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
         try:
             for job in jobs:
                 window.append((job, pool.submit(fn, job)))
-                if len(window) >= 4 * workers:
+                if len(window) >= ahead:
                     job0, fut = window.popleft()
                     yield job0, fut.result()
             while window:

@@ -96,6 +96,36 @@ def load_image(path: str | os.PathLike, size: int, *, resize: str = "squash", in
         return _resize(_to_rgb(_reduce_early(im, size, path), path), size, resize, interpolation)
 
 
+def pixels_of(image: Image.Image | np.ndarray, size: int, *, resize: str = "squash", interpolation: str = FAST,
+              name: str = "image") -> np.ndarray:
+    """`load_image` for a photo already in memory: a PIL image (its EXIF orientation applied, as for a file)
+    or a uint8 array of shape (H, W), (H, W, 3) or (H, W, 4) (grey, RGB, RGBA). The same conversion and resize
+    as a file, except JPEG draft decoding (the pixels are decoded already): with `bicubic_fast`, a JPEG at
+    least twice the size may differ slightly from its file's scores. `name` labels errors.
+    """
+    _check_args(size, resize, interpolation)
+    if isinstance(image, np.ndarray):
+        image = _from_array(image, name)
+    elif not isinstance(image, Image.Image):
+        raise DataError(f"{name}: a {type(image).__name__}, not a photo (a path, a PIL image or a uint8 array)")
+    try:
+        image.load()
+        upright = _orient(image)
+    except Exception as e:  # noqa: BLE001 - a lazily opened PIL image decodes here: a bad file, as for paths
+        raise DataError(f"{name}: {_reason(e)}") from e
+    path = Path(name)
+    return _resize(_to_rgb(_reduce_early(upright, size, path), path), size, resize, interpolation)
+
+
+def _from_array(array: np.ndarray, name: str) -> Image.Image:
+    """A uint8 grey, RGB or RGBA array as a PIL image; anything else is refused naming its dtype and shape."""
+    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))) \
+            or 0 in array.shape:
+        raise DataError(f"{name}: a {array.dtype} array of shape {array.shape}; photos in memory are uint8 "
+                        "arrays of shape (H, W), (H, W, 3) RGB or (H, W, 4) RGBA")
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
 def _check_args(size: int, resize: str, interpolation: str) -> None:
     """Fail on a bad call before touching any file, so it is not reported as a bad image."""
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:

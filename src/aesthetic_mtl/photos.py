@@ -9,6 +9,7 @@ The scores go to a file that is never one of the photos, nor any existing file b
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -148,18 +149,37 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def is_scores_table(path: Path) -> bool:
-    """Whether `path` is a CSV as predict writes it: a header `image,<target>,...`, then rows of a name and
-    numbers. Anything else (a photo, notes, another program's CSV) is not predict's to replace."""
+    """Whether `path` is a scores table as predict writes it: a CSV with a header `image,<target>,...` then rows
+    of a name and numbers, or JSON / JSON lines records {"image": ..., "<target>": number, ...}. Anything else
+    (a photo, notes, another program's table) is not predict's to replace."""
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = csv.reader(fh)
-            header = next(rows, [])
-            if len(header) < 2 or header[0] != "image":
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return _is_scores_csv(text) or _is_scores_json(text)
+
+
+def _is_scores_csv(text: str) -> bool:
+    try:
+        rows = csv.reader(text.splitlines())
+        header = next(rows, [])
+        if len(header) < 2 or header[0] != "image":
+            return False
+        for row in rows:
+            if len(row) != len(header):
                 return False
-            for row in rows:
-                if len(row) != len(header):
-                    return False
-                [float(v or "nan") for v in row[1:]]
-    except (OSError, UnicodeDecodeError, ValueError, csv.Error):
+            [float(v or "nan") for v in row[1:]]
+    except (ValueError, csv.Error):
         return False
     return True
+
+
+def _is_scores_json(text: str) -> bool:
+    try:
+        records = json.loads(text) if text.lstrip().startswith("[") else [json.loads(line)
+                                                                          for line in text.splitlines() if line]
+    except ValueError:
+        return False
+    return bool(records) and all(isinstance(r, dict) and list(r)[:1] == ["image"] and len(r) > 1
+                                 and all(v is None or isinstance(v, (int, float)) for k, v in r.items() if k != "image")
+                                 for r in records)

@@ -136,9 +136,8 @@ def fetch_weights(backbone: str, out: Path, *, download: dict | None = None, log
     is verified and converted instead of downloaded; a hand-placed full checkpoint at `out` works too.
     `download`: the config's `download` section (rate and deadline of the download).
     """
-    import torch
-
     from .backbones import build_backbone, spec, weights_source
+    from .checkpoint import write_torch
     from .download import Limits, download as fetch, verify_published_digest
     from .io import atomic_path
 
@@ -159,8 +158,7 @@ def fetch_weights(backbone: str, out: Path, *, download: dict | None = None, log
         fetch(remote.url, full, limits=Limits.from_config(download), log=log)
     digest = verify_published_digest(full, remote.algorithm, remote.digest, remote.url, delete=full != placed)
     trunk = build_backbone(backbone, full).features.state_dict()
-    with atomic_path(out, suffix=".pth") as tmp:
-        torch.save(trunk, tmp)
+    write_torch(out, trunk)  # the same bytes on every machine: a checkpoint's recorded sha256 can be met again
     if full != placed:
         full.unlink()
     log(f"verified {remote.algorithm.replace('-prefix', '')} {digest[:12]}...; stored the trunk "
