@@ -19,14 +19,17 @@ On a GPU the model's share is almost nothing and decoding is everything; run it 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the `aesthetic-mtl` command sets it, before torch loads
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (REPO, RESULTS, ReportSection, Timing, interleaved, machine, md_table, source_revision,  # noqa: E402
-                    usable_cores)
+from common import (REPO, RESULTS, ReportSection, ShareMeter, interleaved, machine, md_table,  # noqa: E402
+                    source_revision, usable_cores)
 
 SECTION = ReportSection("predict")
 
@@ -135,6 +138,7 @@ def run(args: argparse.Namespace) -> dict:
         runs[f"input pipeline, {w} thread(s)"] = lambda _r, w=w: timed(
             lambda: [r for r in ordered_map(decode, enumerate(paths), w, ahead=32 + 2 * w)])
     torch.set_num_threads(cores)
+    meter = ShareMeter()
     scorer.predict(paths[:8])  # warm-up: first-call costs (allocator, kernels) are not the steady rate
     timings = interleaved(runs, {name: args.repeats for name in runs}, log=lambda m: print(m, flush=True))
     n = len(paths)
@@ -144,7 +148,7 @@ def run(args: argparse.Namespace) -> dict:
     bound = cores / (d + m)
     return {"args": args, "cores": cores, "images": images, "backbone": scorer.backbone, "timings": timings,
             "decode_rate": 1 / d, "model_rate": 1 / m, "bound": bound, "rate": rate,
-            "ratio": rate["predict"] / bound, "n": n}
+            "ratio": rate["predict"] / bound, "n": n, "share": meter.report()}
 
 
 def render(r: dict) -> str:
@@ -158,7 +162,8 @@ def render(r: dict) -> str:
         f"`{cmd.strip()}` at {source_revision()} on {info['cpu']} ({r['cores']} cores, torch {info['torch']}, "
         f"device {args.device}). {r['n']} JPEGs of {args.width}x{args.height} (quality 90), "
         f"{r['backbone']} at {r['images']['size']} px ({r['images'].get('interpolation', 'bicubic_fast')}), "
-        f"batches of 32; medians of {args.repeats} interleaved repeats.",
+        f"batches of 32; medians of {args.repeats} interleaved repeats; other processes used "
+        f"{r['share']['others_cores']:.2f} cores on average meanwhile.",
         "",
         f"Decoding alone: {r['decode_rate']:.1f} photos/s per core; the model alone: {r['model_rate']:.1f} "
         f"photos/s per core on decoded pixels; overlapped on {r['cores']} cores the bound is "

@@ -220,6 +220,14 @@ def test_scores_in_the_precision_the_model_was_trained_in(tmp_path, photos, monk
     np.testing.assert_allclose(cli["score"], reference["score"], atol=1e-5)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_scores_equal_the_cpu_scores(checkpoint, photos):
+    """Pinned memory and non-blocking copies change nothing: float32 on the GPU as on the CPU."""
+    cpu = aesthetic_mtl.load(checkpoint, device="cpu").predict(photos)
+    cuda = aesthetic_mtl.load(checkpoint, device="cuda").predict(photos, batch_size=2)
+    np.testing.assert_allclose(cuda[["score", "Light"]], cpu[["score", "Light"]], atol=1e-4)
+
+
 # --------------------------------------------------------------------------------------------------
 # output where people want it
 # --------------------------------------------------------------------------------------------------
