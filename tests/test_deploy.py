@@ -1,14 +1,42 @@
-"""The workflow as others get it: its license."""
+"""The workflow as others get it: a wheel install, the conda env file from wherever Snakemake copies it, the
+complete tiny config, the license, and a module deployment in a folder of its own.
+
+What these cannot run here: conda itself (no conda channels on the test machines), so the env file's pip
+step is replayed as conda performs it (a requirements file beside the env file's copy, pip run there).
+"""
 
 from __future__ import annotations
 
-from conftest import REPO
+import json
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, copy_repo
+
 
 
 def _pyproject() -> dict:
     import tomllib
 
     return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
+def _clean_pip_env(**extra: str) -> dict:
+    """The environment without this machine's pip settings (index, find-links, constraints): hermetic runs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
+    return {**env, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1", **extra}
+
+
+def _run(cmd: list, **kwargs) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=600, **kwargs)
+    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
 
 
 # ---------------------------------------------------------------------------------------- license
@@ -18,5 +46,68 @@ def test_the_license_is_the_mit_license_pyproject_names():
     assert text.startswith("MIT License\n\nCopyright (c) 2026 The aesthetic-mtl authors\n")
     assert "Permission is hereby granted, free of charge" in text
     assert _pyproject()["license"] == "MIT" and _pyproject()["license-files"] == ["LICENSE"]
+
+
+# ------------------------------------------------------------------------ a wheel, installed
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The package's wheel, built from a copy of the repository (as for a release; no index, the venv's setuptools)."""
+    src = copy_repo(tmp_path_factory.mktemp("build") / "repo")
+    out = tmp_path_factory.mktemp("wheels")
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", out, src],
+         env=_clean_pip_env())
+    return next(out.glob("aesthetic_mtl-*.whl"))
+
+
+def _fresh_venv(where: Path) -> Path:
+    """A new venv whose only aesthetic-mtl is what gets installed into it. The tested venv's third-party packages
+    (torch, ...) are lent through a .pth to a folder of links to them, without its editable aesthetic-mtl, so
+    pip and Python find the installed wheel or nothing (a full torch install would take minutes and GBs)."""
+    _run([sys.executable, "-m", "venv", "--without-pip", where])
+    python = where / "bin" / "python"
+    site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    lent = where / "lent-site-packages"
+    lent.mkdir()
+    tested = Path(sysconfig.get_paths()["purelib"])
+    for entry in tested.iterdir():
+        if not re.match(r"(aesthetic_mtl|__editable__)|.*\.pth$", entry.name):
+            (lent / entry.name).symlink_to(entry)
+    (site / "tested-third-party.pth").write_text(f"{lent}\n")
+    return python
+
+
+CHECK = """
+import json, sys
+from pathlib import Path
+import aesthetic_mtl
+from aesthetic_mtl.config import load_config, schema_defaults, schema_file
+from aesthetic_mtl.errors import ConfigError
+repo = Path(sys.argv[1])
+load_config(repo / "config.yaml", repo / ".test/config/config.yaml")
+try:
+    load_config(repo / "config.yaml", sys.argv[2])
+    refused = None
+except ConfigError as err:
+    refused = str(err)
+print(json.dumps({"package": aesthetic_mtl.__file__, "schema": str(schema_file()), "refused": refused,
+                  "download": schema_defaults("download")}))
+"""
+
+
+def test_a_wheel_install_validates_configs(wheel, tmp_path):
+    """A regular (non-editable) install validates configs: the schema ships inside the package."""
+    python = _fresh_venv(tmp_path / "venv")
+    _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", wheel],
+         env=_clean_pip_env())
+    (tmp_path / "bad.yaml").write_text("training: {batch_sise: 8}\n")
+    out = _run([python, "-c", CHECK, REPO, tmp_path / "bad.yaml"], cwd=tmp_path, env=_clean_pip_env())
+    facts = json.loads(out.stdout)
+    site = tmp_path / "venv" / "lib"
+    assert Path(facts["package"]).is_relative_to(site) and Path(facts["schema"]).is_relative_to(site), facts
+    assert Path(facts["schema"]).name == "config.schema.yaml" and Path(facts["schema"]).is_file()
+    assert facts["refused"].startswith("config key 'training': Additional properties are not allowed ('batch_sise'")
+    assert facts["download"] == {"min_rate_kib_s": 4, "slow_for_s": 60, "deadline_min": 1440}
+    assert list(site.glob("python3*/site-packages/aesthetic_mtl-*.dist-info/licenses/LICENSE"))
 
 

@@ -14,17 +14,16 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-import yaml
-
-from .config import REPO_ROOT, SCHEMA_PATH
+from .config import SCHEMA_NAME, load_schema
 from .io import atomic_path
 
-README_PATH = REPO_ROOT / "config" / "README.md"
+README_PATH = Path("config") / "README.md"
+"""Where `make config-doc` writes, relative to the repository it runs in."""
 
 INTRO = """\
 # Configuration
 
-<!-- Generated from workflow/schemas/config.schema.yaml by `make config-doc`
+<!-- Generated from src/aesthetic_mtl/config.schema.yaml by `make config-doc`
      (python -m aesthetic_mtl.config_doc); edit the schema's descriptions, not this file. -->
 
 The workflow reads `config.yaml` (the paper's setting) at the top of the repository; overlays given
@@ -46,12 +45,6 @@ of the `table` format.
 In the tables, `<...>` stands for a name you choose, `*` marks a required key, and `a | b` lists the
 allowed values.
 """
-
-
-def load_schema(path: Path = SCHEMA_PATH) -> dict:
-    """The workflow's JSON schema as a dict."""
-    with open(path) as fh:
-        return yaml.safe_load(fh)
 
 
 def _type(node: dict) -> str:
@@ -138,13 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     schema = load_schema()
     missing = undocumented(schema)
     if missing:
-        print(f"{SCHEMA_PATH}: keys without a description: {', '.join(missing)}", file=sys.stderr)
+        print(f"{SCHEMA_NAME}: keys without a description: {', '.join(missing)}", file=sys.stderr)
         return 1
     text = render(schema)
     if args.check:
         current = args.out.read_text() if args.out.exists() else ""
         if current != text:
-            print(f"{args.out} is out of date with {SCHEMA_PATH}; run `make config-doc`", file=sys.stderr)
+            print(f"{args.out} is out of date with {SCHEMA_NAME}; run `make config-doc`", file=sys.stderr)
             return 1
         return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)
