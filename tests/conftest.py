@@ -33,7 +33,8 @@ def tiny_images() -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-TINY = ["--configfile", "tests/configs/tiny.yaml"]
+TINY_CONFIG = ".test/config/config.yaml"   # the tiny config: complete, also the catalog test config
+TINY = ["--configfile", TINY_CONFIG]
 COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", "results", "resources", "logs", "benchmarks", ".snakemake",
                                      "__pycache__", "*.egg-info", ".pytest_cache", "bench")
 CRASH_ENV = "AESTHETIC_MTL_CRASH_AFTER"   # aesthetic_mtl.io.crash_point
@@ -72,10 +73,10 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_config() -> dict:
-    """The resolved config of the tiny run (config.yaml + tests/configs/tiny.yaml)."""
+    """The resolved config of the tiny run (.test/config/config.yaml over config.yaml, as snakemake reads it)."""
     from aesthetic_mtl.config import load_config
 
-    return load_config(REPO / "config.yaml", REPO / "tests" / "configs" / "tiny.yaml")
+    return load_config(REPO / "config.yaml", REPO / TINY_CONFIG)
 
 
 def can_mount_tmpfs() -> bool:

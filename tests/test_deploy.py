@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, copy_repo
+from aesthetic_mtl.config import deep_update, load_config
+from conftest import REPO, TINY_CONFIG, copy_repo
 
 
 
@@ -109,5 +110,29 @@ def test_a_wheel_install_validates_configs(wheel, tmp_path):
     assert facts["refused"].startswith("config key 'training': Additional properties are not allowed ('batch_sise'")
     assert facts["download"] == {"min_rate_kib_s": 4, "slow_for_s": 60, "deadline_min": 1440}
     assert list(site.glob("python3*/site-packages/aesthetic_mtl-*.dist-info/licenses/LICENSE"))
+
+
+# ----------------------------------------------------------------------------------- the tiny config
+
+def _key_paths(node: dict, prefix: tuple = ()) -> set[tuple]:
+    paths = set()
+    for key, value in node.items():
+        paths.add((*prefix, key))
+        if isinstance(value, dict):
+            paths |= _key_paths(value, (*prefix, key))
+    return paths
+
+
+def test_the_tiny_test_config_is_complete_and_runs_the_same_over_config_yaml():
+    """`.test/config/config.yaml` is a whole config (a module deployment reads it alone), and reading it over the
+    top-level config.yaml, as `snakemake --configfile .test/config/config.yaml` does in the repository, changes
+    nothing but download URLs that its synthetic sources never read."""
+    alone = load_config(REPO / TINY_CONFIG)
+    over = load_config(REPO / "config.yaml", REPO / TINY_CONFIG)
+    added = {path[:3] for path in _key_paths(over) - _key_paths(alone)}
+    assert added <= {("datasets", name, "files") for name, ds in alone["datasets"].items()
+                     if ds["source"] == "synthetic"}, added
+    assert over == deep_update(alone, {"datasets": {name: {"files": over["datasets"][name]["files"]}
+                                                    for _, name, _ in added}})
 
 

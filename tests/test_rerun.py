@@ -23,7 +23,7 @@ TABLES = {"table_dataset": 4, "table_cross": 1, "table_published": 1}
 FROM_METRICS = {"metrics": 1, **TABLES, "figure_srcc_bars": 2, "figure_cross": 1, "summary": 1}
 FROM_MODELS = {**TRAIN, **FROM_METRICS, "figure_training_curves": 2, "figure_scatter": 2, "gradcam": 2}
 
-# overlay on tests/configs/tiny.yaml -> {rule: planned jobs} ("all" left out: it is always planned)
+# overlay on the tiny config (.test/config/config.yaml) -> {rule: planned jobs} ("all" left out: it is always planned)
 RERUNS = {
     "stage-1 lr": ({"training": {"stage1": {"lr": 0.002}}}, FROM_MODELS),
     "stage-2 halving": ({"training": {"stage2": {"halve_every_steps": 3}}}, FROM_MODELS),

@@ -32,7 +32,7 @@ with `--configfile` replace only the keys they name, nested keys included:
 ```
 snakemake --cores 4 --resources gpu=1                                  # the paper, real AADB and EVA
 snakemake --cores 4 --configfile config/demo.yaml                      # synthetic demo (make demo)
-snakemake --cores 2 --configfile .test/config/config.yaml              # the tiny CI test
+snakemake --cores 2 --configfile .test/config/config.yaml              # the tiny CI test (a complete config)
 snakemake --cores 4 --configfile config/photos.yaml                    # e.g. your own rated photos
 ```
 
