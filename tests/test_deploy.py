@@ -10,22 +10,33 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+import yaml
 
 from aesthetic_mtl.config import deep_update, load_config
 from conftest import REPO, TINY_CONFIG, copy_repo
 
+ENV_FILE = REPO / "envs" / "aesthetic-mtl.yaml"
+PACKAGE = "aesthetic-mtl"
 
 
 def _pyproject() -> dict:
     import tomllib
 
     return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
+def _pip_entries(env_file: Path) -> list[str]:
+    """The `pip:` list of a conda env file."""
+    deps = yaml.safe_load(env_file.read_text())["dependencies"]
+    return next(d["pip"] for d in deps if isinstance(d, dict) and "pip" in d)
 
 
 def _clean_pip_env(**extra: str) -> dict:
@@ -96,11 +107,19 @@ print(json.dumps({"package": aesthetic_mtl.__file__, "schema": str(schema_file()
 """
 
 
-def test_a_wheel_install_validates_configs(wheel, tmp_path):
-    """A regular (non-editable) install validates configs: the schema ships inside the package."""
+def test_the_env_files_package_line_installs_the_wheel_from_any_copy_and_it_validates_configs(wheel, tmp_path):
+    """What conda does with the env file's pip section, from a copy where Snakemake puts it: the package comes
+    from PIP_FIND_LINKS (a wheel folder: until aesthetic-mtl is on PyPI), is a real (non-editable) install, and
+    that install validates configs: the schema ships inside it."""
+    copy = tmp_path / "project" / ".snakemake" / "conda" / "3f1c0a9e.yaml"
+    copy.parent.mkdir(parents=True)
+    shutil.copy(ENV_FILE, copy)
+    requirements = copy.parent / "condaenv.k2j4h1.requirements.txt"     # conda.env.installers.pip's temporary file
+    requirements.write_text("\n".join(_pip_entries(copy)) + "\n")
     python = _fresh_venv(tmp_path / "venv")
-    _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", wheel],
-         env=_clean_pip_env())
+    env = _clean_pip_env(PIP_FIND_LINKS=str(wheel.parent), PIP_NO_INDEX="1")
+    _run([sys.executable, "-m", "pip", "--python", python, "install", "-U", "-r", requirements.name,
+          "--exists-action=b"], cwd=copy.parent, env=env)
     (tmp_path / "bad.yaml").write_text("training: {batch_sise: 8}\n")
     out = _run([python, "-c", CHECK, REPO, tmp_path / "bad.yaml"], cwd=tmp_path, env=_clean_pip_env())
     facts = json.loads(out.stdout)
@@ -136,3 +155,17 @@ def test_the_tiny_test_config_is_complete_and_runs_the_same_over_config_yaml():
                                                     for _, name, _ in added}})
 
 
+# ------------------------------------------------------------------------------------- the env file
+
+def test_the_env_file_names_the_package_by_version_and_pins_the_tested_versions():
+    """No pip entry depends on where the env file lies (Snakemake copies it to .snakemake/conda/<hash>.yaml, and
+    conda runs pip beside the copy: `-e ..` pointed into .snakemake/); each pin is what the tests run with."""
+    entries = _pip_entries(ENV_FILE)
+    located = [e for e in entries if re.match(r"(-e|--editable|-r|--requirement|-c|\.|/|~|file:)", e) or ".." in e]
+    assert located == [], f"{ENV_FILE}: pip entries that depend on the file's location: {located}"
+    pins = dict(e.split("==", 1) for e in entries)
+    assert pins.pop(PACKAGE) == _pyproject()["version"]
+    tested = {name: metadata.version(name) for name in pins}
+    assert pins == tested, f"{ENV_FILE}: pins differ from the tested environment {tested}"
+    needed = {re.split(r"[<>=!~ \[;]", dep)[0].lower() for dep in _pyproject()["dependencies"]}
+    assert needed <= {name.lower() for name in pins}, f"{ENV_FILE}: not pinned: {needed - set(pins)}"
