@@ -63,6 +63,19 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, crash: str | No
     return proc
 
 
+def job_counts(output: str) -> dict[str, int]:
+    """{rule: jobs} from the "Job stats" table of a snakemake run's output ({} when nothing is to be done)."""
+    lines = output.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Job stats")), None)
+    jobs: dict[str, int] = {}
+    for line in lines[start + 3:] if start is not None else []:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """One complete, uninterrupted tiny run (every output), shared by all slow tests of a session."""

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pytest
 import yaml
 
 from aesthetic_mtl.config import deep_update, load_config
-from conftest import REPO, TINY_CONFIG, copy_repo
+from conftest import REPO, TINY_CONFIG, copy_repo, job_counts, run_snakemake
 
 ENV_FILE = REPO / "envs" / "aesthetic-mtl.yaml"
 PACKAGE = "aesthetic-mtl"
@@ -169,3 +170,50 @@ def test_the_env_file_names_the_package_by_version_and_pins_the_tested_versions(
     assert pins == tested, f"{ENV_FILE}: pins differ from the tested environment {tested}"
     needed = {re.split(r"[<>=!~ \[;]", dep)[0].lower() for dep in _pyproject()["dependencies"]}
     assert needed <= {name.lower() for name in pins}, f"{ENV_FILE}: not pinned: {needed - set(pins)}"
+
+
+# ------------------------------------------------------------------------------ module deployment
+
+DEPLOYED = """\
+# What `snakedeploy deploy-workflow` writes (docs/deploy.md), a local path in place of github(..., path=...).
+from snakemake.utils import min_version
+
+min_version("9.20")
+
+
+configfile: "config/config.yaml"
+
+
+module aesthetic_mtl:
+    snakefile:
+        "{snakefile}"
+    config:
+        config
+
+
+use rule * from aesthetic_mtl
+"""
+
+
+@pytest.mark.slow
+def test_the_workflow_deployed_as_a_module_runs_the_tiny_config_to_its_report(tmp_path):
+    """A project folder of its own: its workflow/Snakefile uses the repository's workflow/Snakefile (the file
+    snakedeploy and the catalog pick) as a module, and its config is the complete tiny one, alone. It plans the
+    jobs the repository's own Snakefile plans, runs them all (the package, the scripts, the logs and the
+    schema, from another folder) and writes the report."""
+    project = tmp_path / "project"
+    (project / "workflow").mkdir(parents=True)
+    (project / "config").mkdir()
+    (project / "workflow" / "Snakefile").write_text(DEPLOYED.format(snakefile=REPO / "workflow" / "Snakefile"))
+    shutil.copy(REPO / TINY_CONFIG, project / "config" / "config.yaml")
+    deployed = run_snakemake(project, "--cores", "2", timeout=1200)
+    itself = run_snakemake(copy_repo(tmp_path / "repo"), "-n", "--cores", "2", "--configfile", TINY_CONFIG,
+                           timeout=600)
+    planned, own = job_counts(deployed.stdout + deployed.stderr), job_counts(itself.stdout + itself.stderr)
+    assert planned.pop("default") == own.pop("all") == 1 and planned == own, (planned, own)
+    rows = (project / "results" / "metrics.tsv").read_text().splitlines()[1:]
+    assert {row.split("\t")[0] for row in rows} == {"AADB", "EVA"}
+    assert (project / "logs" / "feature_cache" / "AADB_vgg16_64.log").read_text().startswith("# aesthetic-mtl ")
+    run_snakemake(project, "--cores", "1", "--report", "report.zip", timeout=600)
+    with zipfile.ZipFile(project / "report.zip") as report:
+        assert any(name.endswith("report.html") for name in report.namelist())

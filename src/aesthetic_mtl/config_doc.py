@@ -36,6 +36,10 @@ snakemake --cores 2 --configfile .test/config/config.yaml              # the tin
 snakemake --cores 4 --configfile config/photos.yaml                    # e.g. your own rated photos
 ```
 
+Deployed as a module (`snakedeploy deploy-workflow`, docs/deploy.md), the workflow reads your
+`config/config.yaml` alone, so it must be complete: start from a copy of `config.yaml` (the paper) or of
+`.test/config/config.yaml` (tiny, synthetic).
+
 A value that is not the paper's carries a `# ours:` comment in `config.yaml`. Before any job runs,
 the merged config is checked against the schema and against the rules a schema cannot express (a
 subset naming an unknown target, a cross-dataset pair of unknown datasets, ...); a mistake stops the
