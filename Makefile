@@ -32,10 +32,11 @@ test-catalog: install
 	$(BIN)/snakemake --cores $(CORES) --configfile .test/config/config.yaml
 	$(BIN)/snakemake --cores 1 --configfile .test/config/config.yaml --report results/report.zip
 
-# Snakemake's linter on the whole workflow, then the rule files' formatting (snakefmt, settings in pyproject.toml).
+# Snakemake's linter on the whole workflow, then the Snakefiles' and rule files' formatting (snakefmt, settings in
+# pyproject.toml).
 lint: install
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
-	$(BIN)/snakefmt --check Snakefile workflow/rules/
+	$(BIN)/snakefmt --check Snakefile workflow/Snakefile workflow/rules/
 
 # config/README.md from the schema's descriptions (tests/test_config_doc.py fails when they disagree).
 config-doc: install

@@ -40,7 +40,8 @@ def tiny_images() -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-TINY = ["--configfile", "tests/configs/tiny.yaml"]
+TINY_CONFIG = ".test/config/config.yaml"   # the tiny config: complete, also the catalog test config
+TINY = ["--configfile", TINY_CONFIG]
 COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", "results", "resources", "logs", "benchmarks", ".snakemake",
                                      "__pycache__", "*.egg-info", ".pytest_cache", "bench")
 CRASH_ENV = "AESTHETIC_MTL_CRASH_AFTER"   # aesthetic_mtl.io.crash_point
@@ -69,6 +70,19 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, crash: str | No
     return proc
 
 
+def job_counts(output: str) -> dict[str, int]:
+    """{rule: jobs} from the "Job stats" table of a snakemake run's output ({} when nothing is to be done)."""
+    lines = output.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Job stats")), None)
+    jobs: dict[str, int] = {}
+    for line in lines[start + 3:] if start is not None else []:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """One complete, uninterrupted tiny run (every output), shared by all slow tests of a session."""
@@ -79,10 +93,10 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_config() -> dict:
-    """The resolved config of the tiny run (config.yaml + tests/configs/tiny.yaml)."""
+    """The resolved config of the tiny run (.test/config/config.yaml over config.yaml, as snakemake reads it)."""
     from aesthetic_mtl.config import load_config
 
-    return load_config(REPO / "config.yaml", REPO / "tests" / "configs" / "tiny.yaml")
+    return load_config(REPO / "config.yaml", REPO / TINY_CONFIG)
 
 
 def can_mount_tmpfs() -> bool:

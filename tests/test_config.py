@@ -9,7 +9,7 @@ import pytest
 from aesthetic_mtl.config import deep_update, load_config, settings, validate_config
 from aesthetic_mtl.errors import ConfigError
 
-from conftest import REPO, TINY, copy_repo, run_snakemake
+from conftest import REPO, TINY, TINY_CONFIG, copy_repo, run_snakemake
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_shipped_configs_are_valid(paper):
     demo = load_config(REPO / "config.yaml", REPO / "config" / "demo.yaml")
     assert demo["datasets"]["AADB"]["source"] == "synthetic"
     assert demo["datasets"]["AADB"]["attributes"] == paper["datasets"]["AADB"]["attributes"]  # overlay merges
-    load_config(REPO / "config.yaml", REPO / "tests" / "configs" / "tiny.yaml")
+    load_config(REPO / "config.yaml", REPO / TINY_CONFIG)
 
 
 @pytest.mark.parametrize("change, key", [
@@ -121,7 +121,7 @@ def test_keras_faithful_choices_are_the_paper_config_and_marked(paper):
         assert "# ours" in line, line
     assert sum("ours: inferred from" in line for line in lines) >= 4
     # the overlays keep their own backbones
-    for overlay, name in (("config/demo.yaml", "efficientnet_lite0"), ("tests/configs/tiny.yaml", "vgg16")):
+    for overlay, name in (("config/demo.yaml", "efficientnet_lite0"), (TINY_CONFIG, "vgg16")):
         assert load_config(REPO / "config.yaml", REPO / overlay)["backbone"]["name"] == name
 
 
@@ -142,10 +142,9 @@ def test_dataset_names_are_one_safe_word(paper, name):
 
 def test_an_overlay_removes_a_dataset_with_null(paper, tmp_path):
     (tmp_path / "aadb_only.yaml").write_text("datasets:\n  EVA: null\n")
-    config = load_config(REPO / "config.yaml", REPO / "tests" / "configs" / "tiny.yaml",
-                         tmp_path / "aadb_only.yaml")
+    config = load_config(REPO / "config.yaml", REPO / TINY_CONFIG, tmp_path / "aadb_only.yaml")
     assert list(config["datasets"]) == ["AADB"]
-    assert "EVA" not in config["experiment"]["single_attributes"]            # tiny.yaml named it
+    assert "EVA" not in config["experiment"]["single_attributes"]            # the tiny config named it
     assert not any("EVA" in pair for pair in config["experiment"]["cross_dataset"])
     assert config["experiment"]["subsets"]["AADB"]                         # AADB's own entries stay
     # Snakemake's merge keeps the null; validate_config (what common.smk calls) applies it in place

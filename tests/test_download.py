@@ -26,7 +26,7 @@ from aesthetic_mtl.archives import join_parts, safe_extract_zip
 from aesthetic_mtl.download import Limits, download, drive_confirm_url, drive_download_url, sha256_file
 from aesthetic_mtl.lockfile import obtain_files
 from aesthetic_mtl.errors import DataError, DownloadError
-from conftest import can_mount_tmpfs
+from conftest import SNAKEMAKE, can_mount_tmpfs, copy_repo
 
 FAST = {"backoff": 0.01, "timeout": 5}
 
@@ -393,7 +393,7 @@ def test_a_server_that_always_trickles_fails_after_the_retries(server, tmp_path)
         download(url, tmp_path / "file.zip", retries=1, limits=Limits(min_rate=1000, window_s=1.0, deadline_s=60),
                  log=lambda m: None, **FAST)
     message = str(err.value)
-    assert message.startswith(f"could not download {url}: slower than 1000 bytes/s for 1 s"), message
+    assert message.startswith(f"file.zip: could not download {url}: slower than 1000 bytes/s for 1 s"), message
     assert "gave up after 2 attempts" in message and "file.zip.part" in message and "resumes" in message
 
 
@@ -406,9 +406,137 @@ def test_a_download_past_its_deadline_fails(server, tmp_path):
                  log=lambda m: None, **FAST)
     assert time.monotonic() - start < 10
     message = str(err.value)
-    assert message.startswith(f"could not download {url}: not finished 1.5 s after it started (download."
+    assert message.startswith(f"file.zip: could not download {url}: not finished 1.5 s after it started (download."
                               f"deadline_min)"), message
     assert (tmp_path / "file.zip.part").exists() and not (tmp_path / "file.zip").exists()
+
+
+# ------------------------------------------------------------------------------------------ offline
+
+def _closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (a server that is down)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_unresolvable_host_fails_at_once_with_one_line_saying_what_to_do(tmp_path, monkeypatch):
+    """Offline (no DNS), one attempt, and a line naming the file, the URL as configured and the folder."""
+    import socket
+
+    tried: list[str] = []
+
+    def offline(host, *args, **kwargs):
+        tried.append(host)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
+    url = "https://drive.google.com/uc?export=download&id=0BxeylfSgpk1MZ0hWWkoxb2hMU3c"
+    logs: list[str] = []
+    with pytest.raises(DownloadError) as err:
+        download(url, tmp_path / "archives" / "labels.zip", log=logs.append, retries=5, backoff=0.01, timeout=5)
+    assert tried == ["drive.usercontent.google.com"]                        # not retried
+    assert not any("retrying" in m for m in logs), logs
+    assert str(err.value) == (
+        f"labels.zip: could not download {url}: the host name did not resolve (no network, or a wrong URL?): "
+        f"[Errno {socket.EAI_AGAIN}] Temporary failure in name resolution (not retried); download it by hand and "
+        f"place it in {(tmp_path / 'archives').resolve()}/, then run again")
+
+
+def test_a_server_that_is_down_is_retried_then_named_with_the_folder_for_a_copy(tmp_path):
+    url = f"http://127.0.0.1:{_closed_port()}/file.zip"
+    logs: list[str] = []
+    with pytest.raises(DownloadError) as err:
+        download(url, tmp_path / "file.tmp", by_hand=tmp_path / "weights" / "file.zip", retries=2, log=logs.append,
+                 **FAST)
+    message = str(err.value)
+    assert message.startswith(f"file.zip: could not download {url}: connection failed: "), message
+    assert message.endswith(f"(gave up after 3 attempts); download it by hand and place it in "
+                            f"{(tmp_path / 'weights').resolve()}/, then run again"), message
+    assert "\n" not in message and sum("retrying" in m for m in logs) == 2
+
+
+def test_download_progress_is_written_to_the_job_log_file(server, tmp_path, monkeypatch):
+    """A job's log is a file, where tqdm turns itself off: the progress comes as plain lines."""
+    import aesthetic_mtl.download as mod
+    from aesthetic_mtl.io import logging_to
+
+    monkeypatch.setattr(mod, "PROGRESS_EVERY_S", 0.0)              # a line per block received
+    log_path = tmp_path / "logs" / "obtain_archives" / "AADB.log"
+    with logging_to(log_path) as log:
+        download(server.url("/file.zip"), tmp_path / "file.zip", log=log, **FAST)
+    lines = log_path.read_text().splitlines()
+    assert "file.zip: receiving 293.0 KiB" in lines
+    progress = [line for line in lines if re.fullmatch(r"file\.zip: [\d.]+ (B|KiB) of 293\.0 KiB \(\d+%\), .*/s.*", line)]
+    assert progress and progress[-1].startswith("file.zip: 293.0 KiB of 293.0 KiB (100%)"), lines
+
+
+def test_progress_lines_come_every_ten_seconds_with_size_rate_and_time_left():
+    from aesthetic_mtl.download import _Progress
+
+    now, lines = [0.0], []
+    progress = _Progress("big.zip", 1000 * 2**20, 0, lines.append, clock=lambda: now[0])
+    for second in range(1, 26):                                      # 10 MiB/s for 25 s
+        now[0] = float(second)
+        progress.update(second * 10 * 2**20)
+    assert lines == ["big.zip: receiving 1000.0 MiB",
+                     "big.zip: 100.0 MiB of 1000.0 MiB (10%), 10.0 MiB/s, about 90 s left",
+                     "big.zip: 200.0 MiB of 1000.0 MiB (20%), 10.0 MiB/s, about 80 s left"]
+
+
+OFFLINE_RESOLVER = """
+import socket
+def _offline(host, *args, **kwargs):
+    raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+socket.getaddrinfo = _offline
+"""
+
+
+def _offline(tmp_path: Path) -> tuple[list[str], dict]:
+    """How to run a command with no network: in a network namespace of its own (`unshare -Urn`: the real
+    thing), or, where the kernel refuses one, with a resolver that answers no name (a `sitecustomize`)."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") and subprocess.run(["unshare", "-Urn", "true"], capture_output=True).returncode == 0:
+        return ["unshare", "-Urn"], dict(os.environ)
+    (tmp_path / "offline").mkdir()
+    (tmp_path / "offline" / "sitecustomize.py").write_text(OFFLINE_RESOLVER)
+    return [], {**os.environ, "PYTHONPATH": str(tmp_path / "offline")}
+
+
+@pytest.mark.slow
+def test_offline_the_download_rules_say_one_line_each_on_the_console(tmp_path):
+    """The paper config with no network: each download rule prints the file, its configured URL and the folder
+    where a copy downloaded by hand goes, in one line; the tracebacks are in the jobs' logs; nothing is retried."""
+    import subprocess
+
+    import yaml
+
+    workdir = copy_repo(tmp_path / "repo").resolve()
+    (workdir / "offline.yaml").write_text("datasets: {EVA: null}\nbackbone: {name: vgg16, weights: imagenet}\n")
+    wrap, env = _offline(tmp_path)
+    targets = ["resources/AADB/archives.sha256.json", "resources/weights/vgg16.pth"]
+    proc = subprocess.run([*wrap, *SNAKEMAKE, *targets, "--keep-going", "--cores", "1", "--configfile",
+                           "offline.yaml"], cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    console = proc.stdout + proc.stderr
+    label_url = yaml.safe_load((workdir / "config.yaml").read_text())["datasets"]["AADB"]["files"][
+        "imgListFiles_label.zip"]["url"]
+    expected = {"imgListFiles_label.zip": (label_url, workdir / "resources" / "AADB" / "archives"),
+                "vgg16-397923af.pth": ("https://download.pytorch.org/models/vgg16-397923af.pth",
+                                       workdir / "resources" / "weights")}
+    assert proc.returncode != 0 and "Traceback" not in console and "drive.usercontent" not in console, console
+    for name, (url, folder) in expected.items():
+        lines = [line for line in console.splitlines() if line.startswith(f"{name}: ")]
+        assert len(lines) == 1, console
+        assert lines[0].startswith(f"{name}: could not download {url}: the host name did not resolve"), lines[0]
+        assert lines[0].endswith(f"(not retried); download it by hand and place it in {folder}/, then run again")
+    for log in ("obtain_archives/AADB.log", "fetch_weights/vgg16.log"):
+        text = (workdir / "logs" / log).read_text()
+        assert "Traceback" in text and "retrying" not in text, text
 
 
 def test_limits_default_to_the_config_schema():

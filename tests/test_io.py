@@ -77,6 +77,35 @@ def test_rule_logs_open_with_code_and_package_versions(tmp_path):
     assert lines[2] == "working"
 
 
+JOB = """
+import sys
+from aesthetic_mtl.errors import DownloadError
+from aesthetic_mtl.io import logging_to
+with logging_to(sys.argv[1]) as log:
+    log("working")
+    if sys.argv[2] == "error":
+        raise DownloadError("x.zip: could not download https://example.org/x.zip: offline; download it by hand "
+                            "and place it in /data/archives/, then run again")
+    {}["missing key"]
+"""
+
+
+@pytest.mark.parametrize("kind", ["error", "bug"])
+def test_a_failed_job_says_one_line_on_the_console_and_keeps_the_traceback_in_its_log(tmp_path, kind):
+    """What a rule's script prints when it fails: its message, not chained tracebacks (those go to the log)."""
+    log_path = tmp_path / "logs" / "rule.log"
+    proc = subprocess.run([sys.executable, "-c", JOB, str(log_path), kind], capture_output=True, text=True,
+                          timeout=120)
+    expected = ("x.zip: could not download https://example.org/x.zip: offline; download it by hand and place it "
+                "in /data/archives/, then run again" if kind == "error" else
+                f"KeyError: 'missing key' (traceback in {log_path})")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [expected], proc.stderr
+    log = log_path.read_text()
+    assert "working" in log and "Traceback (most recent call last)" in log and log.splitlines()[-1].endswith(
+        expected.split(" (traceback in")[0])
+
+
 def test_provenance_record_holds_code_version_packages_and_config(tmp_path):
     config = {"training": {"seeds": [1, 2]}, "backbone": {"name": "vgg16"}}
     write_provenance(tmp_path / "metrics.provenance.json", config)

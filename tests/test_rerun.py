@@ -14,7 +14,7 @@ import shutil
 import pytest
 import yaml
 
-from conftest import TINY, run_snakemake
+from conftest import TINY, job_counts, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ TABLES = {"table_dataset": 4, "table_cross": 1, "table_published": 1}
 FROM_METRICS = {"metrics": 1, **TABLES, "figure_srcc_bars": 2, "figure_cross": 1, "summary": 1}
 FROM_MODELS = {**TRAIN, **FROM_METRICS, "figure_training_curves": 2, "figure_scatter": 2, "gradcam": 2}
 
-# overlay on tests/configs/tiny.yaml -> {rule: planned jobs} ("all" left out: it is always planned)
+# overlay on the tiny config (.test/config/config.yaml) -> {rule: planned jobs} ("all" left out: it is always planned)
 RERUNS = {
     "stage-1 lr": ({"training": {"stage1": {"lr": 0.002}}}, FROM_MODELS),
     "stage-2 halving": ({"training": {"stage2": {"halve_every_steps": 3}}}, FROM_MODELS),
@@ -62,16 +62,7 @@ def planned_jobs(workdir, overlay: dict, tmp_path) -> dict[str, int]:
     path = tmp_path / "overlay.yaml"
     path.write_text(yaml.safe_dump(overlay))
     proc = run_snakemake(workdir, "-n", "--quiet", "rules", *TINY, str(path))
-    lines = (proc.stdout + proc.stderr).splitlines()
-    if any("Nothing to be done" in line for line in lines):
-        return {}
-    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
-    jobs = {}
-    for line in lines[start + 3:]:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        jobs[parts[0]] = int(parts[1])
+    jobs = job_counts(proc.stdout + proc.stderr)
     jobs.pop("all", None)
     return jobs
 

@@ -67,7 +67,7 @@ def pipeline_invocation() -> Pipeline:
         return Pipeline(source=Path(override).resolve(), snakefile="Snakefile",
                         all_gpu_rules_must_run=False)
     return Pipeline(source=REPO, snakefile="Snakefile",
-                    args=("--configfile", "tests/configs/tiny.yaml"), targets=("all",))
+                    args=("--configfile", ".test/config/config.yaml"), targets=("all",))
 
 
 # ---- the cluster ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 
 from aesthetic_mtl import synthetic
 from aesthetic_mtl.config import load_config, settings
-from conftest import REPO, TINY, copy_repo, run_snakemake
+from conftest import REPO, TINY, TINY_CONFIG, copy_repo, run_snakemake
 
 pytestmark = pytest.mark.slow
 TABLE = [*TINY, "tests/configs/table.yaml"]
@@ -33,7 +33,7 @@ def table_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def table_config() -> dict:
-    return load_config(REPO / "config.yaml", REPO / "tests/configs/tiny.yaml", REPO / "tests/configs/table.yaml")
+    return load_config(REPO / "config.yaml", REPO / TINY_CONFIG, REPO / "tests/configs/table.yaml")
 
 
 def test_photos_get_every_setting_and_both_cross_pairs(table_run, table_config):
@@ -69,8 +69,7 @@ def test_photos_data_follow_the_table(table_run):
 
 def _photo_folder(workdir: Path) -> Path:
     """data/photos as a researcher would have it: sub-folders of photos and labels.csv."""
-    ds = load_config(REPO / "config.yaml", REPO / "tests/configs/tiny.yaml",
-                     REPO / "config/photos.yaml")["datasets"]["PHOTOS"]
+    ds = load_config(REPO / "config.yaml", REPO / TINY_CONFIG, REPO / "config/photos.yaml")["datasets"]["PHOTOS"]
     release = workdir / "release"
     synthetic.generate("table", release, synthetic.params_for(
         {**ds, "synthetic": {"n_images": 30, "image_size": 64, "seed": 4}}))

@@ -77,3 +77,21 @@ def test_packaged_weights_are_copied(tmp_path):
     out = tmp_path / "lite.pth"
     fetch_weights("efficientnet_lite0", out, log=lambda m: None)
     assert out.stat().st_size > 10_000_000
+
+
+def test_offline_fetch_names_the_file_its_url_and_the_folder_to_place_it_in(tmp_path, monkeypatch):
+    """No network: one attempt, one line with the file a user downloads by hand and where it goes."""
+    import socket
+
+    def offline(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
+    out = tmp_path / "resources" / "weights" / "vgg16.pth"
+    with pytest.raises(DownloadError) as err:
+        fetch_weights("vgg16", out, log=lambda m: None)
+    url = backbones.spec("vgg16").remote().url
+    assert str(err.value).startswith(f"vgg16-397923af.pth: could not download {url}: the host name did not resolve")
+    assert str(err.value).endswith(f"(not retried); download it by hand and place it in {out.parent.resolve()}/, "
+                                   f"then run again")
+    assert not list(out.parent.iterdir())

@@ -1,6 +1,7 @@
 """Configuration: loading with overlays, schema validation and the checks a schema cannot express.
 
-The JSON schema (workflow/schemas/config.schema.yaml) catches unknown keys and wrong types; `check_config`
+The JSON schema (`config.schema.yaml`, shipped inside the package so that any install validates configs, and
+the file Snakemake's own `validate` reads: `schema_file`) catches unknown keys and wrong types; `check_config`
 catches what depends on several keys at once (a subset naming a missing target, an unknown backbone),
 so a bad config stops before any job runs, with a message that names the key.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -17,8 +19,8 @@ import yaml
 
 from .errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_NAME = "config.schema.yaml"
+"""The config's JSON schema, a file of this package (package data): the one copy, for every reader."""
 SETTING_KINDS = ("multitask", "single")
 STAGES = ("stage1", "stage2")
 DATASET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -75,7 +77,7 @@ def drop_removed(config: dict) -> dict:
     return config
 
 
-def validate_config(config: dict, schema_path: Path = SCHEMA_PATH) -> None:
+def validate_config(config: dict) -> None:
     """Apply removals (`drop_removed`, in place), then the schema, then the semantic checks.
 
     Raises ConfigError naming the offending key. The removal happens here because this is what
@@ -86,9 +88,7 @@ def validate_config(config: dict, schema_path: Path = SCHEMA_PATH) -> None:
     drop_removed(config)
     _refuse_old_names(config)
     _check_dataset_names(config.get("datasets"))
-    with open(schema_path) as fh:
-        schema = yaml.safe_load(fh)
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path))
+    errors = sorted(jsonschema.Draft202012Validator(_schema()).iter_errors(config), key=lambda e: list(e.path))
     if errors:
         err = errors[0]
         key = ".".join(str(p) for p in err.path) or "(top level)"
@@ -96,10 +96,21 @@ def validate_config(config: dict, schema_path: Path = SCHEMA_PATH) -> None:
     check_config(config)
 
 
+def schema_file() -> Path:
+    """The schema as a file (for Snakemake's `validate`, which takes a path): inside the installed package, an
+    editable checkout's `src/aesthetic_mtl/` or site-packages alike."""
+    return Path(str(resources.files(__package__).joinpath(SCHEMA_NAME)))
+
+
 @functools.lru_cache(maxsize=None)
-def _schema(path: Path = SCHEMA_PATH) -> dict:
-    with open(path) as fh:
-        return yaml.safe_load(fh)
+def _schema() -> dict:
+    """The schema, read once through importlib.resources (never through a path relative to a repository)."""
+    return yaml.safe_load(resources.files(__package__).joinpath(SCHEMA_NAME).read_text(encoding="utf-8"))
+
+
+def load_schema() -> dict:
+    """A copy of the config's JSON schema, for callers that change it (the documentation generator's tests)."""
+    return copy.deepcopy(_schema())
 
 
 def schema_defaults(section: str) -> dict:

@@ -14,17 +14,16 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-import yaml
-
-from .config import REPO_ROOT, SCHEMA_PATH
+from .config import SCHEMA_NAME, load_schema
 from .io import atomic_path
 
-README_PATH = REPO_ROOT / "config" / "README.md"
+README_PATH = Path("config") / "README.md"
+"""Where `make config-doc` writes, relative to the repository it runs in."""
 
 INTRO = """\
 # Configuration
 
-<!-- Generated from workflow/schemas/config.schema.yaml by `make config-doc`
+<!-- Generated from src/aesthetic_mtl/config.schema.yaml by `make config-doc`
      (python -m aesthetic_mtl.config_doc); edit the schema's descriptions, not this file. -->
 
 The workflow reads `config.yaml` (the paper's setting) at the top of the repository; overlays given
@@ -33,9 +32,13 @@ with `--configfile` replace only the keys they name, nested keys included:
 ```
 snakemake --cores 4 --resources gpu=1                                  # the paper, real AADB and EVA
 snakemake --cores 4 --configfile config/demo.yaml                      # synthetic demo (make demo)
-snakemake --cores 2 --configfile .test/config/config.yaml              # the tiny CI test
+snakemake --cores 2 --configfile .test/config/config.yaml              # the tiny CI test (a complete config)
 snakemake --cores 4 --configfile config/photos.yaml                    # e.g. your own rated photos
 ```
+
+Deployed as a module (`snakedeploy deploy-workflow`, docs/deploy.md), the workflow reads your
+`config/config.yaml` alone, so it must be complete: start from a copy of `config.yaml` (the paper) or of
+`.test/config/config.yaml` (tiny, synthetic).
 
 A value that is not the paper's carries a `# ours:` comment in `config.yaml`. Before any job runs,
 the merged config is checked against the schema and against the rules a schema cannot express (a
@@ -46,12 +49,6 @@ of the `table` format.
 In the tables, `<...>` stands for a name you choose, `*` marks a required key, and `a | b` lists the
 allowed values.
 """
-
-
-def load_schema(path: Path = SCHEMA_PATH) -> dict:
-    """The workflow's JSON schema as a dict."""
-    with open(path) as fh:
-        return yaml.safe_load(fh)
 
 
 def _type(node: dict) -> str:
@@ -138,13 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     schema = load_schema()
     missing = undocumented(schema)
     if missing:
-        print(f"{SCHEMA_PATH}: keys without a description: {', '.join(missing)}", file=sys.stderr)
+        print(f"{SCHEMA_NAME}: keys without a description: {', '.join(missing)}", file=sys.stderr)
         return 1
     text = render(schema)
     if args.check:
         current = args.out.read_text() if args.out.exists() else ""
         if current != text:
-            print(f"{args.out} is out of date with {SCHEMA_PATH}; run `make config-doc`", file=sys.stderr)
+            print(f"{args.out} is out of date with {SCHEMA_NAME}; run `make config-doc`", file=sys.stderr)
             return 1
         return 0
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,9 @@ Why this is more than `urlretrieve`:
 * A server that trickles (a byte every few seconds) never trips a read timeout: a download slower than
   a minimum rate for a while is cut and resumed, and every download has a deadline (`Limits`).
 * The releases publish no checksums: `lockfile` records one at first use and verifies it after.
+* Offline, a download fails at once (a name that does not resolve is not retried) with one line naming the
+  file, the configured URL and the folder where a copy downloaded by hand goes. A job's log is a file, where
+  a progress bar turns itself off: progress is a plain line every `PROGRESS_EVERY_S` seconds.
 
 The release files and their sha256 lock are `lockfile`; unpacking them (safe extraction, split
 archives) is `archives`.
@@ -27,7 +30,6 @@ import os
 import re
 import socket
 import ssl
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -37,8 +39,6 @@ from html.parser import HTMLParser
 from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Callable
-
-from tqdm import tqdm
 
 from .errors import DownloadError, OutputError
 from .io import NO_SPACE
@@ -52,6 +52,7 @@ DRIVE_DOWNLOAD = "https://drive.usercontent.google.com/download"
 MAX_HTML_BYTES = 2 << 20     # an interstitial page is a few kB; never buffer a mislabelled archive
 MAX_FORM_HOPS = 3            # interstitial -> file; more means Drive keeps refusing
 MAX_BACKOFF_S = 120.0
+PROGRESS_EVERY_S = 10.0      # a progress line in the job's log this often (a multi-GB file takes an hour)
 
 
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
@@ -309,15 +310,17 @@ def drive_confirm_url(page: str, page_url: str) -> str | None:
 
 def download(url: str, dest: Path, *, sha256: str | None = None, sha256_from: str = "the expected sha256",
              retries: int = 5, timeout: float = 30, backoff: float = 1.0, limits: Limits | None = None,
-             log: Log = print) -> Path:
+             by_hand: Path | None = None, log: Log = print) -> Path:
     """Download `url` to `dest`, resuming, retrying, and verifying `sha256` (said to come from `sha256_from`).
 
     Bytes go to `dest.name + ".part"`, which survives failures so the next attempt (or the next
     run) resumes with `Range`; only a complete file that is what was asked for (no LFS pointer, no HTML
     page: `what_arrived`) and matches `sha256` is renamed onto `dest` (atomic `os.replace`).
-    `retries` is the number of extra attempts after the first; attempt k waits `backoff * 2**k` s.
-    `timeout` bounds connecting and every single read; `limits` (default: the config schema's) the rate
-    and the whole download, so neither a stalled nor a trickling server can hang the job.
+    `retries` is the number of extra attempts after the first; attempt k waits `backoff * 2**k` s; a host
+    name that does not resolve (no network) is not retried. `timeout` bounds connecting and every single
+    read; `limits` (default: the config schema's) the rate and the whole download, so neither a stalled nor
+    a trickling server can hang the job. A download that cannot be completed raises one line naming
+    `by_hand` (where a copy downloaded by hand goes; default `dest`), `url` as given and that folder.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -327,8 +330,11 @@ def download(url: str, dest: Path, *, sha256: str | None = None, sha256_from: st
         log(f"Google Drive link {url} -> {direct}")
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
     pace = _Pace(limits or Limits.from_config(None))
-    _fetch_with_retries(opener, direct, part, retries=retries, timeout=timeout, backoff=backoff, pace=pace,
-                        log=log)
+    try:
+        _fetch_with_retries(opener, direct, part, retries=retries, timeout=timeout, backoff=backoff, pace=pace,
+                            log=log)
+    except _NotFetched as err:
+        raise DownloadError(_by_hand_message(url, Path(by_hand or dest), str(err))) from err.__cause__
     _refuse_what_arrived(part, dest, direct)
     if sha256:
         _verify_or_delete(part, dest, sha256, direct, sha256_from)
@@ -337,9 +343,19 @@ def download(url: str, dest: Path, *, sha256: str | None = None, sha256_from: st
     return dest
 
 
+class _NotFetched(Exception):
+    """Every attempt failed (or the deadline passed, or the name did not resolve); the message says why."""
+
+
+def _by_hand_message(url: str, by_hand: Path, why: str) -> str:
+    """One line: the file, the URL as configured, why it failed, and the exact folder for a copy fetched by hand."""
+    return (f"{by_hand.name}: could not download {url}: {why}; download it by hand and place it in "
+            f"{by_hand.parent.resolve()}/, then run again")
+
+
 def _fetch_with_retries(opener: urllib.request.OpenerDirector, url: str, part: Path, *,
                         retries: int, timeout: float, backoff: float, pace: _Pace, log: Log) -> None:
-    """Run attempts until one completes `part`; raise DownloadError naming URL, last failure and the .part."""
+    """Run attempts until one completes `part`; raise _NotFetched saying why (last failure, the .part kept)."""
     attempts = max(1, retries + 1)
     for attempt in range(attempts):
         try:
@@ -349,20 +365,26 @@ def _fetch_with_retries(opener: urllib.request.OpenerDirector, url: str, part: P
         except DownloadError:
             raise
         except _Deadline as err:
-            raise DownloadError(f"could not download {url}: {err}{_part_note(part)}") from None
+            raise _NotFetched(f"{err}{_part_note(part)}") from None
         except _RETRYABLE as err:
             reason = _describe(err)
+            if _unresolved(err):
+                raise _NotFetched(f"{reason} (not retried){_part_note(part)}") from err
             if attempt + 1 == attempts:
-                raise DownloadError(f"could not download {url}: {reason} "
-                                    f"(gave up after {attempts} attempts){_part_note(part)}") from err
+                raise _NotFetched(f"{reason} (gave up after {attempts} attempts){_part_note(part)}") from err
             wait = min(MAX_BACKOFF_S, backoff * 2 ** attempt)
             try:
                 pace.check_deadline(after_s=wait)
             except _Deadline as late:
-                raise DownloadError(f"could not download {url}: {late}{_part_note(part)}") from None
+                raise _NotFetched(f"{late}{_part_note(part)}") from None
             log(f"download {url}: attempt {attempt + 1}/{attempts} failed ({reason}); "
                 f"retrying in {wait:.2f} s")
             time.sleep(wait)
+
+
+def _unresolved(err: BaseException) -> bool:
+    """Whether the host name did not resolve: no network (or no DNS), which another attempt does not fix."""
+    return isinstance(err, urllib.error.URLError) and isinstance(err.reason, socket.gaierror)
 
 
 def _part_note(part: Path) -> str:
@@ -377,6 +399,8 @@ def _describe(err: BaseException) -> str:
     """A one-line reason; HTTP errors show their status so the final message names it."""
     if isinstance(err, urllib.error.HTTPError):
         return f"HTTP {err.code} {err.reason}"
+    if _unresolved(err):
+        return f"the host name did not resolve (no network, or a wrong URL?): {err.reason}"
     if isinstance(err, urllib.error.URLError):
         return f"connection failed: {err.reason}"
     if isinstance(err, (TimeoutError, socket.timeout)):
@@ -476,35 +500,79 @@ def _write_body(resp: http.client.HTTPResponse, part: Path, offset: int, pace: _
             log(f"{part.name}: server ignored the Range request; restarting from byte 0")
         offset = 0
         total = length
-    written = _copy(resp, part, offset, total, pace)
+    progress = _Progress(part.name[:-len(".part")], total, offset, log)
+    written = _copy(resp, part, offset, pace, progress)
     if total is not None and written < total:
         raise _Transient(f"connection closed after {written} of {total} bytes; will resume")
 
 
-def _copy(resp: http.client.HTTPResponse, part: Path, offset: int, total: int | None, pace: _Pace) -> int:
-    """Stream the body into `part` from `offset` with a progress bar; return bytes now in `part`.
+def _copy(resp: http.client.HTTPResponse, part: Path, offset: int, pace: _Pace, progress: "_Progress") -> int:
+    """Stream the body into `part` from `offset`, telling `progress`; return bytes now in `part`.
 
     `read1` returns what has arrived (a plain `read(CHUNK)` would wait for a whole MiB), so `pace` sees a
     trickle and cuts it.
     """
     written = offset
     try:
-        with open(part, "ab" if offset else "wb") as out, \
-                tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                     desc=part.name[:-len(".part")], disable=None, leave=False, file=sys.stderr) as bar:
+        with open(part, "ab" if offset else "wb") as out:
             while True:
                 block = resp.read1(CHUNK)
                 if not block:
                     break
                 out.write(block)
                 written += len(block)
-                bar.update(len(block))
+                progress.update(written)
                 pace.received(len(block))
     except OSError as err:
         if err.errno not in NO_SPACE:
             raise
         raise _no_space(part, err) from None
     return written
+
+
+class _Progress:
+    """How far one download is, as a plain line in the log every `PROGRESS_EVERY_S` seconds.
+
+    A job's log is a file, and a progress bar (tqdm) turns itself off when its output is not a terminal:
+    a download of several GB would say nothing for an hour. A line every few seconds says how much has
+    arrived, how fast and how long is left. `clock` is there for the tests.
+    """
+
+    def __init__(self, name: str, total: int | None, offset: int, log: Log,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.name, self.total, self.log, self.clock = name, total, log, clock
+        self.every_s = PROGRESS_EVERY_S
+        self.start = self.last = clock()
+        self.start_bytes = offset
+        size = _size(total) if total is not None else "an unknown number of bytes"
+        log(f"{name}: receiving {size}" + (f", resuming at byte {offset}" if offset else ""))
+
+    def update(self, done: int) -> None:
+        """`done` bytes are in the file: log a line if the last one is `every_s` old."""
+        now = self.clock()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        self.log(self.line(done, now))
+
+    def line(self, done: int, now: float) -> str:
+        """`<name>: 1.2 GiB of 9.8 GiB (12%), 20.5 MiB/s, about 7.2 min left`."""
+        rate = (done - self.start_bytes) / max(now - self.start, 1e-9)
+        text = f"{self.name}: {_size(done)}"
+        if self.total:
+            text += f" of {_size(self.total)} ({100 * done / self.total:.0f}%)"
+        text += f", {_size(rate)}/s"
+        if self.total and rate > 0:
+            text += f", about {_duration(round((self.total - done) / rate))} left"
+        return text
+
+
+def _size(n: float) -> str:
+    """Bytes in binary units: 512 B, 1.5 KiB, 20.3 MiB, 9.8 GiB."""
+    units, k = ("B", "KiB", "MiB", "GiB"), 0
+    while n >= 1024 and k < len(units) - 1:
+        n, k = n / 1024, k + 1
+    return f"{n:.0f} B" if k == 0 else f"{n:.1f} {units[k]}"
 
 
 def _no_space(part: Path, err: OSError) -> OutputError:

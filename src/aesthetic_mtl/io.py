@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from .errors import OutputError
+from .errors import AestheticError, OutputError
 
 
 _UMASK = os.umask(0o022)
@@ -184,11 +184,13 @@ def provenance_header(prov: dict | None = None) -> str:
 
 @contextlib.contextmanager
 def logging_to(path: str | os.PathLike | None) -> Iterator:
-    """Send a job's stdout/stderr (progress bars, warnings, tracebacks) to its log file.
+    """Send a job's stdout/stderr (progress, warnings, tracebacks) to its log file; one line on the console.
 
     The log opens with `provenance_header()` (code version and package versions), so every rule's
     log records what produced its outputs. Yields a `log(msg)` function that prints a line and
-    flushes, so logs are readable while a job runs.
+    flushes, so logs are readable while a job runs. A job that fails writes its traceback to the log and
+    one line to the console (`console_line`), then exits with status 1: Snakemake names the log, and
+    the console is not buried under chained tracebacks.
     """
     def log(message: str) -> None:
         print(message, flush=True)
@@ -197,15 +199,28 @@ def logging_to(path: str | os.PathLike | None) -> Iterator:
         yield log
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", buffering=1) as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
-        fh.write(provenance_header())
-        try:
-            yield log
-        except BaseException:
-            import traceback
+    console = sys.stderr
+    try:
+        with open(path, "a", buffering=1) as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+            fh.write(provenance_header())
+            try:
+                yield log
+            except BaseException:
+                import traceback
 
-            traceback.print_exc()
-            raise
+                traceback.print_exc()
+                raise
+    except Exception as err:
+        print(console_line(err, path), file=console, flush=True)
+        raise SystemExit(1) from None
+
+
+def console_line(err: Exception, log_path: str | os.PathLike) -> str:
+    """What a failed job says on the console: its error's one-line message (the package's errors name the file
+    and what to do), or the exception's type and message with the log that holds the traceback (a bug)."""
+    if isinstance(err, AestheticError):
+        return str(err)
+    return f"{type(err).__name__}: {err} (traceback in {log_path})"
 
 
 CRASH_ENV = "AESTHETIC_MTL_CRASH_AFTER"

@@ -155,7 +155,7 @@ def fetch_weights(backbone: str, out: Path, *, download: dict | None = None, log
     else:
         full = out.with_name(out.name + ".download")
         log(f"downloading {remote.url} (on an offline compute node, run this rule on the login node first)")
-        fetch(remote.url, full, limits=Limits.from_config(download), log=log)
+        fetch(remote.url, full, limits=Limits.from_config(download), by_hand=placed, log=log)
     digest = verify_published_digest(full, remote.algorithm, remote.digest, remote.url, delete=full != placed)
     trunk = build_backbone(backbone, full).features.state_dict()
     write_torch(out, trunk)  # the same bytes on every machine: a checkpoint's recorded sha256 can be met again

@@ -5,13 +5,13 @@ import itertools
 
 from snakemake.utils import validate
 
-from aesthetic_mtl.config import backbone_names, settings, validate_config
+from aesthetic_mtl.config import backbone_names, schema_file, settings, validate_config
 from aesthetic_mtl.datasets import get_format
 from aesthetic_mtl.image_cache import memory_mb as image_cache_memory_mb
 from aesthetic_mtl.pipeline import output_key
 
 validate_config(config)  # schema + cross-key checks; one line naming the bad key, before any job runs
-validate(config, "../schemas/config.schema.yaml")  # Snakemake's own check of the same schema
+validate(config, str(schema_file()))  # Snakemake's own check of the same schema (shipped in the package)
 
 DATASETS = list(config["datasets"])
 BACKBONES = backbone_names(config)  # one run can train every model on several backbones
