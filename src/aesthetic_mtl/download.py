@@ -368,7 +368,7 @@ def _fetch_with_retries(opener: urllib.request.OpenerDirector, url: str, part: P
             raise _NotFetched(f"{err}{_part_note(part)}") from None
         except _RETRYABLE as err:
             reason = _describe(err)
-            if _unresolved(err):
+            if _unresolved(err) or _refused_for_good(err):
                 raise _NotFetched(f"{reason} (not retried){_part_note(part)}") from err
             if attempt + 1 == attempts:
                 raise _NotFetched(f"{reason} (gave up after {attempts} attempts){_part_note(part)}") from err
@@ -385,6 +385,12 @@ def _fetch_with_retries(opener: urllib.request.OpenerDirector, url: str, part: P
 def _unresolved(err: BaseException) -> bool:
     """Whether the host name did not resolve: no network (or no DNS), which another attempt does not fix."""
     return isinstance(err, urllib.error.URLError) and isinstance(err.reason, socket.gaierror)
+
+
+def _refused_for_good(err: BaseException) -> bool:
+    """An HTTP client error the next attempt gets again (404 Not Found, 403 Forbidden, 410 Gone, ...); a request
+    timeout (408), a too-early (425) and a rate limit (429) are worth waiting for."""
+    return isinstance(err, urllib.error.HTTPError) and 400 <= err.code < 500 and err.code not in (408, 425, 429)
 
 
 def _part_note(part: Path) -> str:
