@@ -28,8 +28,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (RESULTS, ReportSection, aadb_design, prepare_dataset, quiet, train_and_score,  # noqa: E402
-                    weights_file)
+from common import (  # noqa: E402
+    RESULTS,
+    ReportSection,
+    aadb_design,
+    prepare_dataset,
+    quiet,
+    train_and_score,
+    weights_file,
+)
 
 THRESHOLD = 0.002
 SECTION = ReportSection("cache_dtype")
@@ -72,7 +79,7 @@ def prepare(cfg: dict, work: Path) -> tuple[Path, Path, list[str]]:
 def run(args: argparse.Namespace, backbone: str, weights: str, size: int) -> dict:
     import torch
 
-    from aesthetic_mtl.feature_cache import build_feature_cache
+    from aesthetic_mtl.nn.feature_cache import build_feature_cache
 
     torch.set_num_threads(1)
     cfg = design(args, backbone, weights, int(size))

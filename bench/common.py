@@ -230,7 +230,7 @@ def synthetic(aadb: dict, eva: dict, image_size: int) -> dict:
 
 def weights_file(cfg: dict) -> Path | None:
     """The trunk weights the workflow would use: packaged ImageNet weights, a file, or none."""
-    from aesthetic_mtl.backbones import weights_source
+    from aesthetic_mtl.nn.backbones import weights_source
 
     spec = cfg["backbone"]["weights"]
     if spec == "none":
@@ -247,7 +247,7 @@ def weights_file(cfg: dict) -> Path | None:
 def prepare_dataset(ds: dict, res: Path, results: Path, log: Callable = quiet) -> Path:
     """Release -> extract -> parse -> split -> scale_labels with the pipeline's functions; the scaled labels."""
     from aesthetic_mtl import pipeline
-    from aesthetic_mtl.datasets import get_format
+    from aesthetic_mtl.data.formats import get_format
 
     pipeline.obtain_archives(ds, get_format(ds["format"]).required_files(ds), res / "archives.sha256.json", log=log)
     pipeline.extract(ds, res / "archives", res / "raw", log=log)
@@ -278,11 +278,17 @@ def train_and_score(cfg: dict, cache: Path, scaled_labels: Path, targets: list[s
     {(stage, target): test SRCC}."""
     import torch
 
-    from aesthetic_mtl.feature_cache import open_feature_cache
-    from aesthetic_mtl.io import read_tsv
-    from aesthetic_mtl.metrics import srcc
-    from aesthetic_mtl.model import build_model
-    from aesthetic_mtl.train import StageConfig, fit, predict, split_rows, stage_params
+    from aesthetic_mtl.files import read_tsv
+    from aesthetic_mtl.nn.feature_cache import open_feature_cache
+    from aesthetic_mtl.nn.model import build_model
+    from aesthetic_mtl.nn.train import (
+        StageConfig,
+        fit,
+        predict,
+        split_rows,
+        stage_params,
+    )
+    from aesthetic_mtl.report.metrics import srcc
 
     prefix, pooled, index = open_feature_cache(cache)
     table = read_tsv(scaled_labels)

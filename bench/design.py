@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-
 from common import REPO, Workflow, prepare_dataset, quiet, synthetic, weights_file
 
 # Overlays on config.yaml (the demo's, without its output folders: the benchmarks run in a work folder).
@@ -63,7 +62,7 @@ class Dataset:
 
 def prepare_data(cfg: dict, workdir: Path) -> dict[str, Dataset]:
     """Every dataset's JPEGs and tables (untimed: both ways start from them)."""
-    from aesthetic_mtl.io import read_tsv
+    from aesthetic_mtl.files import read_tsv
 
     out = {}
     for name, ds in cfg["datasets"].items():
@@ -99,7 +98,7 @@ def contiguous_preprocess(enabled: bool):
     if not enabled:
         yield
         return
-    from aesthetic_mtl.model import AestheticModel
+    from aesthetic_mtl.nn.model import AestheticModel
 
     original = AestheticModel.preprocess
     AestheticModel.preprocess = lambda self, images: original(self, images).contiguous()
@@ -117,9 +116,9 @@ def fast_path(cfg: dict, data: dict[str, Dataset], workdir: Path, *, threads: in
     import torch
 
     from aesthetic_mtl.config import settings
-    from aesthetic_mtl.feature_cache import build_feature_cache, open_feature_cache
-    from aesthetic_mtl.image_cache import build_image_cache
-    from aesthetic_mtl.train import CachedDataset
+    from aesthetic_mtl.data.image_cache import build_image_cache
+    from aesthetic_mtl.nn.feature_cache import build_feature_cache, open_feature_cache
+    from aesthetic_mtl.nn.train import CachedDataset
 
     run = DesignRun()
     size, backbone = cfg["images"]["size"], cfg["backbone"]["name"]
@@ -151,8 +150,8 @@ def fast_path(cfg: dict, data: dict[str, Dataset], workdir: Path, *, threads: in
 def train_model(cfg: dict, data, test_sets: dict, setting: str, targets: list[str], seed: int, run: DesignRun, *,
                 device) -> None:
     """One (dataset, setting, seed) of the fast path: `train.train_and_predict`, as every training job calls it."""
-    from aesthetic_mtl.metrics import srcc
-    from aesthetic_mtl.train import TrainingSpec, train_and_predict
+    from aesthetic_mtl.nn.train import TrainingSpec, train_and_predict
+    from aesthetic_mtl.report.metrics import srcc
 
     spec = TrainingSpec.from_config(cfg["backbone"]["name"], cfg["head"], cfg["training"])
     t0 = time.perf_counter()
@@ -178,7 +177,7 @@ def train_model(cfg: dict, data, test_sets: dict, setting: str, targets: list[st
 def score(cfg: dict, run: DesignRun) -> float:
     """Seconds to turn every predictions table of `run` into the long metrics table, in-process, as the
     workflow's `metrics` job does (SRCC, PLCC, KRCC, MSE, RMSE, bootstrap CI; own and cross-dataset)."""
-    from aesthetic_mtl.evaluate import score_predictions
+    from aesthetic_mtl.report.evaluate import score_predictions
 
     ev = cfg["evaluation"]
     t0 = time.perf_counter()

@@ -35,12 +35,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from common import weights_file
+from design import DesignRun
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
-
-from common import weights_file
-from design import DesignRun
 
 
 def decode(path: str | Path, size: int, interpolation: str) -> np.ndarray:
@@ -193,9 +192,9 @@ def train_stage(net: Net, params: list[nn.Parameter], train: JpegDataset, val: J
 
 def direct_path(cfg: dict, data: dict, *, threads: int) -> DesignRun:
     """Every (dataset, setting, seed), both stages, from the JPEG files, on the CPU."""
-    from aesthetic_mtl.backbones import build_backbone
     from aesthetic_mtl.config import settings
-    from aesthetic_mtl.metrics import srcc
+    from aesthetic_mtl.nn.backbones import build_backbone
+    from aesthetic_mtl.report.metrics import srcc
 
     torch.set_num_threads(threads)
     run = DesignRun()
@@ -248,7 +247,7 @@ def direct_path(cfg: dict, data: dict, *, threads: int) -> DesignRun:
 
 def pixel_check(data: dict, fast_workdir: Path, size: int, interpolation: str) -> dict:
     """Compare this port's decoded pixels with the fast path's image cache, image by image."""
-    from aesthetic_mtl.image_cache import open_image_cache
+    from aesthetic_mtl.data.image_cache import open_image_cache
 
     worst, differing, n = 0, 0, 0
     for name, ds in data.items():

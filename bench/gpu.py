@@ -29,7 +29,15 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, Workflow, command_line, machine, md_table, synthetic, usable_cores  # noqa: E402
+from common import (  # noqa: E402
+    REPO,
+    Workflow,
+    command_line,
+    machine,
+    md_table,
+    synthetic,
+    usable_cores,
+)
 
 GRIDS = {
     "paper": {"datasets": synthetic({"n_train": 8458, "n_validation": 500, "n_test": 1000, "overlap": 127, "seed": 11},
@@ -136,7 +144,7 @@ def flops_per_image(backbone: str, size: int, n_outputs: int = 12) -> dict[str, 
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from aesthetic_mtl.model import build_model
+    from aesthetic_mtl.nn.model import build_model
 
     model = build_model(backbone, [f"t{i}" for i in range(n_outputs)], None)
     images = torch.zeros(1, size, size, 3, dtype=torch.uint8)
@@ -176,7 +184,7 @@ def tflops(flop: float, seconds: float, peaks) -> str:
 # --------------------------------------------------------------------------------------------------
 
 def run_grid(args, work: Path) -> dict:
-    from aesthetic_mtl.io import read_tsv
+    from aesthetic_mtl.files import read_tsv
 
     name = "tiny" if args.quick else "paper"
     cfg = copy.deepcopy(GRIDS[name])
@@ -317,7 +325,7 @@ def main(argv=None) -> int:
     print(text)
     out = args.out or (None if args.quick else REPO / "bench" / "gpu-results.md")
     if out is not None:
-        from aesthetic_mtl.io import write_text
+        from aesthetic_mtl.files import write_text
 
         write_text(out, text)
         print(f"wrote {out}")

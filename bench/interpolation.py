@@ -22,8 +22,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (RESULTS, ReportSection, aadb_design, prepare_dataset, quiet, train_and_score,  # noqa: E402
-                    weights_file)
+from common import (  # noqa: E402
+    RESULTS,
+    ReportSection,
+    aadb_design,
+    prepare_dataset,
+    quiet,
+    train_and_score,
+    weights_file,
+)
 
 SECTION = ReportSection("interpolation")
 REFERENCE = "bicubic_fast"
@@ -52,7 +59,7 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from aesthetic_mtl import pipeline
-    from aesthetic_mtl.feature_cache import build_feature_cache
+    from aesthetic_mtl.nn.feature_cache import build_feature_cache
 
     torch.set_num_threads(1)
     backbone, weights, size = args.backbone.split(":")

@@ -28,8 +28,17 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the `aesthetic-mtl` command sets it, before torch loads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (REPO, RESULTS, ReportSection, ShareMeter, interleaved, machine, md_table,  # noqa: E402
-                    source_revision, usable_cores)
+from common import (  # noqa: E402
+    REPO,
+    RESULTS,
+    ReportSection,
+    ShareMeter,
+    interleaved,
+    machine,
+    md_table,
+    source_revision,
+    usable_cores,
+)
 
 SECTION = ReportSection("predict")
 
@@ -77,10 +86,10 @@ def demo_model(work: Path, backbone: str | None, size: int | None):
 
     import aesthetic_mtl
     from aesthetic_mtl.config import load_config
-    from aesthetic_mtl.checkpoint import save_checkpoint
-    from aesthetic_mtl.io import provenance
-    from aesthetic_mtl.model import build_model
+    from aesthetic_mtl.nn.checkpoint import save_checkpoint
+    from aesthetic_mtl.nn.model import build_model
     from aesthetic_mtl.pipeline import fetch_weights
+    from aesthetic_mtl.provenance import provenance
 
     cfg = load_config(REPO / "config.yaml", REPO / "config" / "demo.yaml")
     backbone = backbone or cfg["backbone"]["name"]
@@ -102,7 +111,7 @@ def run(args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
-    from aesthetic_mtl.image_cache import ordered_map
+    from aesthetic_mtl.data.image_cache import ordered_map
 
     cores = usable_cores()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-predict-"))

@@ -36,8 +36,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cache_dtype  # noqa: E402  (their sections of results.md survive a regeneration)
 import interpolation  # noqa: E402
 import predict  # noqa: E402
-from common import (REPO, ShareMeter, Timing, command_line, interleaved, machine, md_table,  # noqa: E402
-                    ratio, source_revision, usable_cores)
+from common import (  # noqa: E402
+    REPO,
+    ShareMeter,
+    Timing,
+    command_line,
+    interleaved,
+    machine,
+    md_table,
+    ratio,
+    source_revision,
+    usable_cores,
+)
 
 BENCHMARKS = ("design", "snakemake")
 PHASES = ("image_cache", "feature_cache", "build_model", "train_stage1", "train_stage2", "predict")
@@ -82,6 +92,7 @@ def _load(share: dict) -> str:
 def bench_design(args, work: Path) -> dict:
     import design
     import direct
+
     from aesthetic_mtl.config import settings
 
     cfg = design.load_design(args.design, work)

@@ -44,7 +44,7 @@ TINY_CONFIG = ".test/config/config.yaml"   # the tiny config: complete, also the
 TINY = ["--configfile", TINY_CONFIG]
 COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", "results", "resources", "logs", "benchmarks", ".snakemake",
                                      "__pycache__", "*.egg-info", ".pytest_cache", "bench")
-CRASH_ENV = "AESTHETIC_MTL_CRASH_AFTER"   # aesthetic_mtl.io.crash_point
+CRASH_ENV = "AESTHETIC_MTL_CRASH_AFTER"   # aesthetic_mtl.faults.crash_point
 
 
 def copy_repo(dest: Path) -> Path:

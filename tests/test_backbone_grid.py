@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
 from conftest import TINY, copy_repo, run_snakemake
 
 pytestmark = pytest.mark.slow

@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from aesthetic_mtl.feature_cache import build_feature_cache, open_feature_cache
+from aesthetic_mtl.data.image_cache import build_image_cache, open_image_cache
+from aesthetic_mtl.data.integrity import sample_rows
 from aesthetic_mtl.errors import DataError
-from aesthetic_mtl.image_cache import build_image_cache, open_image_cache
-from aesthetic_mtl.integrity import sample_rows
+from aesthetic_mtl.nn.feature_cache import build_feature_cache, open_feature_cache
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from aesthetic_mtl.cli import collect_images, main
-from aesthetic_mtl.io import provenance
-from aesthetic_mtl.images import load_image
-from aesthetic_mtl.checkpoint import load_model, save_checkpoint
-from aesthetic_mtl.model import build_model
+from aesthetic_mtl.data.images import load_image
+from aesthetic_mtl.nn.checkpoint import load_model, save_checkpoint
+from aesthetic_mtl.nn.model import build_model
+from aesthetic_mtl.provenance import provenance
 
 TARGETS = ["Light", "score"]
 RANGES = {"Light": [-1.0, 1.0], "score": [1.0, 5.0]}

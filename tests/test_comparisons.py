@@ -8,9 +8,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from aesthetic_mtl.comparisons import COLUMNS, comparisons_table, paired_srcc_difference, planned
 from aesthetic_mtl.errors import DataError
-from aesthetic_mtl.metrics import resample_indices
+from aesthetic_mtl.report.comparisons import (
+    COLUMNS,
+    comparisons_table,
+    paired_srcc_difference,
+    planned,
+)
+from aesthetic_mtl.report.metrics import resample_indices
 
 
 def _models(n: int = 300, seed: int = 0, shared: float = 0.4, own: float = 0.1, shift: float = 0.0):
@@ -64,7 +69,7 @@ def test_a_better_model_is_found_and_identical_ones_are_not():
 def test_pairing_sees_a_difference_that_separate_intervals_miss():
     """Two models with shared errors: the paired interval of the difference is far narrower than what the
     two models' own bootstrap intervals suggest, so a small real difference shows."""
-    from aesthetic_mtl.metrics import bootstrap_srcc_ci
+    from aesthetic_mtl.report.metrics import bootstrap_srcc_ci
 
     true, a, b = _models(n=400, shared=0.5, own=0.05, shift=0.2)
     test = paired_srcc_difference([a], [b], true, n=1000, seed=1)

@@ -2,7 +2,7 @@
 touches nothing, and the first finishes with intact outputs.
 
 The first run is held in the middle of writing the feature cache (after its first batch, temporary
-files open) by the test hook `aesthetic_mtl.io.crash_point` (`hold=`), so the second run certainly
+files open) by the test hook `aesthetic_mtl.faults.crash_point` (`hold=`), so the second run certainly
 starts while the first is writing; then the first is released and runs to the end.
 """
 
@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from aesthetic_mtl.feature_cache import open_feature_cache
-from aesthetic_mtl.image_cache import open_image_cache
-
 from conftest import CRASH_ENV, SNAKEMAKE, TINY, copy_repo, run_snakemake
+
+from aesthetic_mtl.data.image_cache import open_image_cache
+from aesthetic_mtl.nn.feature_cache import open_feature_cache
 
 pytestmark = pytest.mark.slow
 TARGET = "results/cache/AADB/vgg16_64/index.tsv"     # archives -> labels -> image cache -> feature cache

@@ -5,11 +5,10 @@ from __future__ import annotations
 import copy
 
 import pytest
+from conftest import REPO, TINY, TINY_CONFIG, copy_repo, run_snakemake
 
 from aesthetic_mtl.config import deep_update, load_config, settings, validate_config
 from aesthetic_mtl.errors import ConfigError
-
-from conftest import REPO, TINY, TINY_CONFIG, copy_repo, run_snakemake
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ import subprocess
 
 import pytest
 import yaml
+from conftest import REPO
 
 from aesthetic_mtl import config_doc
 from aesthetic_mtl.config import load_config
-
-from conftest import REPO
 
 SHIPPED = [["config.yaml"], ["config.yaml", "config/demo.yaml"], [".test/config/config.yaml"],
            ["config.yaml", ".test/config/config.yaml", "tests/configs/table.yaml"],

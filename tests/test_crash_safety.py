@@ -8,7 +8,7 @@ One copy of the repository runs the tiny workflow up to results/metrics.tsv thre
 2. `snakemake --unlock`, then `--rerun-incomplete`, killed again after the first stage-2 training step;
 3. `snakemake --unlock`, then `--rerun-incomplete`: runs to the end.
 
-The kills come from the test hook `aesthetic_mtl.io.crash_point` (AESTHETIC_MTL_CRASH_AFTER). The
+The kills come from the test hook `aesthetic_mtl.faults.crash_point` (AESTHETIC_MTL_CRASH_AFTER). The
 uninterrupted reference is the session's `tiny_run` (conftest.py), so the comparison is also the
 reproducibility check: two runs with the same seeds on the same machine give identical metrics.tsv.
 """
@@ -23,13 +23,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY, copy_repo, run_snakemake
 from PIL import Image
 
-from aesthetic_mtl.feature_cache import open_feature_cache
 from aesthetic_mtl.config import settings
 from aesthetic_mtl.errors import DataError
-
-from conftest import TINY, copy_repo, run_snakemake
+from aesthetic_mtl.nn.feature_cache import open_feature_cache
 
 pytestmark = pytest.mark.slow
 TARGET = "results/metrics.tsv"   # before --configfile on the command line (it takes several values)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from aesthetic_mtl.datasets import aadb, eva, get_format
+from aesthetic_mtl.data.formats import aadb, eva, get_format
 from aesthetic_mtl.errors import ConfigError, DataError
 
 AADB_CFG = {"format": "aadb", "source": "official", "image_source": "original",
@@ -386,8 +386,8 @@ def _pipeline_to_targets(raw: Path, ds: dict, tmp: Path, split_cfg: dict) -> tup
     """parse_labels -> image_cache -> splits -> scale_labels with on_bad_image: skip, as the workflow runs them,
     and the targets a training job then sees (less the skipped images)."""
     from aesthetic_mtl import pipeline
-    from aesthetic_mtl.io import read_tsv, write_tsv
-    from aesthetic_mtl.splits import drop_skipped, make_splits
+    from aesthetic_mtl.data.splits import drop_skipped, make_splits
+    from aesthetic_mtl.files import read_tsv, write_tsv
 
     messages: list[str] = []
     res = tmp / "results"

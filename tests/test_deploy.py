@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO, TINY_CONFIG, copy_repo, job_counts, run_snakemake
 
 from aesthetic_mtl.config import deep_update, load_config
-from conftest import REPO, TINY_CONFIG, copy_repo, job_counts, run_snakemake
 
 ENV_FILE = REPO / "envs" / "aesthetic-mtl.yaml"
 PACKAGE = "aesthetic-mtl"

@@ -20,15 +20,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import can_mount_tmpfs
 from PIL import Image
 
-from aesthetic_mtl import io
-from aesthetic_mtl.feature_cache import build_feature_cache, open_feature_cache
+from aesthetic_mtl import files
+from aesthetic_mtl.data.image_cache import build_image_cache, open_image_cache
 from aesthetic_mtl.errors import OutputError
-from aesthetic_mtl.image_cache import build_image_cache, open_image_cache
-from aesthetic_mtl.checkpoint import load_model, save_checkpoint
-from aesthetic_mtl.model import build_model
-from conftest import can_mount_tmpfs
+from aesthetic_mtl.nn.checkpoint import load_model, save_checkpoint
+from aesthetic_mtl.nn.feature_cache import build_feature_cache, open_feature_cache
+from aesthetic_mtl.nn.model import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,7 @@ def test_table_write_on_a_full_disk_names_the_output(tmp_path, monkeypatch):
     monkeypatch.setattr(pd.DataFrame, "to_csv", full)
     out = tmp_path / "results" / "metrics.tsv"
     with pytest.raises(OutputError) as err:
-        io.write_tsv(out, pd.DataFrame({"a": [1]}))
+        files.write_tsv(out, pd.DataFrame({"a": [1]}))
     assert str(err.value) == (f"{out}: not written: no space left on device in {out.parent}; nothing "
                               f"was left under this name: free space there and run again")
     _assert_nothing_under(out.parent, "metrics.tsv")
@@ -144,7 +144,7 @@ import hashlib, os, sys
 from pathlib import Path
 import pandas as pd
 from aesthetic_mtl.errors import OutputError
-from aesthetic_mtl.image_cache import build_image_cache, open_image_cache
+from aesthetic_mtl.data.image_cache import build_image_cache, open_image_cache
 
 table, mount = pd.read_csv(sys.argv[1], dtype=str), Path(sys.argv[2])
 out_size = lambda folder: sum(p.stat().st_size + 4096 for p in folder.iterdir())

@@ -1,4 +1,4 @@
-"""Tests of aesthetic_mtl.download against a real HTTP server on 127.0.0.1 (no internet needed).
+"""Tests of aesthetic_mtl.data.download against a real HTTP server on 127.0.0.1 (no internet needed).
 
 The server misbehaves on request (5xx, 404, stalls, cut connections, ignored Range, Drive-like
 interstitials, unexpected HTML) so the retry / resume / HTML paths run over real sockets.
@@ -21,12 +21,18 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-
-from aesthetic_mtl.archives import join_parts, safe_extract_zip
-from aesthetic_mtl.download import Limits, download, drive_confirm_url, drive_download_url, sha256_file
-from aesthetic_mtl.lockfile import obtain_files
-from aesthetic_mtl.errors import DataError, DownloadError
 from conftest import SNAKEMAKE, can_mount_tmpfs, copy_repo
+
+from aesthetic_mtl.data.archives import join_parts, safe_extract_zip
+from aesthetic_mtl.data.download import (
+    Limits,
+    download,
+    drive_confirm_url,
+    drive_download_url,
+    sha256_file,
+)
+from aesthetic_mtl.data.lockfile import obtain_files
+from aesthetic_mtl.errors import DataError, DownloadError
 
 FAST = {"backoff": 0.01, "timeout": 5}
 
@@ -463,8 +469,8 @@ def test_a_server_that_is_down_is_retried_then_named_with_the_folder_for_a_copy(
 
 def test_download_progress_is_written_to_the_job_log_file(server, tmp_path, monkeypatch):
     """A job's log is a file, where tqdm turns itself off: the progress comes as plain lines."""
-    import aesthetic_mtl.download as mod
-    from aesthetic_mtl.io import logging_to
+    import aesthetic_mtl.data.download as mod
+    from aesthetic_mtl.joblog import logging_to
 
     monkeypatch.setattr(mod, "PROGRESS_EVERY_S", 0.0)              # a line per block received
     log_path = tmp_path / "logs" / "obtain_archives" / "AADB.log"
@@ -477,7 +483,7 @@ def test_download_progress_is_written_to_the_job_log_file(server, tmp_path, monk
 
 
 def test_progress_lines_come_every_ten_seconds_with_size_rate_and_time_left():
-    from aesthetic_mtl.download import _Progress
+    from aesthetic_mtl.data.download import _Progress
 
     now, lines = [0.0], []
     progress = _Progress("big.zip", 1000 * 2**20, 0, lines.append, clock=lambda: now[0])
@@ -803,7 +809,7 @@ def _enospc_after(limit: int):
 
 
 def test_download_on_a_full_disk_names_the_file_and_keeps_the_part(server, tmp_path, monkeypatch):
-    import aesthetic_mtl.download as mod
+    import aesthetic_mtl.data.download as mod
     from aesthetic_mtl.errors import OutputError
 
     dest = tmp_path / "archives" / "file.zip"
@@ -823,7 +829,7 @@ def test_download_on_a_full_disk_names_the_file_and_keeps_the_part(server, tmp_p
 
 
 def test_extraction_on_a_full_disk_names_the_folder_and_leaves_nothing(tmp_path, monkeypatch):
-    import aesthetic_mtl.archives as mod
+    import aesthetic_mtl.data.archives as mod
     from aesthetic_mtl.errors import OutputError
 
     archive = make_zip(tmp_path / "data.zip", {**NESTED, "images/big.bin": random.Random(1).randbytes(50_000)})
@@ -843,7 +849,7 @@ FULL_TMPFS = r"""
 import random, subprocess, sys, zipfile
 from pathlib import Path
 from aesthetic_mtl import pipeline
-from aesthetic_mtl.download import download
+from aesthetic_mtl.data.download import download
 from aesthetic_mtl.errors import OutputError
 
 url, mount, work = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])

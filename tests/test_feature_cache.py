@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from aesthetic_mtl.feature_cache import build_feature_cache, open_feature_cache
+from aesthetic_mtl.data.image_cache import build_image_cache
 from aesthetic_mtl.errors import DataError
-from aesthetic_mtl.image_cache import build_image_cache
+from aesthetic_mtl.nn.feature_cache import build_feature_cache, open_feature_cache
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_float16_cache_rounds_the_float32_one(image_dir, tmp_path):
 
 
 def test_float16_overflow_stops_the_build(image_dir, tmp_path, monkeypatch):
-    from aesthetic_mtl.model import AestheticModel
+    from aesthetic_mtl.nn.model import AestheticModel
 
     real = AestheticModel.prefix
     monkeypatch.setattr(AestheticModel, "prefix", lambda self, images: real(self, images) * 0 + 1e5)

@@ -7,14 +7,25 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from test_paper_tables import DATASETS, synthetic_metrics
 from torch import nn
 
-from aesthetic_mtl.figures import cross_heatmap, prediction_scatter, srcc_bars, training_curves
-from aesthetic_mtl.gradcam import cam_layer, grad_cam, gradcam_examples, last_conv_layer
-from aesthetic_mtl.io import provenance, write_tsv
-from aesthetic_mtl.checkpoint import save_checkpoint
-from aesthetic_mtl.model import build_model
-from test_tables import DATASETS, synthetic_metrics
+from aesthetic_mtl.files import write_tsv
+from aesthetic_mtl.nn.checkpoint import save_checkpoint
+from aesthetic_mtl.nn.gradcam import (
+    cam_layer,
+    grad_cam,
+    gradcam_examples,
+    last_conv_layer,
+)
+from aesthetic_mtl.nn.model import build_model
+from aesthetic_mtl.provenance import provenance
+from aesthetic_mtl.report.figures import (
+    cross_heatmap,
+    prediction_scatter,
+    srcc_bars,
+    training_curves,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -174,7 +185,7 @@ def test_gradcam_examples_figure(tiny_vgg, tiny_images, tmp_path):
 
 
 def test_draw_dispatches_workflow_kinds(tmp_path):
-    from aesthetic_mtl.figures import draw
+    from aesthetic_mtl.report.figures import draw
 
     write_tsv(tmp_path / "metrics.tsv", synthetic_metrics(seeds=[1]))
     draw("srcc_bars", {"metrics": tmp_path / "metrics.tsv"}, tmp_path / "b.png", dataset="EVA", datasets=DATASETS)
@@ -185,7 +196,7 @@ def test_draw_dispatches_workflow_kinds(tmp_path):
 
 def test_display_names_label_the_figures(tmp_path, monkeypatch):
     """The figures show an attribute's display name (EVA: "light and color") where one is configured."""
-    from aesthetic_mtl import figures
+    from aesthetic_mtl.report import figures
 
     drawn = []
     monkeypatch.setattr(figures, "save", lambda fig, out: drawn.append(fig))

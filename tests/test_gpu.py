@@ -1,4 +1,4 @@
-"""aesthetic_mtl.gpu.gpu_slot: one local GPU per job, SLURM's choice respected, CPU machines untouched.
+"""aesthetic_mtl.nn.gpu.gpu_slot: one local GPU per job, SLURM's choice respected, CPU machines untouched.
 
 No GPU is needed: device lists are faked through CUDA_VISIBLE_DEVICES, `visible=` or a replaced
 nvidia_smi_count().
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from aesthetic_mtl import gpu
-from aesthetic_mtl.gpu import GpuSlotTimeout, gpu_slot, local_devices, slurm_assigned
+from aesthetic_mtl.nn import gpu
+from aesthetic_mtl.nn.gpu import GpuSlotTimeout, gpu_slot, local_devices, slurm_assigned
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_JOBID", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS")
@@ -188,7 +188,7 @@ def test_nvidia_smi_output_is_counted(monkeypatch, tmp_path):
 
 HOLDER = textwrap.dedent("""
     import os, sys, time
-    from aesthetic_mtl.gpu import gpu_slot, GpuSlotTimeout
+    from aesthetic_mtl.nn.gpu import gpu_slot, GpuSlotTimeout
     lock_dir, release, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
     try:
         with gpu_slot(lock_dir=lock_dir, timeout=timeout, poll=0.05) as device:

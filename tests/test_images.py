@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +10,15 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFile, JpegImagePlugin
 
-from aesthetic_mtl import image_cache, images
+from aesthetic_mtl.data import image_cache, images
+from aesthetic_mtl.data.image_cache import (
+    build_image_cache,
+    iter_batches,
+    open_image_cache,
+)
+from aesthetic_mtl.data.images import load_image
 from aesthetic_mtl.errors import DataError
-from aesthetic_mtl.image_cache import build_image_cache, iter_batches, open_image_cache
-from aesthetic_mtl.images import load_image
-from aesthetic_mtl.io import read_tsv
+from aesthetic_mtl.files import read_tsv
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
 
@@ -566,7 +569,7 @@ def test_image_cache_peak_memory_stays_inside_the_declared_mem_mb(tmp_path):
     import subprocess
     import sys
 
-    from aesthetic_mtl.io import write_tsv
+    from aesthetic_mtl.files import write_tsv
 
     width, height = 3000, 2000
     rows = []

@@ -20,21 +20,20 @@ os.environ["KERAS_BACKEND"] = "torch"  # before keras is imported: the backend i
 os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="keras-home-"))  # keras.json not in the user's home
 
 import h5py  # noqa: E402
+import keras  # noqa: E402  (a test dependency, pyproject [dev]: missing, these tests fail rather than skip)
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from conftest import REPO  # noqa: E402
+from keras.src.legacy.saving import legacy_h5_format  # noqa: E402
 from scipy import stats  # noqa: E402
 
-import keras  # noqa: E402  (a test dependency, pyproject [dev]: missing, these tests fail rather than skip)
-from keras.src.legacy.saving import legacy_h5_format  # noqa: E402
-
-from aesthetic_mtl.backbones import build_backbone, keras_vgg16_layer_names  # noqa: E402
 from aesthetic_mtl.config import load_config  # noqa: E402
-from aesthetic_mtl.images import FAST, KERAS_FILTERS, load_image  # noqa: E402
-from aesthetic_mtl.model import AestheticModel, Head  # noqa: E402
-from aesthetic_mtl.optim import adam  # noqa: E402
-from aesthetic_mtl.train import Split, StageConfig, fit, lr_scheduler  # noqa: E402
-from conftest import REPO  # noqa: E402
+from aesthetic_mtl.data.images import FAST, KERAS_FILTERS, load_image  # noqa: E402
+from aesthetic_mtl.nn.backbones import build_backbone, keras_vgg16_layer_names  # noqa: E402
+from aesthetic_mtl.nn.model import AestheticModel, Head  # noqa: E402
+from aesthetic_mtl.nn.optim import adam  # noqa: E402
+from aesthetic_mtl.nn.train import Split, StageConfig, fit, lr_scheduler  # noqa: E402
 
 PAPER = load_config(REPO / "config.yaml")
 SIZE = 32        # the smallest input keras.applications.VGG16 accepts: quick on a CPU

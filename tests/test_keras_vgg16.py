@@ -14,16 +14,23 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
-from aesthetic_mtl import backbones
-from aesthetic_mtl.backbones import (CAFFE_MEAN_BGR, KERAS_VGG16_NOTOP_MD5, KERAS_VGG16_NOTOP_URL, BackboneSpec,
-                                     RemoteWeights, _build_vgg16_keras, build_backbone, keras_vgg16_layer_names,
-                                     keras_vgg16_trunk_state)
-from aesthetic_mtl.errors import DataError, DownloadError
-from aesthetic_mtl.model import AestheticModel, build_model
-from aesthetic_mtl.pipeline import fetch_weights
-
 from test_weights import served  # noqa: F401  (the 127.0.0.1 server fixture)
+
+from aesthetic_mtl.errors import DataError, DownloadError
+from aesthetic_mtl.nn import backbones
+from aesthetic_mtl.nn.backbones import (
+    CAFFE_MEAN_BGR,
+    KERAS_VGG16_NOTOP_MD5,
+    KERAS_VGG16_NOTOP_URL,
+    BackboneSpec,
+    RemoteWeights,
+    _build_vgg16_keras,
+    build_backbone,
+    keras_vgg16_layer_names,
+    keras_vgg16_trunk_state,
+)
+from aesthetic_mtl.nn.model import AestheticModel, build_model
+from aesthetic_mtl.pipeline import fetch_weights
 
 NARROW = [4, 4, "M", 8, 8, "M", 8, 8, 8, "M", 16, 16, 16, "M", 16, 16, 16, "M"]
 H5_NAME = KERAS_VGG16_NOTOP_URL.rsplit("/", 1)[1]

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from aesthetic_mtl.metrics import all_metrics, bootstrap_srcc_ci, krcc, plcc, srcc
+from aesthetic_mtl.report.metrics import (
+    all_metrics,
+    bootstrap_srcc_ci,
+    krcc,
+    plcc,
+    srcc,
+)
 
 
 def test_against_scipy():

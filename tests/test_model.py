@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from aesthetic_mtl.checkpoint import load_model, read_checkpoint, save_checkpoint
-from aesthetic_mtl.model import AestheticModel, build_model
-from aesthetic_mtl.train import Split, StageConfig, fit, stage_params
+from aesthetic_mtl.nn.checkpoint import load_model, read_checkpoint, save_checkpoint
+from aesthetic_mtl.nn.model import AestheticModel, build_model
+from aesthetic_mtl.nn.train import Split, StageConfig, fit, stage_params
 
 AADB = ["BalacingElements", "ColorHarmony", "Content", "DoF", "Light", "MotionBlur", "Object",
         "Repetition", "RuleOfThirds", "Symmetry", "VividColor", "score"]
@@ -108,7 +108,7 @@ def test_checkpoint_round_trip(tmp_path, vgg, tiny_images):
 
 
 def test_efficientnet_lite0_loads_packaged_imagenet_weights(tiny_images):
-    from aesthetic_mtl.backbones import weights_source
+    from aesthetic_mtl.nn.backbones import weights_source
 
     kind, path = weights_source("efficientnet_lite0")
     model = build_model("efficientnet_lite0", ["score"], path).eval()
@@ -120,7 +120,7 @@ def test_efficientnet_lite0_loads_packaged_imagenet_weights(tiny_images):
 def test_vgg16_trunk_matches_torchvision_layout():
     from torchvision.models import vgg16
 
-    from aesthetic_mtl.backbones import vgg16_features
+    from aesthetic_mtl.nn.backbones import vgg16_features
 
     ours, theirs = vgg16_features(), vgg16(weights=None).features
     assert [type(m) for m in ours] == [type(m) for m in theirs]
@@ -155,7 +155,7 @@ def test_keras_head_init_is_glorot_uniform_with_zero_bias():
 
 
 def test_count_parameters_total_and_stage2(vgg):
-    from aesthetic_mtl.model import count_parameters
+    from aesthetic_mtl.nn.model import count_parameters
 
     head = 512 * 128 + 128 + 128 * 64 + 64 + 64 * 12 + 12
     assert count_parameters(vgg) == (14_714_688 + head, 2 * (3 * 3 * 512 * 512 + 512) + head)
@@ -166,7 +166,7 @@ def test_count_parameters_total_and_stage2(vgg):
 @pytest.fixture
 def narrow_vgg16(monkeypatch):
     """`vgg16` as a narrow trunk (same layer indices) so weights files stay small."""
-    from aesthetic_mtl import backbones
+    from aesthetic_mtl.nn import backbones
 
     layout = [4, 4, "M", 8, 8, "M", 8, 8, 8, "M", 16, 16, 16, "M", 16, 16, 16, "M"]
     monkeypatch.setitem(backbones.REGISTRY, "vgg16", backbones.BackboneSpec(
@@ -175,7 +175,7 @@ def narrow_vgg16(monkeypatch):
 
 
 def _trunk_file(path, seed):
-    from aesthetic_mtl.backbones import build_backbone
+    from aesthetic_mtl.nn.backbones import build_backbone
 
     features = build_backbone("vgg16").features
     torch.manual_seed(seed)
@@ -186,7 +186,7 @@ def _trunk_file(path, seed):
 
 
 def test_load_model_checks_the_trunk_sha256(tmp_path, narrow_vgg16):
-    from aesthetic_mtl.download import sha256_file
+    from aesthetic_mtl.data.download import sha256_file
     from aesthetic_mtl.errors import DataError
 
     trained_on, other = _trunk_file(tmp_path / "a.pth", 1), _trunk_file(tmp_path / "b.pth", 2)
@@ -220,7 +220,7 @@ def test_a_random_trunk_checkpoint_refuses_a_weights_file(tmp_path, narrow_vgg16
 
 def test_checkpoints_carry_a_format_version_and_other_versions_are_refused(tmp_path, vgg):
     from aesthetic_mtl.errors import CheckpointError
-    from aesthetic_mtl.checkpoint import CHECKPOINT_FORMAT
+    from aesthetic_mtl.nn.checkpoint import CHECKPOINT_FORMAT
 
     path = tmp_path / "stage1.pt"
     save_checkpoint(path, vgg, stage="stage1", ranges={t: [-1, 1] for t in AADB}, image_size=32,

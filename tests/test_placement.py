@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from aesthetic_mtl.model import build_model
-from aesthetic_mtl.placement import PLACEMENTS, auto_placement, place
-from aesthetic_mtl.train import Split, StageConfig, fit, predict, stage_params
+from aesthetic_mtl.nn.model import build_model
+from aesthetic_mtl.nn.placement import PLACEMENTS, auto_placement, place
+from aesthetic_mtl.nn.train import Split, StageConfig, fit, predict, stage_params
 
 CPU = torch.device("cpu")
 TARGETS = ["a", "b"]

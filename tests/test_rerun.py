@@ -13,7 +13,6 @@ import shutil
 
 import pytest
 import yaml
-
 from conftest import TINY, job_counts, run_snakemake
 
 pytestmark = pytest.mark.slow

@@ -14,19 +14,19 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from test_keras_vgg16 import narrow_keras  # noqa: F401  (fixtures: the narrow Keras VGG16 in the registry,
+from test_weights import served  # noqa: F401   and a directory served on 127.0.0.1)
 
 import aesthetic_mtl
 from aesthetic_mtl import scorer as scorer_module
-from aesthetic_mtl.backbones import weights_source
-from aesthetic_mtl.checkpoint import is_export, save_checkpoint, user_cache
 from aesthetic_mtl.cli import main
 from aesthetic_mtl.errors import DataError
-from aesthetic_mtl.io import provenance, write_tsv
-from aesthetic_mtl.model import build_model
+from aesthetic_mtl.files import write_tsv
+from aesthetic_mtl.nn.backbones import weights_source
+from aesthetic_mtl.nn.checkpoint import is_export, save_checkpoint, user_cache
+from aesthetic_mtl.nn.model import build_model
 from aesthetic_mtl.pipeline import fetch_weights
-
-from test_keras_vgg16 import narrow_keras  # noqa: F401  (fixtures: the narrow Keras VGG16 in the registry,
-from test_weights import served  # noqa: F401   and a directory served on 127.0.0.1)
+from aesthetic_mtl.provenance import provenance
 
 TARGETS = ["Light", "score"]
 RANGES = {"Light": [-1.0, 1.0], "score": [1.0, 5.0]}

@@ -277,7 +277,7 @@ def test_workflow_runs_through_slurm(slurm_cluster, undisturbed):
 
 # ---- a training job cancelled mid-run --------------------------------------------------------------
 
-CRASH_ENV = "AESTHETIC_MTL_CRASH_AFTER"   # aesthetic_mtl.io.crash_point: `hold=` parks a job at a step
+CRASH_ENV = "AESTHETIC_MTL_CRASH_AFTER"   # aesthetic_mtl.faults.crash_point: `hold=` parks a job at a step
 
 
 def wait_for(condition, what: str, proc: subprocess.Popen, log: Path, timeout: float = 900) -> None:

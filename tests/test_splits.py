@@ -6,9 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from aesthetic_mtl.data.scaling import from_unit, scale_table, to_unit, unscale_table
+from aesthetic_mtl.data.splits import (
+    drop_skipped,
+    make_splits,
+    random_splits,
+    split_label_table,
+    split_report,
+)
 from aesthetic_mtl.errors import DataError
-from aesthetic_mtl.splits import drop_skipped, make_splits, random_splits, split_report, split_label_table
-from aesthetic_mtl.scaling import from_unit, scale_table, to_unit, unscale_table
 
 
 def test_random_split_is_seeded_and_exact():
@@ -53,7 +59,7 @@ def test_scaling_round_trip():
 # ------------------------------------------------------------------ splits too small for their use
 
 def _labels_tsv(tmp_path, splits: list[str]):
-    from aesthetic_mtl.io import write_tsv
+    from aesthetic_mtl.files import write_tsv
 
     path = tmp_path / "results" / "PHOTOS" / "labels.tsv"
     n = len(splits)

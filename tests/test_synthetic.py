@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from scipy.stats import spearmanr
 
-from aesthetic_mtl import synthetic
-from aesthetic_mtl.datasets import aadb, eva, get_format
+from aesthetic_mtl.data import synthetic
+from aesthetic_mtl.data.formats import aadb, eva, get_format
 from aesthetic_mtl.errors import ConfigError
 
 TINY_AADB = {"n_train": 10, "n_validation": 4, "n_test": 5, "overlap": 2, "image_size": 48,

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from aesthetic_mtl.errors import TrainingError
-from aesthetic_mtl.model import build_model
-from aesthetic_mtl.train import Split, StageConfig, fit, predict, stage_params
+from aesthetic_mtl.nn.model import build_model
+from aesthetic_mtl.nn.train import Split, StageConfig, fit, predict, stage_params
 
 TARGETS = ["a", "b", "c"]
 
@@ -161,7 +161,7 @@ def test_stage2_does_not_replay_stage1_shuffle_order(tiny_images):
 
 def test_head_loss_and_predictions_are_float32_under_bf16_autocast(tiny_images, monkeypatch):
     """The CUDA code path on the CPU: autocast forced to bf16 must reach the trunk and never the head."""
-    from aesthetic_mtl import train
+    from aesthetic_mtl.nn import train
 
     monkeypatch.setattr(train, "autocast", lambda device, enabled=True: torch.autocast("cpu", dtype=torch.bfloat16))
     model = _fresh(0)

@@ -10,9 +10,9 @@ import threading
 import pytest
 import torch
 
-from aesthetic_mtl import backbones
-from aesthetic_mtl.backbones import BackboneSpec, build_backbone, vgg16_features
 from aesthetic_mtl.errors import DownloadError
+from aesthetic_mtl.nn import backbones
+from aesthetic_mtl.nn.backbones import BackboneSpec, build_backbone, vgg16_features
 from aesthetic_mtl.pipeline import fetch_weights
 
 

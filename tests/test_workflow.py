@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from conftest import TINY, run_snakemake
 
 from aesthetic_mtl.config import settings
-from conftest import TINY, run_snakemake
 
 pytestmark = pytest.mark.slow
 

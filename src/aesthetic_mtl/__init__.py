@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 def load(path, **kwargs):
     """A `Scorer` of a trained model (`aesthetic_mtl.scorer.load`; imported on first use, so the workflow's
     jobs that import the package do not pay for torch)."""
-    from .scorer import load as _load
+    from aesthetic_mtl.scorer import load as _load
 
     return _load(path, **kwargs)
 

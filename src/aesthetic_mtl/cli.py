@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from .photos import check_out, collect_images, not_scored_line
+from aesthetic_mtl.data.photos import check_out, collect_images, not_scored_line
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,8 +104,8 @@ def predict(checkpoint, images, out, fmt, weights, batch_size, workers, device, 
     """
     from tqdm import tqdm
 
-    from .errors import DataError
-    from .scorer import Scorer
+    from aesthetic_mtl.errors import DataError
+    from aesthetic_mtl.scorer import Scorer
 
     dev = pick_device(device)
     fmt = fmt or _format_of(out)
@@ -148,7 +148,7 @@ def _format_of(out: str) -> str:
 
 def write_scores(table, out: str, fmt: str) -> None:
     """The scores as CSV, JSON or JSON lines, to a file (atomically) or to standard output (`-`)."""
-    from .io import atomic_path
+    from aesthetic_mtl.files import atomic_path
 
     table = table.reset_index(drop=True)
     if fmt == "csv":
@@ -165,8 +165,8 @@ def write_scores(table, out: str, fmt: str) -> None:
 
 def _open(checkpoint, weights):
     """open_model with one-line refusals: not a model file (exit 2), trunk weights not found."""
-    from .checkpoint import open_model
-    from .errors import CheckpointError, DataError
+    from aesthetic_mtl.errors import CheckpointError, DataError
+    from aesthetic_mtl.nn.checkpoint import open_model
 
     try:
         return open_model(checkpoint, weights)
@@ -189,8 +189,8 @@ def _open(checkpoint, weights):
 def export(checkpoint, out, weights, force) -> None:
     """Write a trained model as one self-contained file to share: trunk and head (safetensors, no pickle) and
     every fact predict needs. `predict --model`, `info` and `aesthetic_mtl.load` take it."""
-    from .checkpoint import export_model, is_export
-    from .scorer import load
+    from aesthetic_mtl.nn.checkpoint import export_model, is_export
+    from aesthetic_mtl.scorer import load
 
     target = Path(out)
     if target.exists() and not (force and is_export(target)):
@@ -204,7 +204,7 @@ def export(checkpoint, out, weights, force) -> None:
 
 
 def _loaded(load, checkpoint, weights):
-    from .errors import CheckpointError, DataError
+    from aesthetic_mtl.errors import CheckpointError, DataError
 
     try:
         return load(checkpoint, weights=weights, device="cpu")
@@ -237,9 +237,9 @@ def models(results, as_json) -> None:
 def model_rows(results: Path) -> list[dict]:
     """One row per checkpoint of a run, dataset by dataset, best test SRCC of the overall score first (models
     without one last)."""
-    from .checkpoint import card_of, read_checkpoint
-    from .scorer import find_checkpoints, srcc_of
-    from .seed_stats import read_metrics
+    from aesthetic_mtl.nn.checkpoint import card_of, read_checkpoint
+    from aesthetic_mtl.report.seed_stats import read_metrics
+    from aesthetic_mtl.scorer import find_checkpoints, srcc_of
 
     metrics_path = results / "metrics.tsv"
     metrics = read_metrics(metrics_path) if metrics_path.is_file() else None
@@ -262,7 +262,12 @@ def checkpoint_info(path: str | os.PathLike) -> dict:
     """What a checkpoint or an exported model holds, as plain data."""
     from dataclasses import asdict
 
-    from .checkpoint import card_of, is_export, read_checkpoint, read_export
+    from aesthetic_mtl.nn.checkpoint import (
+        card_of,
+        is_export,
+        read_checkpoint,
+        read_export,
+    )
 
     if is_export(path):
         model, card = read_export(path)
@@ -306,7 +311,7 @@ def checkpoint_info(path: str | os.PathLike) -> dict:
 def info(checkpoint, as_json) -> None:
     """Print what a checkpoint (or an exported model) holds: backbone, stage, targets and ranges, weights,
     code version, config."""
-    from .errors import CheckpointError
+    from aesthetic_mtl.errors import CheckpointError
 
     try:
         data = checkpoint_info(checkpoint)
@@ -352,7 +357,7 @@ def info(checkpoint, as_json) -> None:
 @click.option("--all", "show_all", is_flag=True, help="Also list every torchvision model by name.")
 def backbones(show_all) -> None:
     """List the backbone registry (and the torchvision models usable by name)."""
-    from .backbones import REGISTRY, known_backbones
+    from aesthetic_mtl.nn.backbones import REGISTRY, known_backbones
 
     click.echo("registry (stage-2 layers defined; ImageNet weights known):")
     for name, entry in REGISTRY.items():

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from .errors import ConfigError
+from aesthetic_mtl.errors import ConfigError
 
 SCHEMA_NAME = "config.schema.yaml"
 """The config's JSON schema, a file of this package (package data): the one copy, for every reader."""
@@ -157,7 +157,7 @@ def backbone_names(config: dict) -> list[str]:
 
 def check_config(config: dict) -> None:
     """Cross-key checks; raise ConfigError naming the key."""
-    from .backbones import known_backbones
+    from aesthetic_mtl.nn.backbones import known_backbones
 
     datasets = config["datasets"]
     for name, ds in datasets.items():
@@ -207,7 +207,7 @@ def _check_dataset_names(datasets: object) -> None:
 
 
 def _check_dataset(name: str, ds: dict) -> None:
-    from .datasets import get_format
+    from aesthetic_mtl.data.formats import get_format
 
     key = f"datasets.{name}"
     known = get_format(ds["format"]).LABEL_NAMES  # None: any column (format table checks its header)
@@ -266,7 +266,7 @@ def _check_table_keys(key: str, ds: dict) -> None:
         raise ConfigError(f"config key '{key}.path': 'source: local' needs the folder of images and table")
     if ds["source"] != "local" and "path" in ds:
         raise ConfigError(f"config key '{key}.path': only for 'source: local'")
-    from .datasets import table
+    from aesthetic_mtl.data.formats import table
 
     try:
         table.table_name(ds)

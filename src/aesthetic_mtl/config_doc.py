@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from .config import SCHEMA_NAME, load_schema
-from .io import atomic_path
+from aesthetic_mtl.config import SCHEMA_NAME, load_schema
+from aesthetic_mtl.files import atomic_path
 
 README_PATH = Path("config") / "README.md"
 """Where `make config-doc` writes, relative to the repository it runs in."""

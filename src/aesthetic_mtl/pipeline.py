@@ -12,7 +12,7 @@ from typing import Callable
 
 import pandas as pd
 
-from .io import read_tsv, write_json, write_tsv
+from aesthetic_mtl.files import read_tsv, write_json, write_tsv
 
 
 def obtain_archives(ds: dict, names: list[str], digests_path: Path, *, download: dict | None = None,
@@ -22,12 +22,12 @@ def obtain_archives(ds: dict, names: list[str], digests_path: Path, *, download:
     A `source: local` folder (format `table`) is read in place: its fingerprint is recorded instead.
     `download`: the config's `download` section (rate and deadline; absent keys: the schema's defaults).
     """
-    from .download import Limits, sha256_file
-    from .lockfile import obtain_files
-    from .synthetic import generate, params_for
+    from aesthetic_mtl.data.download import Limits, sha256_file
+    from aesthetic_mtl.data.lockfile import obtain_files
+    from aesthetic_mtl.data.synthetic import generate, params_for
 
     if ds["source"] == "local":
-        from .datasets import get_format
+        from aesthetic_mtl.data.formats import get_format
 
         write_json(digests_path, get_format(ds["format"]).local_fingerprint(ds, log=log))
         return
@@ -49,7 +49,7 @@ def extract(ds: dict, archives: Path, raw: Path, *, log: Callable = print) -> No
     A failed extraction (a full disk, a damaged archive) removes the temporary folder too: no partial
     copy of a release is left to fill the disk.
     """
-    from .datasets import get_format
+    from aesthetic_mtl.data.formats import get_format
 
     tmp = raw.with_name(raw.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -70,7 +70,7 @@ def parse_labels(ds: dict, raw: Path, out: Path, *, on_bad_image: str = "error",
     Labelled images without a file stop the job (`on_bad_image: error`) or stay in the table for the
     image cache to skip and list (`skip`); image files without labels are ignored and counted here.
     """
-    from .datasets import get_format
+    from aesthetic_mtl.data.formats import get_format
 
     labels = get_format(ds["format"]).parse(raw, ds, on_bad_image=on_bad_image)
     log(f"{len(labels)} label rows, {labels['image'].nunique()} images, attributes {list(ds['attributes'])}")
@@ -89,7 +89,7 @@ def split(labels_path, split_cfg: dict, out_splits, out_report, *, dataset: str,
     A split too small for its use (no test image, say) is refused here, naming `dataset`, rather than
     after every model has trained.
     """
-    from .splits import check_split_sizes, make_splits, split_report
+    from aesthetic_mtl.data.splits import check_split_sizes, make_splits, split_report
 
     splits = make_splits(read_tsv(labels_path), split_cfg)
     check_split_sizes(splits, split_cfg, dataset)
@@ -106,8 +106,8 @@ def split(labels_path, split_cfg: dict, out_splits, out_report, *, dataset: str,
 def image_cache(labels_path, out_dir: Path, images_cfg: dict, on_bad_image: str, *, workers: int = 2,
                 log: Callable = print) -> None:
     """Decode each image once at the input size (in at most `image_cache.memory_mb` MiB: the rule's mem_mb)."""
-    from .image_cache import build_image_cache, max_pixels_of
-    from .images import FAST
+    from aesthetic_mtl.data.image_cache import build_image_cache, max_pixels_of
+    from aesthetic_mtl.data.images import FAST
 
     build_image_cache(read_tsv(labels_path), out_dir, images_cfg["size"], resize=images_cfg.get("resize", "squash"),
                       interpolation=images_cfg.get("interpolation", FAST),
@@ -117,8 +117,8 @@ def image_cache(labels_path, out_dir: Path, images_cfg: dict, on_bad_image: str,
 
 def scale_labels(labels_path, splits_path, ranges: dict, out, *, log: Callable = print) -> None:
     """The attributes of every split row scaled to [0, 1] (images an image cache skips leave at training time)."""
-    from .splits import split_label_table
-    from .scaling import scale_table
+    from aesthetic_mtl.data.scaling import scale_table
+    from aesthetic_mtl.data.splits import split_label_table
 
     table = split_label_table(read_tsv(labels_path), read_tsv(splits_path), list(ranges))
     scaled = scale_table(table, ranges)
@@ -136,10 +136,11 @@ def fetch_weights(backbone: str, out: Path, *, download: dict | None = None, log
     is verified and converted instead of downloaded; a hand-placed full checkpoint at `out` works too.
     `download`: the config's `download` section (rate and deadline of the download).
     """
-    from .backbones import build_backbone, spec, weights_source
-    from .checkpoint import write_torch
-    from .download import Limits, download as fetch, verify_published_digest
-    from .io import atomic_path
+    from aesthetic_mtl.data.download import Limits, verify_published_digest
+    from aesthetic_mtl.data.download import download as fetch
+    from aesthetic_mtl.files import atomic_path
+    from aesthetic_mtl.nn.backbones import build_backbone, spec, weights_source
+    from aesthetic_mtl.nn.checkpoint import write_torch
 
     kind, where = weights_source(backbone)
     if kind == "file":
@@ -176,7 +177,7 @@ def output_key(setting: str, kind: str, stage: str, test: str | None = None) -> 
 def train_models(dataset: str, backbone: str, seed: int, *, models: dict[str, list[str]], spec: dict,
                  info: dict, caches: dict[str, Path], scaled_labels: dict[str, Path], skipped: dict[str, Path],
                  test_sets: dict[str, list[str]], weights: dict, outputs, placement: str = "auto",
-                 threads: int | None = None, log: Callable = print) -> None:
+                 threads: int | None = None, log: Callable = print, on_step=None) -> None:
     """A training job: every model of `models` (setting -> targets) through both stages, with test predictions
     on every dataset of `test_sets` (name -> its attributes), its files written to `outputs` (keys from
     `output_key`).
@@ -188,11 +189,12 @@ def train_models(dataset: str, backbone: str, seed: int, *, models: dict[str, li
     (training.cache_placement, a resource of the job since results do not depend on it) where the caches
     live while it trains.
     """
-    from .device import log_peak_memory, pick_device
-    from .download import sha256_file
-    from .io import provenance, write_tsv
-    from .checkpoint import save_checkpoint
-    from .train import CachedDataset, TrainingSpec, train_and_predict
+    from aesthetic_mtl.data.download import sha256_file
+    from aesthetic_mtl.files import write_tsv
+    from aesthetic_mtl.nn.checkpoint import save_checkpoint
+    from aesthetic_mtl.nn.device import log_peak_memory, pick_device
+    from aesthetic_mtl.nn.train import CachedDataset, TrainingSpec, train_and_predict
+    from aesthetic_mtl.provenance import provenance
 
     device = pick_device(threads)
     training = TrainingSpec.from_config(backbone, spec["head"], spec["training"])
@@ -215,6 +217,6 @@ def train_models(dataset: str, backbone: str, seed: int, *, models: dict[str, li
 
         train_and_predict(training, opened[dataset], targets, seed,
                           test_sets={name: (opened[name], test_sets[name]) for name in test_sets},
-                          weights_file=weights["file"], device=device, log=log, on_stage=write)
+                          weights_file=weights["file"], device=device, log=log, on_stage=write, on_step=on_step)
         log(f"{dataset} {setting} seed {seed}: done")
     log_peak_memory(device, log)

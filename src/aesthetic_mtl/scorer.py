@@ -24,13 +24,13 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .checkpoint import ModelCard, open_model
-from .device import autocast
-from .errors import DataError
-from .image_cache import ordered_map
-from .images import load_image, pixels_of
-from .model import AestheticModel
-from .scaling import from_unit
+from aesthetic_mtl.data.image_cache import ordered_map
+from aesthetic_mtl.data.images import load_image, pixels_of
+from aesthetic_mtl.data.scaling import from_unit
+from aesthetic_mtl.errors import DataError
+from aesthetic_mtl.nn.checkpoint import ModelCard, open_model
+from aesthetic_mtl.nn.device import autocast
+from aesthetic_mtl.nn.model import AestheticModel
 
 ON_ERROR = ("raise", "skip")
 
@@ -187,7 +187,7 @@ def recorded_test_srcc(checkpoint: Path, card: ModelCard) -> float | None:
 
 
 def metrics_table(path: Path) -> pd.DataFrame:
-    from .seed_stats import read_metrics
+    from aesthetic_mtl.report.seed_stats import read_metrics
 
     return read_metrics(path)
 

@@ -6,8 +6,8 @@ import itertools
 from snakemake.utils import validate
 
 from aesthetic_mtl.config import backbone_names, schema_file, settings, validate_config
-from aesthetic_mtl.datasets import get_format
-from aesthetic_mtl.image_cache import memory_mb as image_cache_memory_mb
+from aesthetic_mtl.data.formats import get_format
+from aesthetic_mtl.data.image_cache import memory_mb as image_cache_memory_mb
 from aesthetic_mtl.pipeline import output_key
 
 validate_config(config)  # schema + cross-key checks; one line naming the bad key, before any job runs

@@ -1,7 +1,7 @@
 """Rule extract: unpack the release files into resources/<dataset>/raw."""
 from pathlib import Path
 
-from aesthetic_mtl.io import logging_to
+from aesthetic_mtl.joblog import logging_to
 from aesthetic_mtl.pipeline import extract
 
 with logging_to(snakemake.log[0]) as log:

@@ -1,7 +1,7 @@
 """Rule fetch_weights: ImageNet weights of the backbone into resources/weights (needs internet once)."""
 from pathlib import Path
 
-from aesthetic_mtl.io import logging_to
+from aesthetic_mtl.joblog import logging_to
 from aesthetic_mtl.pipeline import fetch_weights
 
 with logging_to(snakemake.log[0]) as log:

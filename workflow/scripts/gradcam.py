@@ -1,8 +1,8 @@
 """Rule gradcam: Grad-CAM of the best- and worst-predicted test images on the overall score."""
 from pathlib import Path
 
-from aesthetic_mtl.gradcam import gradcam_examples
-from aesthetic_mtl.io import logging_to
+from aesthetic_mtl.joblog import logging_to
+from aesthetic_mtl.nn.gradcam import gradcam_examples
 
 with logging_to(snakemake.log[0]) as log:
     picks = gradcam_examples(snakemake.input.model, Path(snakemake.input.index).parent, snakemake.input.predictions,

@@ -1,7 +1,7 @@
 """Rule image_cache: decode every image once into a uint8 memmap at the input size."""
 from pathlib import Path
 
-from aesthetic_mtl.io import logging_to
+from aesthetic_mtl.joblog import logging_to
 from aesthetic_mtl.pipeline import image_cache
 
 with logging_to(snakemake.log[0]) as log:

@@ -1,7 +1,8 @@
 """Rule metrics: score every predictions table into results/metrics.tsv, the paired comparisons into
 results/comparisons.tsv, plus their provenance record."""
-from aesthetic_mtl.evaluate import write_metrics
-from aesthetic_mtl.io import logging_to, write_provenance
+from aesthetic_mtl.joblog import logging_to
+from aesthetic_mtl.provenance import write_provenance
+from aesthetic_mtl.report.evaluate import write_metrics
 
 p = snakemake.params
 with logging_to(snakemake.log[0]):

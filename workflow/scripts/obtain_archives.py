@@ -1,7 +1,7 @@
 """Rule obtain_archives: synthesize, or download / verify the release files of one dataset."""
 from pathlib import Path
 
-from aesthetic_mtl.io import logging_to
+from aesthetic_mtl.joblog import logging_to
 from aesthetic_mtl.pipeline import obtain_archives
 
 with logging_to(snakemake.log[0]) as log:

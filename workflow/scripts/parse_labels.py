@@ -1,7 +1,7 @@
 """Rule parse_labels: the release's label files -> one tidy table (image, path, split, raw targets)."""
 from pathlib import Path
 
-from aesthetic_mtl.io import logging_to
+from aesthetic_mtl.joblog import logging_to
 from aesthetic_mtl.pipeline import parse_labels
 
 with logging_to(snakemake.log[0]) as log:

@@ -1,5 +1,5 @@
 """Rule split: official or seeded splits, and the report of images shared between splits."""
-from aesthetic_mtl.io import logging_to
+from aesthetic_mtl.joblog import logging_to
 from aesthetic_mtl.pipeline import split
 
 with logging_to(snakemake.log[0]) as log:

@@ -1,6 +1,6 @@
 """Rule summary: results/summary.md (and its HTML copy for the report), sentences written from the numbers."""
-from aesthetic_mtl.io import logging_to
-from aesthetic_mtl.summary import write_summary
+from aesthetic_mtl.joblog import logging_to
+from aesthetic_mtl.report.summary import write_summary
 
 with logging_to(snakemake.log[0]):
     names = snakemake.params.names

@@ -1,6 +1,6 @@
 """Rules table_*: one paper table from results/metrics.tsv as CSV, Markdown, LaTeX and HTML."""
-from aesthetic_mtl.io import logging_to
-from aesthetic_mtl.tables import write_table
+from aesthetic_mtl.joblog import logging_to
+from aesthetic_mtl.report.paper_tables import write_table
 
 with logging_to(snakemake.log[0]):
     write_table(snakemake.params.kind, snakemake.input.metrics, dict(snakemake.output.items()),
