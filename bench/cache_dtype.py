@@ -68,11 +68,11 @@ def design(args: argparse.Namespace, backbone: str, weights: str, size: int) -> 
 
 def prepare(cfg: dict, work: Path) -> tuple[Path, Path, list[str]]:
     """Release -> scaled_labels.tsv and the uint8 image cache, with the workflow's functions."""
-    from aesthetic_mtl import pipeline
+    from aesthetic_mtl.data import image_cache as _image_cache, release, scaling as _scaling, splits as _splits
 
     ds, results = cfg["datasets"]["AADB"], work / "results" / "AADB"
     targets = prepare_dataset(ds, work / "resources" / "AADB", results)
-    pipeline.image_cache(results / "labels.tsv", results / "images", cfg["images"], "error", workers=1, log=quiet)
+    _image_cache.build_from_labels(results / "labels.tsv", results / "images", cfg["images"], "error", workers=1, log=quiet)
     return results / "images", targets, list(ds["attributes"])
 
 

@@ -150,7 +150,8 @@ def fast_path(cfg: dict, data: dict[str, Dataset], workdir: Path, *, threads: in
 def train_model(cfg: dict, data, test_sets: dict, setting: str, targets: list[str], seed: int, run: DesignRun, *,
                 device) -> None:
     """One (dataset, setting, seed) of the fast path: `train.train_and_predict`, as every training job calls it."""
-    from aesthetic_mtl.nn.train import TrainingSpec, train_and_predict
+    from aesthetic_mtl.nn.train import train_and_predict
+    from aesthetic_mtl.specs import TrainingSpec
     from aesthetic_mtl.report.metrics import srcc
 
     spec = TrainingSpec.from_config(cfg["backbone"]["name"], cfg["head"], cfg["training"])

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> dict:
     """{(interpolation, seed, stage, target): test SRCC} and what the run was."""
     import torch
 
-    from aesthetic_mtl import pipeline
+    from aesthetic_mtl.data import image_cache as _image_cache, release, scaling as _scaling, splits as _splits
     from aesthetic_mtl.nn.feature_cache import build_feature_cache
 
     torch.set_num_threads(1)
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> dict:
     targets, srcc = list(ds["attributes"]), {}
     for interpolation in args.interpolations:
         images, cache = work / interpolation / "images", work / interpolation / "cache"
-        pipeline.image_cache(results / "labels.tsv", images, {**cfg["images"], "interpolation": interpolation},
+        _image_cache.build_from_labels(results / "labels.tsv", images, {**cfg["images"], "interpolation": interpolation},
                              "error", workers=1, log=quiet)
         build_feature_cache(images, cache, backbone, weights_file(cfg), dtype="float32", threads=1, log=quiet)
         for seed in args.seeds:

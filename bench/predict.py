@@ -88,7 +88,8 @@ def demo_model(work: Path, backbone: str | None, size: int | None):
     from aesthetic_mtl.config import load_config
     from aesthetic_mtl.nn.checkpoint import save_checkpoint
     from aesthetic_mtl.nn.model import build_model
-    from aesthetic_mtl.pipeline import fetch_weights
+    from aesthetic_mtl.nn.weights import fetch_weights
+    from aesthetic_mtl.specs import HeadSpec
     from aesthetic_mtl.provenance import provenance
 
     cfg = load_config(REPO / "config.yaml", REPO / "config" / "demo.yaml")
@@ -98,7 +99,7 @@ def demo_model(work: Path, backbone: str | None, size: int | None):
     fetch_weights(backbone, trunk, log=lambda *_: None)
     attributes = cfg["datasets"]["AADB"]["attributes"]
     torch.manual_seed(0)
-    model = build_model(backbone, list(attributes), trunk)
+    model = build_model(backbone, list(attributes), trunk, HeadSpec.from_config(cfg["head"]))
     ckpt = work / "stage2.pt"
     save_checkpoint(ckpt, model, stage="stage2", ranges=attributes, image_size=images["size"], head=cfg["head"],
                     weights={"spec": "imagenet", "file": str(trunk), "sha256": None},

@@ -14,9 +14,11 @@ from PIL import Image
 
 from aesthetic_mtl.cli import collect_images, main
 from aesthetic_mtl.data.images import load_image
-from aesthetic_mtl.nn.checkpoint import load_model, save_checkpoint
+from aesthetic_mtl.nn.checkpoint import load_model
 from aesthetic_mtl.nn.model import build_model
 from aesthetic_mtl.provenance import provenance
+
+from conftest import head_spec, save_test_checkpoint
 
 TARGETS = ["Light", "score"]
 RANGES = {"Light": [-1.0, 1.0], "score": [1.0, 5.0]}
@@ -26,12 +28,12 @@ RANGES = {"Light": [-1.0, 1.0], "score": [1.0, 5.0]}
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "stage2.pt"
     torch.manual_seed(0)
-    model = build_model("vgg16", TARGETS, None)
+    model = build_model("vgg16", TARGETS, None, head_spec())
     config = {"datasets": {"AADB": {"attributes": RANGES, "overall": "score"}},
               "images": {"size": 32, "resize": "squash"},
               "training": {"batch_size": 8, "stage1": {"epochs": 1, "lr": 1e-3}, "stage2": {"epochs": 1, "lr": 1e-4},
                            "seeds": [1]}}
-    save_checkpoint(path, model, stage="stage2", ranges=RANGES, image_size=32,
+    save_test_checkpoint(path, model, stage="stage2", ranges=RANGES, image_size=32,
                     head={"hidden": [128, 64], "dropout": 0.35},
                     weights={"spec": "none", "file": None, "sha256": None}, config=config,
                     provenance=provenance())
@@ -110,8 +112,8 @@ def test_predict_fails_only_when_nothing_is_readable(checkpoint, tmp_path):
 
 def test_predict_names_missing_trunk_weights(tmp_path):
     path = tmp_path / "needs_weights.pt"
-    model = build_model("vgg16", ["score"], None)
-    save_checkpoint(path, model, stage="stage1", ranges={"score": [0, 1]}, image_size=32,
+    model = build_model("vgg16", ["score"], None, head_spec())
+    save_test_checkpoint(path, model, stage="stage1", ranges={"score": [0, 1]}, image_size=32,
                     head={"hidden": [128, 64], "dropout": 0.35},
                     weights={"spec": "imagenet", "file": "resources/weights/nowhere.pth", "sha256": "ab" * 32},
                     config={}, provenance={"code_version": "test"})
@@ -125,8 +127,8 @@ def test_predict_refuses_a_trunk_it_was_not_trained_with(tmp_path):
     path = tmp_path / "trained_on_a.pt"
     other = tmp_path / "b.pth"
     torch.save({"x": torch.zeros(1)}, other)
-    model = build_model("vgg16", ["score"], None)
-    save_checkpoint(path, model, stage="stage1", ranges={"score": [0, 1]}, image_size=32,
+    model = build_model("vgg16", ["score"], None, head_spec())
+    save_test_checkpoint(path, model, stage="stage1", ranges={"score": [0, 1]}, image_size=32,
                     head={"hidden": [128, 64], "dropout": 0.35},
                     weights={"spec": "imagenet", "file": str(tmp_path / "a.pth"), "sha256": "ab" * 32},
                     config={}, provenance={"code_version": "test"})
@@ -190,7 +192,7 @@ def _bad_checkpoints(folder, good) -> dict[str, tuple]:
     put("empty.pt", b"", "empty file")
     put("truncated.pt", raw[: len(raw) // 2], "truncated or damaged")
     put("pickle.pt", pickle.dumps({"format": 1}), "plain Python pickle")
-    save("trunk.pth", build_model("vgg16", ["score"], None).features.state_dict(), "bare state_dict")
+    save("trunk.pth", build_model("vgg16", ["score"], None, head_spec()).features.state_dict(), "bare state_dict")
     save("plain_dict.pt", {"weights": 1, "backbone": "vgg16"}, "without a format version")
     save("list.pt", [1, 2, 3], "holds a list")
     save("object.pt", {"format": 1, "x": _NotData()}, "never unpickled")

@@ -385,31 +385,31 @@ def _pipeline_to_targets(raw: Path, ds: dict, tmp: Path, split_cfg: dict) -> tup
                                                                                    list[str]]:
     """parse_labels -> image_cache -> splits -> scale_labels with on_bad_image: skip, as the workflow runs them,
     and the targets a training job then sees (less the skipped images)."""
-    from aesthetic_mtl import pipeline
+    from aesthetic_mtl.data import image_cache as _image_cache, release, scaling as _scaling, splits as _splits
     from aesthetic_mtl.data.splits import drop_skipped, make_splits
     from aesthetic_mtl.files import read_tsv, write_tsv
 
     messages: list[str] = []
     res = tmp / "results"
-    pipeline.parse_labels(ds, raw, res / "labels.tsv", on_bad_image="skip", log=messages.append)
-    pipeline.image_cache(res / "labels.tsv", res / "images_16", {"size": 16}, "skip", workers=1,
+    release.parse_labels(ds, raw, res / "labels.tsv", on_bad_image="skip", log=messages.append)
+    _image_cache.build_from_labels(res / "labels.tsv", res / "images_16", {"size": 16}, "skip", workers=1,
                          log=messages.append)
     # the split step proper refuses test splits this small (test_splits.py); these lists are about bad images
     write_tsv(res / "splits.tsv", make_splits(read_tsv(res / "labels.tsv"), split_cfg))
-    pipeline.scale_labels(res / "labels.tsv", res / "splits.tsv", ds["attributes"], res / "scaled_labels.tsv",
+    _scaling.write_scaled_labels(res / "labels.tsv", res / "splits.tsv", ds["attributes"], res / "scaled_labels.tsv",
                        log=messages.append)
     skipped = read_tsv(res / "images_16" / "skipped.tsv")
     return skipped, drop_skipped(read_tsv(res / "scaled_labels.tsv"), set(skipped["image"])), messages
 
 
 def test_aadb_label_without_image_follows_on_bad_image(tmp_path):
-    from aesthetic_mtl import pipeline
+    from aesthetic_mtl.data import image_cache as _image_cache, release, scaling as _scaling, splits as _splits
 
     # b.jpg (train) and d.jpg (validation and test) have labels but no file; zz.jpg has a file only
     raw = _aadb_raw_dir(tmp_path, _small_lists("a.jpg 0.2\nb.jpg 0\nc.jpg 0.4\n"), ["a.jpg", "c.jpg", "zz.jpg"])
     ds = {**SMALL_CFG, "format": "aadb"}
     with pytest.raises(DataError, match="cannot be resolved") as err:             # error (default): stop
-        pipeline.parse_labels(ds, raw, tmp_path / "labels.tsv", log=lambda m: None)
+        release.parse_labels(ds, raw, tmp_path / "labels.tsv", log=lambda m: None)
     assert "imgListTrainRegression_Light.txt line 2" in str(err.value) and "'b.jpg'" in str(err.value)
     assert not (tmp_path / "labels.tsv").exists()
 
@@ -533,7 +533,7 @@ def test_eva_image_symlinked_outside_the_release_is_refused(tmp_path, policy):
 
 def test_skip_policy_never_reads_a_file_outside_the_release(tmp_path):
     """The reported case: with skip, '../..' used to be decoded, cached and trained on."""
-    from aesthetic_mtl import pipeline
+    from aesthetic_mtl.data import image_cache as _image_cache, release, scaling as _scaling, splits as _splits
 
     photo = _outside_photo(tmp_path)
     rel = Path("..") / ".." / photo.relative_to(tmp_path)       # from raw/datasetImages_originalSize
@@ -543,6 +543,6 @@ def test_skip_policy_never_reads_a_file_outside_the_release(tmp_path):
         f"a.jpg 0.5\n{rel} 0.25\nc.jpg 1\n")
     assert (raw / "datasetImages_originalSize" / rel).resolve() == photo.resolve()   # it would escape
     with pytest.raises(DataError, match="contains '..'"):
-        pipeline.parse_labels({**SMALL_CFG, "format": "aadb"}, raw, tmp_path / "labels.tsv",
+        release.parse_labels({**SMALL_CFG, "format": "aadb"}, raw, tmp_path / "labels.tsv",
                               on_bad_image="skip", log=lambda m: None)
     assert not (tmp_path / "labels.tsv").exists()

@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import can_mount_tmpfs
+from conftest import can_mount_tmpfs, head_spec, save_test_checkpoint
 from PIL import Image
 
 from aesthetic_mtl import files
 from aesthetic_mtl.data.image_cache import build_image_cache, open_image_cache
 from aesthetic_mtl.errors import OutputError
-from aesthetic_mtl.nn.checkpoint import load_model, save_checkpoint
+from aesthetic_mtl.nn.checkpoint import load_model
 from aesthetic_mtl.nn.feature_cache import build_feature_cache, open_feature_cache
 from aesthetic_mtl.nn.model import build_model
 
@@ -59,8 +59,8 @@ def _assert_nothing_under(folder: Path, *names: str) -> None:
 
 def _save(path: Path) -> None:
     torch.manual_seed(0)
-    model = build_model("vgg16", ["Light", "score"], None)
-    save_checkpoint(path, model, stage="stage2", ranges={"Light": [-1, 1], "score": [0, 1]}, image_size=32,
+    model = build_model("vgg16", ["Light", "score"], None, head_spec())
+    save_test_checkpoint(path, model, stage="stage2", ranges={"Light": [-1, 1], "score": [0, 1]}, image_size=32,
                     head={"hidden": [128, 64], "dropout": 0.35}, weights={"spec": "none", "file": None},
                     config={"images": {"size": 32}}, provenance={"code_version": "test"})
 

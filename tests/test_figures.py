@@ -11,7 +11,6 @@ from test_paper_tables import DATASETS, synthetic_metrics
 from torch import nn
 
 from aesthetic_mtl.files import write_tsv
-from aesthetic_mtl.nn.checkpoint import save_checkpoint
 from aesthetic_mtl.nn.gradcam import (
     cam_layer,
     grad_cam,
@@ -21,6 +20,8 @@ from aesthetic_mtl.nn.gradcam import (
 from aesthetic_mtl.nn.model import build_model
 from aesthetic_mtl.provenance import provenance
 from aesthetic_mtl.report.figures import (
+
+from conftest import head_spec, save_test_checkpoint
     cross_heatmap,
     prediction_scatter,
     srcc_bars,
@@ -124,7 +125,7 @@ def test_gradcam_points_at_what_raises_the_output():
 @pytest.fixture(scope="module")
 def tiny_vgg():
     torch.manual_seed(0)
-    return build_model("vgg16", ["Light", "score"], None)
+    return build_model("vgg16", ["Light", "score"], None, head_spec())
 
 
 @pytest.mark.parametrize("stage", ["stage1", "stage2"])
@@ -150,7 +151,7 @@ def test_gradcam_reads_the_activation_not_the_raw_convolution(tiny_vgg, tiny_ima
 
 
 def test_gradcam_on_efficientnet_lite0(tiny_images):
-    model = build_model("efficientnet_lite0", ["score"], None)
+    model = build_model("efficientnet_lite0", ["score"], None, head_spec())
     assert isinstance(cam_layer(model.features), torch.nn.ReLU6)  # after the head's BatchNorm
     cams = grad_cam(model, tiny_images[:2], 0)
     assert cams.shape == (2, 32, 32) and np.isfinite(cams).all() and cams.max() <= 1
@@ -159,7 +160,7 @@ def test_gradcam_on_efficientnet_lite0(tiny_images):
 def test_gradcam_examples_figure(tiny_vgg, tiny_images, tmp_path):
     ckpt = tmp_path / "stage2.pt"
     tiny_vgg.set_stage("stage2")
-    save_checkpoint(ckpt, tiny_vgg, stage="stage2", ranges={"Light": [-1, 1], "score": [0, 1]}, image_size=32,
+    save_test_checkpoint(ckpt, tiny_vgg, stage="stage2", ranges={"Light": [-1, 1], "score": [0, 1]}, image_size=32,
                     head={"hidden": [128, 64], "dropout": 0.35}, weights={"spec": "none", "file": None,
                                                                          "sha256": None},
                     config={"datasets": {"AADB": {"attributes": {"Light": [-1, 1], "score": [0, 1]},

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aesthetic_mtl import pipeline
+from aesthetic_mtl.data import image_cache as _image_cache, release, scaling as _scaling, splits as _splits
 from aesthetic_mtl.config import check_config, load_config
 from aesthetic_mtl.data import synthetic
 from aesthetic_mtl.data.formats import get_format, table
@@ -226,16 +226,16 @@ def test_pipeline_local_fingerprint_then_extract(tmp_path):
     folder = _folder(tmp_path, GOOD)
     cfg = _cfg(path=str(folder))
     ok = tmp_path / "resources" / "PHOTOS" / "archives.sha256.json"
-    pipeline.obtain_archives(cfg, [], ok, log=lambda m: None)
+    release.obtain_archives(cfg, [], ok, log=lambda m: None)
     first = json.loads(ok.read_text())
     assert set(first) == {"labels.csv", "images_listing"}
     assert not (ok.parent / "archives").exists()                       # nothing copied or downloaded
     raw = ok.parent / "raw"
-    pipeline.extract(cfg, ok.parent / "archives", raw, log=lambda m: None)
-    labels = pipeline.parse_labels(cfg, raw, tmp_path / "labels.tsv", log=lambda m: None)
+    release.extract(cfg, ok.parent / "archives", raw, log=lambda m: None)
+    labels = release.parse_labels(cfg, raw, tmp_path / "labels.tsv", log=lambda m: None)
     assert len(labels) == 3
     (folder / "sub" / "new.png").write_bytes(_png(9))
-    pipeline.obtain_archives(cfg, [], ok, log=lambda m: None)
+    release.obtain_archives(cfg, [], ok, log=lambda m: None)
     second = json.loads(ok.read_text())
     assert second["labels.csv"] == first["labels.csv"]
     assert second["images_listing"] != first["images_listing"]

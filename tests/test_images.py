@@ -554,8 +554,8 @@ def _gradient_rgba(width: int, height: int, seed: int) -> np.ndarray:
 PEAK_RSS_SCRIPT = r"""
 import re, sys
 from pathlib import Path
-from aesthetic_mtl import pipeline
-pipeline.image_cache(sys.argv[1], sys.argv[2], {"size": 224, "max_pixels": int(sys.argv[3])}, "error",
+from aesthetic_mtl.data import image_cache as _image_cache, release, scaling as _scaling, splits as _splits
+_image_cache.build_from_labels(sys.argv[1], sys.argv[2], {"size": 224, "max_pixels": int(sys.argv[3])}, "error",
                      workers=2, log=lambda m: None)
 # VmHWM: this process's own peak (ru_maxrss would count the forked pytest process it started as)
 print(int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) // 1024)
