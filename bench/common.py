@@ -246,16 +246,19 @@ def weights_file(cfg: dict) -> Path | None:
 
 def prepare_dataset(ds: dict, res: Path, results: Path, log: Callable = quiet) -> Path:
     """Release -> extract -> parse -> split -> scale_labels with the pipeline's functions; the scaled labels."""
-    from aesthetic_mtl.data import image_cache as _image_cache, release, scaling as _scaling, splits as _splits
     from aesthetic_mtl.data.formats import get_format
+    from aesthetic_mtl.data.release import extract, obtain_archives, parse_labels
+    from aesthetic_mtl.data.scaling import write_scaled_labels
+    from aesthetic_mtl.data.splits import write_splits
 
-    release.obtain_archives(ds, get_format(ds["format"]).required_files(ds), res / "archives.sha256.json", log=log)
-    release.extract(ds, res / "archives", res / "raw", log=log)
-    release.parse_labels(ds, res / "raw", results / "labels.tsv", log=log)
-    _splits.write_splits(results / "labels.tsv", ds["split"], results / "splits.tsv", results / "split_report.json",
-                   dataset=results.name, log=log)
-    _scaling.write_scaled_labels(results / "labels.tsv", results / "splits.tsv", ds["attributes"],
-                          results / "scaled_labels.tsv", log=log)
+    obtain_archives(ds, get_format(ds["format"]).required_files(ds), res / "archives.sha256.json", download={},
+                    log=log)
+    extract(ds, res / "archives", res / "raw", log=log)
+    parse_labels(ds, res / "raw", results / "labels.tsv", on_bad_image="error", log=log)
+    write_splits(results / "labels.tsv", ds["split"], results / "splits.tsv", results / "split_report.json",
+                 dataset=results.name, log=log)
+    write_scaled_labels(results / "labels.tsv", results / "splits.tsv", ds["attributes"], results / "scaled_labels.tsv",
+                        log=log)
     return results / "scaled_labels.tsv"
 
 

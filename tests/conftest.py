@@ -64,8 +64,10 @@ def save_test_checkpoint(path, model, *, stage: str, ranges: dict, image_size: i
                      ranges={t: tuple(float(v) for v in ranges[t]) for t in model.targets}, overall=overall,
                      images=image_spec(image_size, **images), head=head_spec(**(head or {})),
                      bf16=bool(config.get("training", {}).get("bf16_autocast_cuda", False)),
-                     dataset=config.get("dataset"), setting=config.get("setting"), seed=config.get("seed"),
-                     weights=dict(weights))
+                     dataset=config.get("dataset") or next(iter(config.get("datasets", {})), None),
+                     setting=config.get("setting"), seed=config.get("seed"), weights=dict(weights),
+                     training={stage: {"batch_size": config["training"]["batch_size"], **config["training"][stage]}
+                               for stage in ("stage1", "stage2") if stage in config.get("training", {})})
     save_checkpoint(path, model, card, provenance=provenance or {})
 
 

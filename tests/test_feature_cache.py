@@ -10,6 +10,7 @@ from PIL import Image
 from aesthetic_mtl.data.image_cache import build_image_cache
 from aesthetic_mtl.errors import DataError
 from aesthetic_mtl.nn.feature_cache import build_feature_cache, open_feature_cache
+from conftest import image_spec
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def image_dir(tmp_path, tiny_images):
         paths.append(raw / f"{i}.png")
         Image.fromarray(img).save(paths[-1])
     table = pd.DataFrame({"image": [p.stem for p in paths], "path": [str(p) for p in paths], "split": "train"})
-    build_image_cache(table, tmp_path / "images", 32, workers=1, log=lambda m: None, progress=False)
+    build_image_cache(table, tmp_path / "images", image_spec(32), on_bad_image="error", workers=1, log=lambda m: None, progress=False)
     return tmp_path / "images"
 
 

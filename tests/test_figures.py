@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,13 +22,12 @@ from aesthetic_mtl.nn.gradcam import (
 from aesthetic_mtl.nn.model import build_model
 from aesthetic_mtl.provenance import provenance
 from aesthetic_mtl.report.figures import (
-
-from conftest import head_spec, save_test_checkpoint
     cross_heatmap,
     prediction_scatter,
     srcc_bars,
     training_curves,
 )
+from conftest import REPO, head_spec, save_test_checkpoint
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -185,14 +186,17 @@ def test_gradcam_examples_figure(tiny_vgg, tiny_images, tmp_path):
     assert set(picks.loc[picks["group"] == "worst", "image"]) == worst
 
 
-def test_draw_dispatches_workflow_kinds(tmp_path):
-    from aesthetic_mtl.report.figures import draw
+def test_the_functions_the_figure_rules_name(tmp_path):
+    """Each figure rule names the function it runs (`draw` in workflow/rules/report.smk): every one of them
+    exists and draws from the rule's named inputs."""
+    from aesthetic_mtl.report import figures
 
+    named = re.findall(r'draw="aesthetic_mtl\.report\.figures\.(\w+)"', (REPO / "workflow/rules/report.smk").read_text())
+    assert len(named) == 4 and all(callable(getattr(figures, name)) for name in named)
     write_tsv(tmp_path / "metrics.tsv", synthetic_metrics(seeds=[1]))
-    draw("srcc_bars", {"metrics": tmp_path / "metrics.tsv"}, tmp_path / "b.png", dataset="EVA", datasets=DATASETS)
+    figures.srcc_bars_figure({"metrics": tmp_path / "metrics.tsv"}, tmp_path / "b.png", dataset="EVA",
+                             datasets=DATASETS, backbone="vgg16")
     assert_png(tmp_path / "b.png")
-    with pytest.raises(ValueError, match="unknown figure kind"):
-        draw("pie_chart", {}, tmp_path / "x.png")
 
 
 def test_display_names_label_the_figures(tmp_path, monkeypatch):

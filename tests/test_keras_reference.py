@@ -25,7 +25,7 @@ import keras  # noqa: E402  (a test dependency, pyproject [dev]: missing, these 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from conftest import REPO  # noqa: E402
+from conftest import REPO, image_spec  # noqa: E402
 from keras.src.legacy.saving import legacy_h5_format  # noqa: E402
 from scipy import stats  # noqa: E402
 
@@ -115,10 +115,10 @@ def test_image_loader_matches_keras_load_img(tmp_path, interpolation, kind):
     path = tmp_path / ("photo.jpg" if kind == "JPEG" else "photo.png")
     photo.save(path, quality=90) if kind == "JPEG" else photo.save(path)
     theirs = keras.utils.img_to_array(keras.utils.load_img(path, target_size=(224, 224), interpolation=interpolation))
-    ours = load_image(path, 224, interpolation=interpolation)
+    ours = load_image(path, image_spec(224, interpolation=interpolation))
     np.testing.assert_array_equal(ours.astype(np.float32), theirs)
     if interpolation == "nearest":  # Keras' default; our fast path differs from it (antialiased, drafted)
-        assert np.abs(load_image(path, 224, interpolation=FAST).astype(np.float32) - theirs).mean() > 1
+        assert np.abs(load_image(path, image_spec(224, interpolation=FAST)).astype(np.float32) - theirs).mean() > 1
 
 
 def test_preprocessing_is_keras_caffe_bit_for_bit():

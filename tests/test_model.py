@@ -10,7 +10,7 @@ from torch import nn
 from conftest import head_spec, image_spec, save_test_checkpoint, stage_spec
 from aesthetic_mtl.nn.checkpoint import load_model, read_checkpoint
 from aesthetic_mtl.nn.model import AestheticModel, build_model
-from aesthetic_mtl.nn.train import Split, fit, stage_params
+from aesthetic_mtl.nn.train import Split, fit
 
 AADB = ["BalacingElements", "ColorHarmony", "Content", "DoF", "Light", "MotionBlur", "Object",
         "Repetition", "RuleOfThirds", "Symmetry", "VividColor", "score"]

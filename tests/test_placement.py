@@ -10,7 +10,7 @@ import torch
 from conftest import head_spec, image_spec, stage_spec
 from aesthetic_mtl.nn.model import build_model
 from aesthetic_mtl.nn.placement import PLACEMENTS, auto_placement, place
-from aesthetic_mtl.nn.train import Split, fit, predict, stage_params
+from aesthetic_mtl.nn.train import Split, fit, predict
 
 CPU = torch.device("cpu")
 TARGETS = ["a", "b"]

@@ -9,7 +9,7 @@ import torch
 from conftest import head_spec, image_spec, stage_spec
 from aesthetic_mtl.errors import TrainingError
 from aesthetic_mtl.nn.model import build_model
-from aesthetic_mtl.nn.train import Split, fit, predict, stage_params
+from aesthetic_mtl.nn.train import Split, fit, predict
 
 TARGETS = ["a", "b", "c"]
 
