@@ -37,10 +37,10 @@ def test_float16_cache_rounds_the_float32_one(image_dir, tmp_path):
 
 
 def test_float16_overflow_stops_the_build(image_dir, tmp_path, monkeypatch):
-    from aesthetic_mtl.nn.model import AestheticModel
+    from aesthetic_mtl.nn.model import Trunk
 
-    real = AestheticModel.prefix
-    monkeypatch.setattr(AestheticModel, "prefix", lambda self, images: real(self, images) * 0 + 1e5)
+    real = Trunk.prefix
+    monkeypatch.setattr(Trunk, "prefix", lambda self, images: real(self, images) * 0 + 1e5)
     with pytest.raises(DataError, match="beyond float16's range .*cache_dtype: float32"):
         build_feature_cache(image_dir, tmp_path / "f16", "vgg16_keras", None, dtype="float16", log=lambda m: None)
     build_feature_cache(image_dir, tmp_path / "f32", "vgg16_keras", None, dtype="float32", log=lambda m: None)

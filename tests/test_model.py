@@ -99,8 +99,8 @@ def test_checkpoint_round_trip(tmp_path, vgg, tiny_images):
                     head={"hidden": [128, 64], "dropout": 0.35}, weights={"spec": "none", "file": None},
                     config={"a": 1}, provenance={"code_version": "x"})
     ckpt = read_checkpoint(path)
-    assert ckpt["targets"] == AADB and ckpt["stage"] == "stage2" and ckpt["image_size"] == 32
-    assert "features.19.weight" in ckpt["state_dict"] and "features.0.weight" not in ckpt["state_dict"]
+    assert ckpt.card.targets == tuple(AADB) and ckpt.card.stage == "stage2" and ckpt.card.image_size == 32
+    assert "features.19.weight" in ckpt.state_dict and "features.0.weight" not in ckpt.state_dict
     loaded, _ = load_model(path)
     vgg.eval()
     x = torch.from_numpy(tiny_images[:4])
@@ -159,9 +159,11 @@ def test_count_parameters_total_and_stage2(vgg):
     from aesthetic_mtl.nn.model import count_parameters
 
     head = 512 * 128 + 128 + 128 * 64 + 64 + 64 * 12 + 12
-    assert count_parameters(vgg) == (14_714_688 + head, 2 * (3 * 3 * 512 * 512 + 512) + head)
-    vgg.set_stage("stage2")
-    assert count_parameters(vgg)[1] == sum(p.numel() for p in vgg.parameters() if p.requires_grad)
+    assert count_parameters(vgg) == {"total": 14_714_688 + head, "stage1": head,
+                                     "stage2": 2 * (3 * 3 * 512 * 512 + 512) + head}
+    for stage in ("stage1", "stage2"):
+        vgg.set_stage(stage)
+        assert count_parameters(vgg)[stage] == sum(p.numel() for p in vgg.parameters() if p.requires_grad)
 
 
 @pytest.fixture
@@ -227,10 +229,57 @@ def test_checkpoints_carry_a_format_version_and_other_versions_are_refused(tmp_p
     save_test_checkpoint(path, vgg, stage="stage1", ranges={t: [-1, 1] for t in AADB}, image_size=32,
                     head={"hidden": [128, 64], "dropout": 0.35}, weights={"spec": "none", "file": None},
                     config={}, provenance={})
-    ckpt = read_checkpoint(path)
-    assert ckpt["format"] == CHECKPOINT_FORMAT
-    for version, word in ((CHECKPOINT_FORMAT + 1, "newer"), (CHECKPOINT_FORMAT - 1, "older")):
-        torch.save({**ckpt, "format": version}, tmp_path / "other.pt")
+    stored = torch.load(path, weights_only=True)
+    assert stored["format"] == CHECKPOINT_FORMAT == 2
+    for version, word in ((CHECKPOINT_FORMAT + 1, "newer"), (0, "older")):
+        torch.save({**stored, "format": version}, tmp_path / "other.pt")
         with pytest.raises(CheckpointError, match=f"format version {version} is {word}") as err:
             load_model(tmp_path / "other.pt")
         assert str(err.value).startswith(f"not an aesthetic-mtl checkpoint: {tmp_path / 'other.pt'}: ")
+
+
+def _format_1_payload(model, config: dict, stage: str = "stage1") -> dict:
+    """A checkpoint as aesthetic-mtl 0.1.0 wrote it (format 1, checkpoint.save_checkpoint before the ModelCard):
+    each fact a key of its own, the overall target only inside the stored config, and the state_dict entries
+    (BatchNorm statistics included) of the head and, in stage 2, the stage-2 layers."""
+    keep = ("head.",) + (tuple(f"features.{i}." for i in model.stage2_layers) if stage == "stage2" else ())
+    state = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(keep)}
+    return {"format": 1, "stage": stage, "backbone": model.backbone_name, "targets": list(model.targets),
+            "ranges": {t: [-1.0, 1.0] for t in model.targets}, "image_size": 32,
+            "head": {"hidden": [128, 64], "dropout": 0.35, "init": "torch"},
+            "weights": {"spec": "none", "file": None, "sha256": None},
+            "state_dict": state, "config": config, "provenance": {"code_version": "old"}}
+
+
+def test_format_1_checkpoints_still_load_with_their_overall_target(tmp_path, vgg, tiny_images):
+    config = {"datasets": {"AADB": {"overall": "score", "attributes": AADB}},
+              "images": {"interpolation": "nearest"}, "training": {"batch_size": 8, "stage1": {"lr": 1e-3}}}
+    torch.save(_format_1_payload(vgg, config), tmp_path / "old.pt")
+    ckpt = read_checkpoint(tmp_path / "old.pt")
+    assert ckpt.card.overall == "score" and ckpt.card.targets == tuple(AADB) and ckpt.card.image_size == 32
+    assert ckpt.card.images.interpolation == "nearest" and ckpt.card.code_version == "old"
+    assert ckpt.card.training == {"batch_size": 8, "stage1": {"lr": 1e-3}}
+    loaded, card = load_model(tmp_path / "old.pt")
+    vgg.eval()
+    x = torch.from_numpy(tiny_images[:4])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), vgg(x))
+    # settings format 1 predates take the values it was trained with
+    torch.save(_format_1_payload(vgg, {}), tmp_path / "bare.pt")
+    bare = read_checkpoint(tmp_path / "bare.pt").card
+    assert (bare.images.resize, bare.images.interpolation, bare.bf16) == ("squash", "bicubic_fast", False)
+
+
+def test_format_1_checkpoints_with_batchnorm_statistics_load(tmp_path, tiny_images):
+    from aesthetic_mtl.nn.backbones import weights_source
+
+    _, trunk = weights_source("efficientnet_lite0")
+    model = build_model("efficientnet_lite0", ["score"], trunk, head_spec()).eval()
+    payload = _format_1_payload(model, {}, stage="stage2")
+    assert any(k.endswith("running_mean") for k in payload["state_dict"])       # as 0.1.0's stage2.pt files hold
+    payload["weights"] = {"spec": "packaged", "file": str(trunk), "sha256": None}
+    torch.save(payload, tmp_path / "old.pt")
+    loaded, card = load_model(tmp_path / "old.pt")
+    x = torch.from_numpy(tiny_images[:4])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))

@@ -33,8 +33,9 @@ from aesthetic_mtl.report.summary import (
 from conftest import head_spec
 
 DATASETS = {
-    "AADB": {"attributes": {"Light": [-1, 1], "Content": [-1, 1], "score": [0, 1]}, "overall": "score"},
-    "EVA": {"attributes": {"score": [0, 10], "visual": [1, 4]}, "overall": "score"},
+    "AADB": {"attributes": {"Light": [-1, 1], "Content": [-1, 1], "score": [0, 1]}, "overall": "score",
+             "source": "official"},
+    "EVA": {"attributes": {"score": [0, 10], "visual": [1, 4]}, "overall": "score", "source": "official"},
 }
 CROSS = {"AADB->EVA": {"score": "score", "Light": "visual"}, "EVA->AADB": {"score": "score", "visual": "Light"}}
 SEEDS = [1, 2, 3]

@@ -266,7 +266,7 @@ def test_models_lists_a_runs_checkpoints_best_first(tmp_path):
         folder.mkdir(parents=True)
         path = _save(folder / "stage2.pt")
         ckpt = torch.load(path, weights_only=True)
-        ckpt["config"].update(seed=seed, setting=setting)
+        ckpt["card"].update(seed=seed, setting=setting)
         torch.save(ckpt, path)
         rows.append({"dataset": "AADB", "train_dataset": "AADB", "backbone": "vgg16", "setting": setting,
                      "stage": "stage2", "seed": seed, "target": "score", "metric": "srcc", "value": srcc})

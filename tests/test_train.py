@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,9 @@ import torch
 from conftest import head_spec, image_spec, stage_spec
 from aesthetic_mtl.errors import TrainingError
 from aesthetic_mtl.nn.model import build_model
+from aesthetic_mtl.nn.optim import adam
 from aesthetic_mtl.nn.train import Split, fit, predict
+from aesthetic_mtl.specs import StageSpec
 
 TARGETS = ["a", "b", "c"]
 
@@ -110,8 +114,6 @@ def test_continuous_schedule_decays_every_step_staircase_every_n(tiny_images):
     # 4 steps per epoch, halving every 3 steps
     assert lrs["staircase"] == pytest.approx([1e-4 * 0.5 ** 1, 1e-4 * 0.5 ** 2])
     assert lrs["continuous"] == pytest.approx([1e-4 * 0.5 ** (4 / 3), 1e-4 * 0.5 ** (8 / 3)])
-    with pytest.raises(ValueError, match="schedule must be one of"):
-        stage_spec(1, 1e-3, 4, schedule="cosine")
 
 
 def test_adam_epsilon_reaches_the_optimizer(tiny_images, monkeypatch):
@@ -130,16 +132,16 @@ def test_adam_epsilon_reaches_the_optimizer(tiny_images, monkeypatch):
     assert [k["eps"] for k in seen] == [1e-7, 1e-8]
 
 
-def test_stage_config_from_the_training_section():
+def test_stage_spec_from_the_training_section():
     training = {"batch_size": 16, "adam": "keras", "adam_eps": 1e-7, "stage1": {"epochs": 5, "lr": 1e-3},
                 "stage2": {"epochs": 3, "lr": 1e-4, "halve_every_steps": 125, "schedule": "continuous"}}
-    s1, s2 = (StageConfig.from_config(training, s) for s in ("stage1", "stage2"))
-    assert s1 == stage_spec(5, 1e-3, 16, None, "staircase", 1e-7, "keras", stream=0)
-    assert s2 == stage_spec(3, 1e-4, 16, 125, "continuous", 1e-7, "keras", stream=1)
-    plain = StageConfig.from_config({"batch_size": 8, "stage2": {"epochs": 1, "lr": 1e-4}}, "stage2")
-    assert (plain.schedule, plain.adam_eps, plain.adam) == ("staircase", 1e-8, "torch")  # PyTorch's when not set
+    s1, s2 = (StageSpec.from_config(training, s) for s in ("stage1", "stage2"))
+    assert s1 == StageSpec(5, 1e-3, 16, None, "staircase", 1e-7, "keras", stream=0)
+    assert s2 == StageSpec(3, 1e-4, 16, 125, "continuous", 1e-7, "keras", stream=1)
+    plain = StageSpec.from_config({"batch_size": 8, "stage2": {"epochs": 1, "lr": 1e-4, "halve_every_steps": 9}}, "stage2")
+    assert (plain.schedule, plain.adam_eps, plain.adam) == ("staircase", 1e-8, "torch")  # the schema's defaults
     with pytest.raises(ValueError, match="adam must be one of"):
-        stage_spec(1, 1e-3, 4, adam="sgd")
+        adam(_fresh(0).set_stage("stage1"), variant="sgd", lr=1e-3, eps=1e-7)
 
 
 def test_stage2_does_not_replay_stage1_shuffle_order(tiny_images):
@@ -154,7 +156,7 @@ def test_stage2_does_not_replay_stage1_shuffle_order(tiny_images):
             batches.append(x.clone())
             return model.forward_from_pooled(x)
 
-        _fit(model, forward, pooled, "stage1", stage_spec(1, 1e-3, 4, stream=stream))
+        _fit(model, forward, pooled, "stage1", replace(stage_spec(1, 1e-3, 4), stream=stream))
         firsts.setdefault(stream, []).append(torch.cat(batches[:3]))
     assert torch.equal(firsts[0][0], firsts[0][1])          # a stream is reproducible
     assert not torch.equal(firsts[0][0], firsts[1][0])      # stage 2's stream is not stage 1's

@@ -250,7 +250,8 @@ def load_model(path: str | Path, weights_file: str | Path | None = None) -> tupl
         raise CheckpointError(path, f"its backbone {card.backbone!r} is not one this aesthetic-mtl "
                                     f"knows (`aesthetic-mtl backbones` lists them)") from None
     expected = set(model.trainable_state(card.stage))
-    missing, extra = expected - set(ckpt.state_dict), set(ckpt.state_dict) - expected
+    buffers = {name for name, _ in model.named_buffers()}  # format 1 also stored the (frozen) BatchNorm statistics
+    missing, extra = expected - set(ckpt.state_dict), set(ckpt.state_dict) - expected - buffers
     if missing or extra:
         raise CheckpointError(path, f"its {card.stage} parameters do not match a {card.backbone} "
                                     f"model (missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]})")
