@@ -37,6 +37,7 @@ test-catalog: install
 lint: install
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
 	$(BIN)/snakefmt --check Snakefile workflow/Snakefile workflow/rules/
+	$(BIN)/ruff check src workflow/scripts bench tests
 
 # config/README.md from the schema's descriptions (tests/test_config_doc.py fails when they disagree).
 config-doc: install

@@ -117,9 +117,9 @@ def fast_path(cfg: dict, data: dict[str, Dataset], workdir: Path, *, threads: in
 
     from aesthetic_mtl.config import settings
     from aesthetic_mtl.data.image_cache import build_image_cache
-    from aesthetic_mtl.specs import ImageSpec
     from aesthetic_mtl.nn.feature_cache import build_feature_cache, open_feature_cache
     from aesthetic_mtl.nn.train import CachedDataset
+    from aesthetic_mtl.specs import ImageSpec
 
     run = DesignRun()
     size, backbone = cfg["images"]["size"], cfg["backbone"]["name"]
@@ -151,8 +151,8 @@ def train_model(cfg: dict, data, test_sets: dict, setting: str, targets: list[st
                 device) -> None:
     """One (dataset, setting, seed) of the fast path: `train.train_and_predict`, as every training job calls it."""
     from aesthetic_mtl.nn.train import train_and_predict
-    from aesthetic_mtl.specs import TrainingSpec
     from aesthetic_mtl.report.metrics import srcc
+    from aesthetic_mtl.specs import TrainingSpec
 
     spec = TrainingSpec.from_config(cfg["backbone"]["name"], cfg["head"], cfg["training"])
     t0 = time.perf_counter()

@@ -280,7 +280,7 @@ def report(args, res: dict, threads: int) -> str:
         "",
         md_table(["phase", "wall s", "rate", "achieved TFLOP/s"], rows),
         "",
-        f"Peak GPU memory (largest over the GPU jobs): "
+        "Peak GPU memory (largest over the GPU jobs): "
         + (f"{res['peak_mib']:.0f} MiB" if res["peak_mib"] == res["peak_mib"] else "not measured (no CUDA device)"),
         "",
         f"FLOPs per image (counted on the model): trunk forward {flop['trunk'] / 1e9:.2f} GFLOP, stage-2 training "

@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from aesthetic_mtl.data.image_cache import build_from_labels
-    from aesthetic_mtl.specs import ImageSpec
     from aesthetic_mtl.nn.feature_cache import build_feature_cache
+    from aesthetic_mtl.specs import ImageSpec
 
     torch.set_num_threads(1)
     backbone, weights, size = args.backbone.split(":")

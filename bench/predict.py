@@ -89,8 +89,8 @@ def demo_model(work: Path, backbone: str | None, size: int | None):
     from aesthetic_mtl.nn.checkpoint import ModelCard, save_checkpoint
     from aesthetic_mtl.nn.model import build_model
     from aesthetic_mtl.nn.weights import fetch_weights
-    from aesthetic_mtl.specs import HeadSpec, ImageSpec
     from aesthetic_mtl.provenance import provenance
+    from aesthetic_mtl.specs import HeadSpec, ImageSpec
 
     cfg = load_config(REPO / "config.yaml", REPO / "config" / "demo.yaml")
     backbone = backbone or cfg["backbone"]["name"]

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import image_spec
 from PIL import Image
 
 from aesthetic_mtl.data.image_cache import build_image_cache, open_image_cache
 from aesthetic_mtl.data.integrity import sample_rows
 from aesthetic_mtl.errors import DataError
 from aesthetic_mtl.nn.feature_cache import build_feature_cache, open_feature_cache
-from conftest import image_spec
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import head_spec, image_spec, save_test_checkpoint
 from PIL import Image
 
 from aesthetic_mtl.cli import collect_images, main
@@ -17,8 +18,6 @@ from aesthetic_mtl.data.images import load_image
 from aesthetic_mtl.nn.checkpoint import load_model
 from aesthetic_mtl.nn.model import build_model
 from aesthetic_mtl.provenance import provenance
-
-from conftest import head_spec, image_spec, save_test_checkpoint
 
 TARGETS = ["Light", "score"]
 RANGES = {"Light": [-1.0, 1.0], "score": [1.0, 5.0]}

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import image_spec
 from PIL import Image
 
+from aesthetic_mtl.config import load_config, validate_config
 from aesthetic_mtl.data.formats import aadb, eva, get_format
 from aesthetic_mtl.errors import ConfigError, DataError
-from conftest import image_spec
-from aesthetic_mtl.config import load_config, validate_config
 
 AADB_CFG = {"format": "aadb", "source": "official", "image_source": "original",
             "attributes": {t: list(aadb.RANGES[t]) for t in aadb.ATTRIBUTES}}
@@ -390,7 +390,9 @@ def _pipeline_to_targets(raw: Path, ds: dict, tmp: Path, split_cfg: dict) -> tup
                                                                                    list[str]]:
     """parse_labels -> image_cache -> splits -> scale_labels with on_bad_image: skip, as the workflow runs them,
     and the targets a training job then sees (less the skipped images)."""
-    from aesthetic_mtl.data import image_cache as _image_cache, release, scaling as _scaling, splits as _splits
+    from aesthetic_mtl.data import image_cache as _image_cache
+    from aesthetic_mtl.data import release
+    from aesthetic_mtl.data import scaling as _scaling
     from aesthetic_mtl.data.splits import drop_skipped, make_splits
     from aesthetic_mtl.files import read_tsv, write_tsv
 
@@ -408,7 +410,7 @@ def _pipeline_to_targets(raw: Path, ds: dict, tmp: Path, split_cfg: dict) -> tup
 
 
 def test_aadb_label_without_image_follows_on_bad_image(tmp_path):
-    from aesthetic_mtl.data import image_cache as _image_cache, release, scaling as _scaling, splits as _splits
+    from aesthetic_mtl.data import release
 
     # b.jpg (train) and d.jpg (validation and test) have labels but no file; zz.jpg has a file only
     raw = _aadb_raw_dir(tmp_path, _small_lists("a.jpg 0.2\nb.jpg 0\nc.jpg 0.4\n"), ["a.jpg", "c.jpg", "zz.jpg"])
@@ -538,7 +540,7 @@ def test_eva_image_symlinked_outside_the_release_is_refused(tmp_path, policy):
 
 def test_skip_policy_never_reads_a_file_outside_the_release(tmp_path):
     """The reported case: with skip, '../..' used to be decoded, cached and trained on."""
-    from aesthetic_mtl.data import image_cache as _image_cache, release, scaling as _scaling, splits as _splits
+    from aesthetic_mtl.data import release
 
     photo = _outside_photo(tmp_path)
     rel = Path("..") / ".." / photo.relative_to(tmp_path)       # from raw/datasetImages_originalSize

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import REPO, head_spec, save_test_checkpoint
 from PIL import Image
 from test_paper_tables import DATASETS, synthetic_metrics
 from torch import nn
@@ -27,7 +28,6 @@ from aesthetic_mtl.report.figures import (
     srcc_bars,
     training_curves,
 )
-from conftest import REPO, head_spec, save_test_checkpoint
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

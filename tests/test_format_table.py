@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aesthetic_mtl.data import image_cache as _image_cache, release, scaling as _scaling, splits as _splits
 from aesthetic_mtl.config import check_config, load_config
-from aesthetic_mtl.data import synthetic
+from aesthetic_mtl.data import release, synthetic
 from aesthetic_mtl.data.formats import get_format, table
 from aesthetic_mtl.errors import ConfigError, DataError
 

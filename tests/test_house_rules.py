@@ -104,3 +104,24 @@ def test_the_rules_can_fail():
     assert ("f", 2, "size", False) in reads
     assert {"dropout", "size", "interpolation", "halve_every_steps"} <= _schema_keys(load_schema())
     assert "training" in SECTIONS
+
+
+def _imports(folder: Path):
+    """(module file, line, imported module name) of every import under `folder`, lazy ones included."""
+    for name, tree in _modules(folder):
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                yield from ((name, node.lineno, a.name) for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                yield name, node.lineno, node.module
+
+
+def test_the_floors_depend_downwards():
+    """data/ stands alone (no torch, no network, no reports); report/ never reaches into nn/; nothing in the
+    package imports snakemake (the scripts hand it what it needs)."""
+    below = {"data": ("torch", "torchvision", "aesthetic_mtl.nn", "aesthetic_mtl.report"),
+             "report": ("aesthetic_mtl.nn",), ".": ("snakemake",)}
+    found = [f"{name}:{line} imports {module}" for floor, banned in below.items()
+             for name, line, module in _imports(PACKAGE / floor)
+             if module.startswith(banned)]
+    assert not found, found

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import image_spec
 from PIL import Image, ImageFile, JpegImagePlugin
 
 from aesthetic_mtl.data import image_cache, images
@@ -19,7 +20,6 @@ from aesthetic_mtl.data.image_cache import (
 from aesthetic_mtl.data.images import load_image
 from aesthetic_mtl.errors import DataError
 from aesthetic_mtl.files import read_tsv
-from conftest import image_spec
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
 

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import head_spec
 from test_weights import served  # noqa: F401  (the 127.0.0.1 server fixture)
 
 from aesthetic_mtl.errors import DataError, DownloadError
@@ -31,8 +32,6 @@ from aesthetic_mtl.nn.backbones import (
 )
 from aesthetic_mtl.nn.model import AestheticModel, build_model
 from aesthetic_mtl.nn.weights import fetch_weights
-
-from conftest import head_spec
 
 NARROW = [4, 4, "M", 8, 8, "M", 8, 8, 8, "M", 16, 16, 16, "M", 16, 16, 16, "M"]
 H5_NAME = KERAS_VGG16_NOTOP_URL.rsplit("/", 1)[1]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import head_spec, save_test_checkpoint, stage_spec
 from torch import nn
 
-from conftest import head_spec, image_spec, save_test_checkpoint, stage_spec
 from aesthetic_mtl.nn.checkpoint import load_model, read_checkpoint
 from aesthetic_mtl.nn.model import AestheticModel, build_model
 from aesthetic_mtl.nn.train import Split, fit

@@ -8,17 +8,18 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import head_spec
 
 from aesthetic_mtl.files import write_tsv
 from aesthetic_mtl.report.evaluate import METRICS_COLUMNS
 from aesthetic_mtl.report.paper import PAPER_SRCC
 from aesthetic_mtl.report.paper_tables import (
     cross_dataset,
-    multitask_vs_single,
-    stage1_vs_stage2,
     cross_table,
+    multitask_vs_single,
     published_table,
     settings_table,
+    stage1_vs_stage2,
     stage_table,
     write_table,
 )
@@ -30,12 +31,11 @@ from aesthetic_mtl.report.summary import (
     write_summary,
 )
 
-from conftest import head_spec
-
 DATASETS = {
     "AADB": {"attributes": {"Light": [-1, 1], "Content": [-1, 1], "score": [0, 1]}, "overall": "score",
-             "source": "official"},
-    "EVA": {"attributes": {"score": [0, 10], "visual": [1, 4]}, "overall": "score", "source": "official"},
+             "source": "official", "display_names": {}},
+    "EVA": {"attributes": {"score": [0, 10], "visual": [1, 4]}, "overall": "score", "source": "official",
+            "display_names": {}},
 }
 CROSS = {"AADB->EVA": {"score": "score", "Light": "visual"}, "EVA->AADB": {"score": "score", "visual": "Light"}}
 SEEDS = [1, 2, 3]

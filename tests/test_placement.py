@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import head_spec, stage_spec
 
-from conftest import head_spec, image_spec, stage_spec
 from aesthetic_mtl.nn.model import build_model
 from aesthetic_mtl.nn.placement import PLACEMENTS, auto_placement, place
 from aesthetic_mtl.nn.train import Split, fit, predict

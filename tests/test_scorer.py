@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import head_spec, save_test_checkpoint
 from PIL import Image
 from test_keras_vgg16 import narrow_keras  # noqa: F401  (fixtures: the narrow Keras VGG16 in the registry,
 from test_weights import served  # noqa: F401   and a directory served on 127.0.0.1)
@@ -27,8 +28,6 @@ from aesthetic_mtl.nn.checkpoint import is_export, user_cache
 from aesthetic_mtl.nn.model import build_model
 from aesthetic_mtl.nn.weights import fetch_weights
 from aesthetic_mtl.provenance import provenance
-
-from conftest import head_spec, save_test_checkpoint
 
 TARGETS = ["Light", "score"]
 RANGES = {"Light": [-1.0, 1.0], "score": [1.0, 5.0]}

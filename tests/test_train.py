@@ -7,8 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import head_spec, stage_spec
 
-from conftest import head_spec, image_spec, stage_spec
 from aesthetic_mtl.errors import TrainingError
 from aesthetic_mtl.nn.model import build_model
 from aesthetic_mtl.nn.optim import adam

@@ -18,8 +18,14 @@ from collections import Counter
 from pathlib import Path
 
 import click
+from tqdm import tqdm
 
+# torch, the network floor and the scorer are imported inside the commands that use them: `--help` and the
+# refusal of a bad argument answer without loading torch (a second or more)
 from aesthetic_mtl.data.photos import check_out, collect_images, not_scored_line
+from aesthetic_mtl.errors import CheckpointError, DataError
+from aesthetic_mtl.files import atomic_path
+from aesthetic_mtl.report.seed_stats import read_metrics
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,33 +48,15 @@ class Refused(click.ClickException):
     exit_code = 2
 
 
-def pick_device(name: str | None):
-    """The torch device of `--device`, checked here so a bad one is one line, not a traceback later."""
-    import torch
+def scoring_device(name: str | None):
+    """The torch device of `--device` (`nn.device.named_device`), a bad one refused as one line here rather
+    than as a traceback later."""
+    from aesthetic_mtl.nn.device import named_device
 
-    if name is None:
-        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise click.BadParameter(f"{name!r} is not a device; use cpu, cuda, cuda:N or mps",
-                                 param_hint="'--device'") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise click.BadParameter(f"{name!r}: torch finds no CUDA GPU on this machine; "
-                                     f"use --device cpu", param_hint="'--device'")
-        if device.index is not None and device.index >= count:
-            raise click.BadParameter(f"{name!r}: this machine has {count} CUDA GPU(s) "
-                                     f"(cuda:0..cuda:{count - 1})", param_hint="'--device'")
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise click.BadParameter(f"{name!r}: MPS (Apple GPU) is not available here; "
-                                     f"use --device cpu", param_hint="'--device'")
-    elif device.type != "cpu":
-        raise click.BadParameter(f"{name!r}: device type {device.type!r} is not supported; "
-                                 f"use cpu, cuda, cuda:N or mps", param_hint="'--device'")
-    return device
+        return named_device(name)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="'--device'") from None
 
 
 FORMATS = ("csv", "json", "jsonl")
@@ -102,12 +90,10 @@ def predict(checkpoint, images, out, fmt, weights, batch_size, workers, device, 
     could be read. `--out` is never one of the photos, nor any existing file but an earlier scores table
     (and that only with --force).
     """
-    from tqdm import tqdm
 
-    from aesthetic_mtl.errors import DataError
     from aesthetic_mtl.scorer import Scorer
 
-    dev = pick_device(device)
+    dev = scoring_device(device)
     fmt = fmt or _format_of(out)
     skipped: Counter = Counter()
     try:
@@ -148,7 +134,6 @@ def _format_of(out: str) -> str:
 
 def write_scores(table, out: str, fmt: str) -> None:
     """The scores as CSV, JSON or JSON lines, to a file (atomically) or to standard output (`-`)."""
-    from aesthetic_mtl.files import atomic_path
 
     table = table.reset_index(drop=True)
     if fmt == "csv":
@@ -165,7 +150,6 @@ def write_scores(table, out: str, fmt: str) -> None:
 
 def _open(checkpoint, weights):
     """open_model with one-line refusals: not a model file (exit 2), trunk weights not found."""
-    from aesthetic_mtl.errors import CheckpointError, DataError
     from aesthetic_mtl.nn.checkpoint import open_model
 
     try:
@@ -204,7 +188,6 @@ def export(checkpoint, out, weights, force) -> None:
 
 
 def _loaded(load, checkpoint, weights):
-    from aesthetic_mtl.errors import CheckpointError, DataError
 
     try:
         return load(checkpoint, weights=weights, device="cpu")
@@ -238,7 +221,6 @@ def model_rows(results: Path) -> list[dict]:
     """One row per checkpoint of a run, dataset by dataset, best test SRCC of the overall score first (models
     without one last)."""
     from aesthetic_mtl.nn.checkpoint import read_checkpoint
-    from aesthetic_mtl.report.seed_stats import read_metrics
     from aesthetic_mtl.scorer import find_checkpoints, srcc_of
 
     metrics_path = results / "metrics.tsv"
@@ -304,7 +286,6 @@ def checkpoint_info(path: str | os.PathLike) -> dict:
 def info(checkpoint, as_json) -> None:
     """Print what a checkpoint (or an exported model) holds: backbone, stage, targets and ranges, weights,
     code version, config."""
-    from aesthetic_mtl.errors import CheckpointError
 
     try:
         data = checkpoint_info(checkpoint)

@@ -40,6 +40,7 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Callable
 
+from aesthetic_mtl.config import schema_defaults
 from aesthetic_mtl.errors import DownloadError, OutputError
 from aesthetic_mtl.files import NO_SPACE
 
@@ -83,7 +84,6 @@ class Limits:
     @classmethod
     def from_config(cls, section: dict | None) -> "Limits":
         """From the config's `download` keys; absent keys take the schema's defaults."""
-        from aesthetic_mtl.config import schema_defaults
 
         cfg = {**schema_defaults("download"), **(section or {})}
         return cls(cfg["min_rate_kib_s"] * 1024, cfg["slow_for_s"], cfg["deadline_min"] * 60)
@@ -199,7 +199,7 @@ def _remedy(arrived: str, dest: Path, url: str | None) -> str:
     """What to do about `what_arrived`'s answer."""
     if arrived.startswith("a Git LFS pointer"):
         media = _lfs_media_url(url) if url else None
-        return (f"the file is stored with Git LFS: get it with `git lfs pull` in a clone of the repository"
+        return ("the file is stored with Git LFS: get it with `git lfs pull` in a clone of the repository"
                 + (f" or from {media}" if media else "") + f", and place it at {dest}")
     return f"a sign-in, quota or error page: download the file in a browser and place it at {dest}"
 

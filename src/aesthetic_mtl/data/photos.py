@@ -11,10 +11,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from PIL import Image, UnidentifiedImageError
+
+from aesthetic_mtl.data.formats import is_junk
 from aesthetic_mtl.errors import DataError
 
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".webp", ".bmp", ".dib",
@@ -90,7 +94,6 @@ def _walk(folder: Path, skipped: Counter) -> Iterator[Path]:
 
 def _not_a_photo(path: Path, folder: Path) -> str | None:
     """Why a file found in a folder is not scored (a `NOT_SCORED` key), or None for a photo."""
-    from aesthetic_mtl.data.formats import is_junk
 
     if is_junk(path.relative_to(folder)):
         return "macOS metadata"
@@ -103,9 +106,7 @@ def _not_a_photo(path: Path, folder: Path) -> str | None:
 
 def _pillow_opens(path: Path) -> bool:
     """Whether Pillow recognises the file as an image from its header (nothing is decoded)."""
-    import warnings
 
-    from PIL import Image, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():

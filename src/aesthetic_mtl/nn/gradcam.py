@@ -25,7 +25,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from aesthetic_mtl.data.scaling import from_unit
 from aesthetic_mtl.files import read_tsv
+from aesthetic_mtl.nn.checkpoint import load_model
 from aesthetic_mtl.report.figures import (  # pyplot on the Agg backend that figures selects
     plt,
     save,
@@ -127,8 +129,6 @@ def gradcam_examples(checkpoint, image_dir, predictions, dataset: str, out, *, w
     Images come from the uint8 image cache (`image_dir`: images.npy + index.tsv), so the network sees
     exactly the pixels it was evaluated on. Returns the chosen images with their errors.
     """
-    from aesthetic_mtl.data.scaling import from_unit
-    from aesthetic_mtl.nn.checkpoint import load_model
 
     model, card = load_model(checkpoint, weights_file)
     target = target or card.overall or card.targets[0]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -23,8 +24,11 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from aesthetic_mtl.data.splits import drop_skipped
 from aesthetic_mtl.errors import DataError, TrainingError
+from aesthetic_mtl.files import read_tsv
 from aesthetic_mtl.nn.device import autocast
+from aesthetic_mtl.nn.feature_cache import open_feature_cache
 from aesthetic_mtl.nn.model import AestheticModel, build_model
 from aesthetic_mtl.nn.optim import adam
 from aesthetic_mtl.nn.placement import Inputs, place
@@ -177,11 +181,7 @@ class CachedDataset:
              log: Callable = print) -> "CachedDataset":
         """Memory-mapped caches and the scaled labels, less the images the image cache skipped (its skipped.tsv).
         Each cache moves where `placement` says when a stage first needs it, once for every model of the job."""
-        from pathlib import Path
 
-        from aesthetic_mtl.data.splits import drop_skipped
-        from aesthetic_mtl.files import read_tsv
-        from aesthetic_mtl.nn.feature_cache import open_feature_cache
 
         prefix, pooled, index = open_feature_cache(Path(cache_dir))
         labels = read_tsv(scaled_labels_path)

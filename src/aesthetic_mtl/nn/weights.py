@@ -27,11 +27,6 @@ def fetch_weights(backbone: str, out: Path, *, download: Mapping | None = None, 
     is verified and converted instead of downloaded; a hand-placed full checkpoint at `out` works too.
     `download`: the config's `download` section (rate and deadline of the download).
     """
-    from aesthetic_mtl.data.download import Limits, verify_published_digest
-    from aesthetic_mtl.data.download import download as fetch
-    from aesthetic_mtl.files import atomic_path
-    from aesthetic_mtl.nn.backbones import build_backbone, spec, weights_source
-    from aesthetic_mtl.nn.checkpoint import write_torch
 
     kind, where = weights_source(backbone)
     if kind == "file":

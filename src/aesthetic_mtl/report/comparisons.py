@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from aesthetic_mtl.errors import DataError
+from aesthetic_mtl.files import read_tsv
 from aesthetic_mtl.report.metrics import centred_ranks, resample_indices, srcc_of_ranks
 
 COLUMNS = ["dataset", "backbone", "comparison", "setting", "stage", "baseline_setting", "baseline_stage", "target",
@@ -149,7 +150,6 @@ def comparisons_table(tables: Iterable[tuple[Mapping, pd.DataFrame]], *, bootstr
 
 def read_comparisons(path) -> pd.DataFrame:
     """comparisons.tsv with its numbers as numbers (an empty file: no rows)."""
-    from aesthetic_mtl.files import read_tsv
 
     table = read_tsv(path)
     for col in COLUMNS:

@@ -14,6 +14,8 @@ from typing import Iterable, Mapping
 import pandas as pd
 
 from aesthetic_mtl.files import read_tsv, write_tsv
+from aesthetic_mtl.report.comparisons import comparisons_table
+from aesthetic_mtl.report.metrics import all_metrics
 
 METRICS_COLUMNS = ["dataset", "train_dataset", "backbone", "setting", "stage", "seed", "target", "metric", "value"]
 MODEL_COLUMNS = METRICS_COLUMNS[:6]
@@ -33,10 +35,6 @@ def target_pairs(model_targets: Iterable[str], train: str, test: str, cross: Map
 def score_predictions(pred: pd.DataFrame, meta: Mapping, cross: Mapping, bootstrap: int,
                       seed: int) -> list[dict]:
     """Long-format metric rows for one predictions table."""
-    from aesthetic_mtl.report.metrics import (
-        all_metrics,  # scipy: imported only by the job that scores
-    )
-
     model_targets = [c[len("pred_"):] for c in pred.columns if c.startswith("pred_")]
     rows = []
     for src, dst, label in target_pairs(model_targets, meta["train_dataset"], meta["dataset"], cross):
@@ -59,8 +57,6 @@ def write_metrics(out: Path, comparisons_out: Path, predictions: Iterable[tuple[
                   bootstrap: int, seed: int) -> None:
     """metrics.tsv (every metric of every predictions file) and comparisons.tsv (the paired comparisons of
     models scored on the same test images), each predictions file read once."""
-    from aesthetic_mtl.report.comparisons import comparisons_table
-
     tables = [(meta, read_tsv(path)) for meta, path in predictions]
     write_tsv(out, metrics_table(tables, cross, bootstrap, seed))
     write_tsv(comparisons_out, comparisons_table(tables, bootstrap=bootstrap, seed=seed))

@@ -53,6 +53,7 @@ from aesthetic_mtl.report.seed_stats import (
     read_metrics,
     stat,
 )
+from aesthetic_mtl.specs import STAGES
 
 OUTPUT_KINDS = ("csv", "md", "tex", "html")
 
@@ -207,7 +208,7 @@ def stage_table(metrics: pd.DataFrame, dataset: str, targets: Sequence[str], ove
     backbone = _one_backbone_name(metrics)
     for t in targets:
         s1, s2 = (stat(metrics, dataset=dataset, train_dataset=dataset, setting=setting, stage=st, target=t)
-                  for st in ("stage1", "stage2"))
+                  for st in STAGES)
         test = paired(comparisons, dataset=dataset, backbone=backbone, kind="stage2_vs_stage1", setting=setting,
                       target=t)
         paper = paper_value(dataset, t, source)
@@ -366,19 +367,20 @@ def published_table(metrics: pd.DataFrame, datasets: Mapping[str, Mapping],
 def stage1_vs_stage2(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], *, dataset: str,
                      comparisons: pd.DataFrame | None = None, **_) -> Table:
     """Table of rule table_stages: `stage_table` of one dataset, per backbone."""
-    cfg = datasets[dataset]
-    return per_backbone(lambda m: stage_table(m, dataset, list(cfg["attributes"]), cfg["overall"],
-                                              source=cfg["source"], names=cfg.get("display_names"),
-                                              comparisons=comparisons), metrics)
+    return _per_backbone_of(stage_table, metrics, datasets[dataset], dataset, comparisons)
 
 
 def multitask_vs_single(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], *, dataset: str,
                         comparisons: pd.DataFrame | None = None, **_) -> Table:
     """Table of rule table_settings: `settings_table` of one dataset, per backbone."""
-    cfg = datasets[dataset]
-    return per_backbone(lambda m: settings_table(m, dataset, list(cfg["attributes"]), cfg["overall"],
-                                                 source=cfg["source"], names=cfg.get("display_names"),
-                                                 comparisons=comparisons), metrics)
+    return _per_backbone_of(settings_table, metrics, datasets[dataset], dataset, comparisons)
+
+
+def _per_backbone_of(table: Callable[..., Table], metrics: pd.DataFrame, cfg: Mapping, dataset: str,
+                     comparisons: pd.DataFrame | None) -> Table:
+    """`table` (stage_table or settings_table) of one dataset for each backbone of `metrics`."""
+    return per_backbone(lambda m: table(m, dataset, list(cfg["attributes"]), cfg["overall"], source=cfg["source"],
+                                        names=cfg["display_names"], comparisons=comparisons), metrics)
 
 
 def cross_dataset(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], **_) -> Table:

@@ -36,6 +36,7 @@ import importlib
 import math
 import os
 import re
+import shutil
 import zipfile
 from pathlib import Path
 from types import ModuleType
@@ -223,7 +224,6 @@ def deterministic_zip(path: Path) -> Iterator[Callable[[str, bytes, bool], None]
 
 def replace_dir(path: Path) -> Path:
     """Remove a previous extraction at `path` so stale files cannot survive a re-extraction."""
-    import shutil
 
     path = Path(path)
     if path.is_symlink() or path.is_file():

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from aesthetic_mtl.data.archives import safe_extract_zip
 from aesthetic_mtl.data.formats import (
     IMAGE_SUFFIXES,
     attribute_ranges,
@@ -98,7 +99,6 @@ def _stem(archive: str) -> str:
 
 def extract(archives: Path, raw: Path, ds_cfg: dict) -> None:
     """Unzip each required archive into `raw/<archive name without .zip>/` (replacing old ones)."""
-    from aesthetic_mtl.data.archives import safe_extract_zip
 
     archives, raw = Path(archives), Path(raw)
     require_archives(archives, required_files(ds_cfg), "AADB")

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from aesthetic_mtl.data.archives import join_parts, safe_extract_zip
 from aesthetic_mtl.data.formats import (
     IMAGE_SUFFIXES,
     attribute_ranges,
@@ -91,7 +92,6 @@ def required_files(ds_cfg: dict) -> list[str]:
 
 def extract(archives: Path, raw: Path, ds_cfg: dict) -> None:
     """Copy the votes to `raw/`, join the parts and unzip them into `raw/EVA_together/`."""
-    from aesthetic_mtl.data.archives import join_parts, safe_extract_zip
 
     archives, raw = Path(archives), Path(raw)
     require_archives(archives, required_files(ds_cfg), "EVA")

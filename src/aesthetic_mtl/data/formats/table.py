@@ -48,6 +48,8 @@ from typing import Callable
 
 import pandas as pd
 
+from aesthetic_mtl.data.archives import safe_extract_zip
+from aesthetic_mtl.data.download import sha256_file
 from aesthetic_mtl.data.formats import (
     IMAGE_SUFFIXES,
     attribute_ranges,
@@ -146,7 +148,6 @@ def local_fingerprint(ds_cfg: dict, *, log: Callable = print) -> dict[str, str]:
     Hashing every photo could take long on a big collection; names, sizes and modification times
     identify a changed folder well enough and cost one directory walk.
     """
-    from aesthetic_mtl.data.download import sha256_file
 
     folder, table = local_folder(ds_cfg), local_table(ds_cfg)
     listing = hashlib.sha256()
@@ -169,7 +170,6 @@ def extract(archives: Path, raw: Path, ds_cfg: dict) -> None:
     if ds_cfg.get("source") == "local":
         table, images = local_table(ds_cfg), local_folder(ds_cfg)
     else:
-        from aesthetic_mtl.data.archives import safe_extract_zip
 
         require_archives(archives, required_files(ds_cfg), "table dataset")
         table, images = archives / table_name(ds_cfg), None

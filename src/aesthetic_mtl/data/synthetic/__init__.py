@@ -39,6 +39,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from aesthetic_mtl.data.formats import aadb as aadb_format
+from aesthetic_mtl.data.formats import deterministic_zip
+from aesthetic_mtl.data.formats import eva as eva_format
+from aesthetic_mtl.data.formats import table as table_format
+from aesthetic_mtl.data.formats.aadb import ATTRIBUTES as AADB_ATTRIBUTES
+from aesthetic_mtl.data.formats.aadb import RANGES as AADB_RANGES
 from aesthetic_mtl.data.synthetic.labels import (  # noqa: F401
     EVA_LATENT,
     STATS_FILE,
@@ -132,8 +138,6 @@ ASPECTS = ((1, 1), (4, 3), (3, 4), (3, 2), (2, 3))
 
 
 def _generate_aadb(archives: Path, p: dict) -> None:
-    from aesthetic_mtl.data.formats import aadb as fmt
-    from aesthetic_mtl.data.formats import deterministic_zip
 
     n_train, n_val, n_test = (_int_param(p, "n_train", 1), _int_param(p, "n_validation", 1),
                               _int_param(p, "n_test", 1))
@@ -144,8 +148,8 @@ def _generate_aadb(archives: Path, p: dict) -> None:
         raise ConfigError(f"synthetic.overlap ({overlap}) cannot exceed n_validation ({n_val}) or "
                           f"n_test ({n_test})")
     source = p["image_source"]
-    if source not in fmt.IMAGE_ZIPS:
-        raise ConfigError(f"image_source must be one of {sorted(fmt.IMAGE_ZIPS)}, got {source!r}")
+    if source not in aadb_format.IMAGE_ZIPS:
+        raise ConfigError(f"image_source must be one of {sorted(aadb_format.IMAGE_ZIPS)}, got {source!r}")
 
     n = n_train + n_val + n_test - overlap
     rng = np.random.default_rng([seed, 0])
@@ -156,17 +160,17 @@ def _generate_aadb(archives: Path, p: dict) -> None:
            "test": np.arange(n_train + n_val - overlap, n)}
     table = pd.concat([labels.iloc[ix].assign(split=split) for split, ix in idx.items()],
                       ignore_index=True)
-    fmt.write_label_archive(table[["image", "split", *fmt.ATTRIBUTES]], archives / fmt.LABEL_ZIP)
+    aadb_format.write_label_archive(table[["image", "split", *aadb_format.ATTRIBUTES]], archives / aadb_format.LABEL_ZIP)
 
     def picture(i: int) -> Image.Image:
         img_rng = np.random.default_rng([seed, 1, i])
         return render_image(aadb_knobs(z[i]), img_rng, size)
 
     if source == "warp256":
-        with deterministic_zip(archives / fmt.WARP_ZIP) as add:
+        with deterministic_zip(archives / aadb_format.WARP_ZIP) as add:
             for i in range(n):
                 img = picture(i).resize((256, 256), Image.BICUBIC)
-                add(f"{fmt.WARP_ZIP[:-4]}/{names[i]}", _jpeg(img), False)
+                add(f"{aadb_format.WARP_ZIP[:-4]}/{names[i]}", _jpeg(img), False)
         return
 
     aspects = np.random.default_rng([seed, 2]).integers(0, len(ASPECTS), n)
@@ -181,21 +185,19 @@ def _generate_aadb(archives: Path, p: dict) -> None:
         return encoded[i]
 
     test_set = set(idx["test"].tolist())
-    with deterministic_zip(archives / fmt.ORIGINAL_ZIP) as add:
+    with deterministic_zip(archives / aadb_format.ORIGINAL_ZIP) as add:
         for i in range(n_train + n_val):
             data = jpeg(i)
-            add(f"{fmt.ORIGINAL_ZIP[:-4]}/{names[i]}", data, False)
+            add(f"{aadb_format.ORIGINAL_ZIP[:-4]}/{names[i]}", data, False)
             if i not in test_set:
                 encoded.pop(i)
-    with deterministic_zip(archives / fmt.NEWTEST_ZIP) as add:
+    with deterministic_zip(archives / aadb_format.NEWTEST_ZIP) as add:
         for i in idx["test"]:
             prefix = f"{labels['score'].iloc[i]:.3f}"
-            add(f"{fmt.NEWTEST_ZIP[:-4]}/{prefix}_{names[i]}", jpeg(int(i)), False)
+            add(f"{aadb_format.NEWTEST_ZIP[:-4]}/{prefix}_{names[i]}", jpeg(int(i)), False)
 
 
 def _generate_eva(archives: Path, p: dict) -> None:
-    from aesthetic_mtl.data.formats import deterministic_zip
-    from aesthetic_mtl.data.formats import eva as fmt
 
     n_images = _int_param(p, "n_images", 1)
     min_votes, max_votes = _int_param(p, "min_votes", 1), _int_param(p, "max_votes", 1)
@@ -209,10 +211,10 @@ def _generate_eva(archives: Path, p: dict) -> None:
     ids = [str(i) for i in rng.choice(np.arange(1000, 960000), n_images + n_extra, replace=False)]
     z, votes = eva_votes(n_images, min_votes, max_votes, rng, ids[:n_images])
     z_extra = rng.standard_normal((n_extra, 5))
-    fmt.write_votes(votes, archives / fmt.VOTES)
+    eva_format.write_votes(votes, archives / eva_format.VOTES)
 
     with tempfile.TemporaryDirectory(prefix=".eva-zip.", dir=archives) as tmpdir:
-        whole = Path(tmpdir) / f"{fmt.ZIP_STEM}.zip"
+        whole = Path(tmpdir) / f"{eva_format.ZIP_STEM}.zip"
         with deterministic_zip(whole) as add:
             for i, image_id in enumerate(ids):
                 img_rng = np.random.default_rng([seed, 1, i])
@@ -220,10 +222,10 @@ def _generate_eva(archives: Path, p: dict) -> None:
                 knobs = eva_knobs(latent, img_rng)
                 img = render_image(knobs, img_rng, size)
                 quality = int(round(45 + 50 * knobs["sharpness"]))
-                add(f"{fmt.ZIP_STEM}/{image_id}.jpg", _jpeg(img, quality), False)
+                add(f"{eva_format.ZIP_STEM}/{image_id}.jpg", _jpeg(img, quality), False)
         data = whole.read_bytes()
     chunk = math.ceil(len(data) / parts)
-    for j, name in enumerate(fmt.part_names({"source": "synthetic", "synthetic": {"parts": parts}})):
+    for j, name in enumerate(eva_format.part_names({"source": "synthetic", "synthetic": {"parts": parts}})):
         with atomic_path(archives / name) as tmp:
             tmp.write_bytes(data[j * chunk:(j + 1) * chunk])
 
@@ -236,7 +238,6 @@ TABLE_FOLDERS = ("2021", "2022/summer", "2022/winter")
 
 def borrowed_latents(targets: list[str], overall: str | None) -> dict[str, str]:
     """{table target: AADB target whose latent and labels it borrows} (see the module docstring)."""
-    from aesthetic_mtl.data.formats.aadb import ATTRIBUTES as AADB_ATTRIBUTES
 
     by_lower = {t.lower(): t for t in AADB_ATTRIBUTES}
     out = {t: by_lower[t.lower()] for t in targets if t.lower() in by_lower}
@@ -259,9 +260,6 @@ def _table_split(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _generate_table(archives: Path, p: dict) -> None:
-    from aesthetic_mtl.data.formats import deterministic_zip
-    from aesthetic_mtl.data.formats import table as fmt
-    from aesthetic_mtl.data.formats.aadb import RANGES as AADB_RANGES
 
     n = _int_param(p, "n_images", 3)
     size, seed = _int_param(p, "image_size", 32), _int_param(p, "seed", 0)
@@ -269,8 +267,8 @@ def _generate_table(archives: Path, p: dict) -> None:
     if not targets:
         raise ConfigError("synthetic table: the dataset config names no attributes")
     layout = {"source": "synthetic", "table": p.get("table"), "delimiter": p.get("delimiter")}
-    table_file, delim = fmt.table_name(layout), fmt.delimiter(layout)
-    image_col = p.get("image_column") or fmt.DEFAULT_IMAGE_COLUMN
+    table_file, delim = table_format.table_name(layout), table_format.delimiter(layout)
+    image_col = p.get("image_column") or table_format.DEFAULT_IMAGE_COLUMN
 
     rng = np.random.default_rng([seed, 0])
     n_extra = max(1, n // 20)                          # image files no row names
@@ -288,9 +286,9 @@ def _generate_table(archives: Path, p: dict) -> None:
         a_low, a_high = AADB_RANGES[src]
         unit = (labels[src].to_numpy()[:n] - a_low) / (a_high - a_low)
         table[target] = np.round(low + np.clip(unit, 0, 1) * (high - low), 4)
-    fmt.write_table(table, archives / table_file, delim)
+    table_format.write_table(table, archives / table_file, delim)
 
-    with deterministic_zip(archives / fmt.SYNTHETIC_ZIP) as add:
+    with deterministic_zip(archives / table_format.SYNTHETIC_ZIP) as add:
         for i, name in enumerate(names):
             img = render_image(aadb_knobs(z[i]), np.random.default_rng([seed, 1, i]), size)
             if name.endswith(".png"):

@@ -29,8 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import minimize
 from scipy.special import ndtr
+from scipy.stats import rankdata
 
+from aesthetic_mtl.data.formats.aadb import ATTRIBUTES
+from aesthetic_mtl.data.formats.eva import COLUMNS
 from aesthetic_mtl.files import atomic_path
 
 STATS_FILE = "aadb_stats.json"
@@ -95,7 +99,6 @@ def _logit(loading: float) -> float:
 
 def _fit_marginal(name: str, hist: dict) -> dict:
     """Loading and thresholds whose 5-rater mean distribution matches the real histogram."""
-    from scipy.optimize import minimize
 
     values = _vote_values(name, hist)
     k = len(values) - 1
@@ -162,7 +165,6 @@ def _votes_to_means(z: np.ndarray, noise: np.ndarray, n_raters: np.ndarray,
 
 
 def _spearman(x: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
 
     return np.corrcoef(rankdata(x, axis=0), rowvar=False)
 
@@ -226,7 +228,6 @@ def write_calibration(path: Path | None = None) -> dict:
 
 def aadb_labels(n: int, rng: np.random.Generator) -> tuple[np.ndarray, pd.DataFrame]:
     """Latents z (n, 12; columns in `ATTRIBUTES` order) and AADB labels (rater means) for n images."""
-    from aesthetic_mtl.data.formats.aadb import ATTRIBUTES
 
     stats = aadb_stats()
     model = stats["model"]
@@ -281,6 +282,5 @@ def eva_votes(n_images: int, min_votes: int, max_votes: int, rng: np.random.Gene
         row = rows[k]
         row[8] = stamp.strftime("%Y-%m-%d %H:%M:%S")
         out.append(row)
-    from aesthetic_mtl.data.formats.eva import COLUMNS
 
     return z, pd.DataFrame(out, columns=COLUMNS)

@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from scipy.special import ndtr
 
+from aesthetic_mtl.data.formats.aadb import ATTRIBUTES
 from aesthetic_mtl.data.synthetic.labels import EVA_LATENT
 
 KNOBS = ("light", "vivid", "harmony", "dof", "motion", "object", "thirds", "symmetry",
@@ -48,7 +49,6 @@ KNOBS = ("light", "vivid", "harmony", "dof", "motion", "object", "thirds", "symm
 
 def aadb_knobs(z_row: np.ndarray) -> dict:
     """Renderer knobs of one AADB image from its latent (ATTRIBUTES order)."""
-    from aesthetic_mtl.data.formats.aadb import ATTRIBUTES
 
     u = dict(zip(ATTRIBUTES, ndtr(np.asarray(z_row, float))))
     return {"light": u["Light"], "vivid": u["VividColor"], "harmony": u["ColorHarmony"],
