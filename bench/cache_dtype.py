@@ -68,11 +68,13 @@ def design(args: argparse.Namespace, backbone: str, weights: str, size: int) -> 
 
 def prepare(cfg: dict, work: Path) -> tuple[Path, Path, list[str]]:
     """Release -> scaled_labels.tsv and the uint8 image cache, with the workflow's functions."""
-    from aesthetic_mtl import pipeline
+    from aesthetic_mtl.data.image_cache import build_from_labels
+    from aesthetic_mtl.specs import ImageSpec
 
     ds, results = cfg["datasets"]["AADB"], work / "results" / "AADB"
     targets = prepare_dataset(ds, work / "resources" / "AADB", results)
-    pipeline.image_cache(results / "labels.tsv", results / "images", cfg["images"], "error", workers=1, log=quiet)
+    build_from_labels(results / "labels.tsv", results / "images", ImageSpec.from_config(cfg["images"]),
+                      on_bad_image="error", workers=1, log=quiet)
     return results / "images", targets, list(ds["attributes"])
 
 

@@ -246,16 +246,19 @@ def weights_file(cfg: dict) -> Path | None:
 
 def prepare_dataset(ds: dict, res: Path, results: Path, log: Callable = quiet) -> Path:
     """Release -> extract -> parse -> split -> scale_labels with the pipeline's functions; the scaled labels."""
-    from aesthetic_mtl import pipeline
     from aesthetic_mtl.data.formats import get_format
+    from aesthetic_mtl.data.release import extract, obtain_archives, parse_labels
+    from aesthetic_mtl.data.scaling import write_scaled_labels
+    from aesthetic_mtl.data.splits import write_splits
 
-    pipeline.obtain_archives(ds, get_format(ds["format"]).required_files(ds), res / "archives.sha256.json", log=log)
-    pipeline.extract(ds, res / "archives", res / "raw", log=log)
-    pipeline.parse_labels(ds, res / "raw", results / "labels.tsv", log=log)
-    pipeline.split(results / "labels.tsv", ds["split"], results / "splits.tsv", results / "split_report.json",
-                   dataset=results.name, log=log)
-    pipeline.scale_labels(results / "labels.tsv", results / "splits.tsv", ds["attributes"],
-                          results / "scaled_labels.tsv", log=log)
+    obtain_archives(ds, get_format(ds["format"]).required_files(ds), res / "archives.sha256.json", download={},
+                    log=log)
+    extract(ds, res / "archives", res / "raw", log=log)
+    parse_labels(ds, res / "raw", results / "labels.tsv", on_bad_image="error", log=log)
+    write_splits(results / "labels.tsv", ds["split"], results / "splits.tsv", results / "split_report.json",
+                 dataset=results.name, log=log)
+    write_scaled_labels(results / "labels.tsv", results / "splits.tsv", ds["attributes"], results / "scaled_labels.tsv",
+                        log=log)
     return results / "scaled_labels.tsv"
 
 
@@ -281,27 +284,20 @@ def train_and_score(cfg: dict, cache: Path, scaled_labels: Path, targets: list[s
     from aesthetic_mtl.files import read_tsv
     from aesthetic_mtl.nn.feature_cache import open_feature_cache
     from aesthetic_mtl.nn.model import build_model
-    from aesthetic_mtl.nn.train import (
-        StageConfig,
-        fit,
-        predict,
-        split_rows,
-        stage_params,
-    )
+    from aesthetic_mtl.nn.train import fit, predict, split_rows
     from aesthetic_mtl.report.metrics import srcc
+    from aesthetic_mtl.specs import HeadSpec, StageSpec
 
     prefix, pooled, index = open_feature_cache(cache)
     table = read_tsv(scaled_labels)
     train, val, test = (split_rows(table, index, s, targets) for s in ("train", "validation", "test"))
     torch.manual_seed(seed)
-    head = cfg["head"]
-    model = build_model(cfg["backbone"]["name"], targets, weights_file(cfg), head["hidden"], head["dropout"],
-                        head.get("init", "torch"))
+    model = build_model(cfg["backbone"]["name"], targets, weights_file(cfg), HeadSpec.from_config(cfg["head"]))
     out = {}
     for stage, inputs, forward in (("stage1", pooled, model.forward_from_pooled),
                                    ("stage2", prefix, model.forward_from_prefix)):
-        fit(model, forward, inputs, train, val, StageConfig.from_config(cfg["training"], stage), seed=seed,
-            params=stage_params(model, stage), loss_weights=[1.0] * len(targets), log=quiet, desc=stage)
+        fit(model, forward, inputs, train, val, StageSpec.from_config(cfg["training"], stage), seed=seed,
+            params=model.set_stage(stage), loss_weights=[1.0] * len(targets), log=quiet, desc=stage)
         pred = predict(forward, inputs, test.rows)
         for j, t in enumerate(targets):
             out[(stage, t)] = srcc(pred[:, j], test.y[:, j])

@@ -117,6 +117,7 @@ def fast_path(cfg: dict, data: dict[str, Dataset], workdir: Path, *, threads: in
 
     from aesthetic_mtl.config import settings
     from aesthetic_mtl.data.image_cache import build_image_cache
+    from aesthetic_mtl.specs import ImageSpec
     from aesthetic_mtl.nn.feature_cache import build_feature_cache, open_feature_cache
     from aesthetic_mtl.nn.train import CachedDataset
 
@@ -128,15 +129,14 @@ def fast_path(cfg: dict, data: dict[str, Dataset], workdir: Path, *, threads: in
         for name, ds in data.items():
             image_dir, cache_dir = workdir / name / f"images_{size}", workdir / name / f"{backbone}_{size}"
             t0 = time.perf_counter()
-            build_image_cache(ds.labels, image_dir, size, resize=cfg["images"].get("resize", "squash"),
-                              interpolation=cfg["images"].get("interpolation", "bicubic_fast"),
-                              max_pixels=cfg["images"].get("max_pixels"), workers=threads, log=quiet, progress=False)
+            build_image_cache(ds.labels, image_dir, ImageSpec.from_config(cfg["images"]), on_bad_image="error",
+                              workers=threads, log=quiet, progress=False)
             run.add_time("image_cache", time.perf_counter() - t0)
             t0 = time.perf_counter()
             build_feature_cache(image_dir, cache_dir, backbone, weights_file(cfg),
                                 batch_size=cfg["backbone"]["cache_batch_size"],
-                                dtype=cfg["backbone"].get("cache_dtype", "float32"), threads=threads,
-                                bf16_cuda=cfg["backbone"].get("cache_bf16_autocast_cuda", False), log=quiet)
+                                dtype=cfg["backbone"]["cache_dtype"], threads=threads,
+                                bf16_cuda=cfg["backbone"]["cache_bf16_autocast_cuda"], log=quiet)
             run.add_time("feature_cache", time.perf_counter() - t0)
             cached[name] = CachedDataset(name, *open_feature_cache(cache_dir), ds.scaled)
         test_sets = {name: (cached[name], list(cfg["datasets"][name]["attributes"])) for name in cached}
@@ -150,7 +150,8 @@ def fast_path(cfg: dict, data: dict[str, Dataset], workdir: Path, *, threads: in
 def train_model(cfg: dict, data, test_sets: dict, setting: str, targets: list[str], seed: int, run: DesignRun, *,
                 device) -> None:
     """One (dataset, setting, seed) of the fast path: `train.train_and_predict`, as every training job calls it."""
-    from aesthetic_mtl.nn.train import TrainingSpec, train_and_predict
+    from aesthetic_mtl.nn.train import train_and_predict
+    from aesthetic_mtl.specs import TrainingSpec
     from aesthetic_mtl.report.metrics import srcc
 
     spec = TrainingSpec.from_config(cfg["backbone"]["name"], cfg["head"], cfg["training"])

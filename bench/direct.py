@@ -201,7 +201,7 @@ def direct_path(cfg: dict, data: dict, *, threads: int) -> DesignRun:
     tcfg, hcfg = cfg["training"], cfg["head"]
     size, name_bb, wfile = cfg["images"]["size"], cfg["backbone"]["name"], weights_file(cfg)
     interpolation = cfg["images"].get("interpolation", "bicubic_fast")
-    workers = int(tcfg.get("num_workers", 0))
+    workers = 0  # the images are decoded in this process, as a plain port would
     for name, ds in data.items():
         path_of = dict(zip(ds.labels["image"], ds.labels["path"]))
         for setting, targets in settings(cfg, name).items():

@@ -144,9 +144,12 @@ def flops_per_image(backbone: str, size: int, n_outputs: int = 12) -> dict[str, 
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from aesthetic_mtl.config import load_config
     from aesthetic_mtl.nn.model import build_model
+    from aesthetic_mtl.specs import HeadSpec
 
-    model = build_model(backbone, [f"t{i}" for i in range(n_outputs)], None)
+    head = HeadSpec.from_config(load_config(REPO / "config.yaml")["head"])  # the paper's head
+    model = build_model(backbone, [f"t{i}" for i in range(n_outputs)], None, head)
     images = torch.zeros(1, size, size, 3, dtype=torch.uint8)
     with torch.no_grad(), FlopCounterMode(display=False) as trunk:
         prefix = model.prefix(images)

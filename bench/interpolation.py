@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> dict:
     """{(interpolation, seed, stage, target): test SRCC} and what the run was."""
     import torch
 
-    from aesthetic_mtl import pipeline
+    from aesthetic_mtl.data.image_cache import build_from_labels
+    from aesthetic_mtl.specs import ImageSpec
     from aesthetic_mtl.nn.feature_cache import build_feature_cache
 
     torch.set_num_threads(1)
@@ -72,8 +73,9 @@ def run(args: argparse.Namespace) -> dict:
     targets, srcc = list(ds["attributes"]), {}
     for interpolation in args.interpolations:
         images, cache = work / interpolation / "images", work / interpolation / "cache"
-        pipeline.image_cache(results / "labels.tsv", images, {**cfg["images"], "interpolation": interpolation},
-                             "error", workers=1, log=quiet)
+        build_from_labels(results / "labels.tsv", images,
+                          ImageSpec.from_config({**cfg["images"], "interpolation": interpolation}),
+                          on_bad_image="error", workers=1, log=quiet)
         build_feature_cache(images, cache, backbone, weights_file(cfg), dtype="float32", threads=1, log=quiet)
         for seed in args.seeds:
             for (stage, target), value in train_and_score(cfg, cache, scaled, targets, seed).items():

@@ -86,9 +86,10 @@ def demo_model(work: Path, backbone: str | None, size: int | None):
 
     import aesthetic_mtl
     from aesthetic_mtl.config import load_config
-    from aesthetic_mtl.nn.checkpoint import save_checkpoint
+    from aesthetic_mtl.nn.checkpoint import ModelCard, save_checkpoint
     from aesthetic_mtl.nn.model import build_model
-    from aesthetic_mtl.pipeline import fetch_weights
+    from aesthetic_mtl.nn.weights import fetch_weights
+    from aesthetic_mtl.specs import HeadSpec, ImageSpec
     from aesthetic_mtl.provenance import provenance
 
     cfg = load_config(REPO / "config.yaml", REPO / "config" / "demo.yaml")
@@ -98,12 +99,13 @@ def demo_model(work: Path, backbone: str | None, size: int | None):
     fetch_weights(backbone, trunk, log=lambda *_: None)
     attributes = cfg["datasets"]["AADB"]["attributes"]
     torch.manual_seed(0)
-    model = build_model(backbone, list(attributes), trunk)
+    model = build_model(backbone, list(attributes), trunk, HeadSpec.from_config(cfg["head"]))
     ckpt = work / "stage2.pt"
-    save_checkpoint(ckpt, model, stage="stage2", ranges=attributes, image_size=images["size"], head=cfg["head"],
-                    weights={"spec": "imagenet", "file": str(trunk), "sha256": None},
-                    config={"images": images, "datasets": {"AADB": cfg["datasets"]["AADB"]}},
-                    provenance=provenance())
+    card = ModelCard(backbone=backbone, stage="stage2", targets=tuple(attributes),
+                     ranges={t: tuple(r) for t, r in attributes.items()}, overall=cfg["datasets"]["AADB"]["overall"],
+                     images=ImageSpec.from_config(images), head=HeadSpec.from_config(cfg["head"]),
+                     weights={"spec": "imagenet", "file": str(trunk), "sha256": None})
+    save_checkpoint(ckpt, model, card, provenance=provenance())
     return aesthetic_mtl.load(ckpt, device="cpu"), images
 
 
@@ -170,7 +172,7 @@ def render(r: dict) -> str:
         "",
         f"`{cmd.strip()}` at {source_revision()} on {info['cpu']} ({r['cores']} cores, torch {info['torch']}, "
         f"device {args.device}). {r['n']} JPEGs of {args.width}x{args.height} (quality 90), "
-        f"{r['backbone']} at {r['images']['size']} px ({r['images'].get('interpolation', 'bicubic_fast')}), "
+        f"{r['backbone']} at {r['images']['size']} px ({r['images']['interpolation']}), "
         f"batches of 32; medians of {args.repeats} interleaved repeats; other processes used "
         f"{r['share']['others_cores']:.2f} cores on average meanwhile.",
         "",

@@ -22,6 +22,55 @@ def _single_thread():
     yield
 
 
+# --------------------------------------------------------------------------------------------------
+# typed specs as the tests need them: the schema's defaults under what a test names
+# --------------------------------------------------------------------------------------------------
+
+def image_spec(size: int, **images):
+    """An ImageSpec of `size` px (the schema's defaults for resize, interpolation and max_pixels)."""
+    from aesthetic_mtl.specs import ImageSpec
+
+    return ImageSpec.from_config({"size": size, **images})
+
+
+def head_spec(**head):
+    """The paper's head (hidden 128, 64; dropout 0.35) with the schema's defaults, `head` overriding."""
+    from aesthetic_mtl.specs import HeadSpec
+
+    return HeadSpec.from_config({"hidden": [128, 64], "dropout": 0.35, **head})
+
+
+def stage_spec(epochs: int, lr: float, batch_size: int, *, stage: str = "stage1", **own):
+    """A StageSpec: `epochs`, `lr` and `batch_size`, the schema's defaults for the rest; `own` may name
+    halve_every_steps, schedule (the stage's keys), adam and adam_eps (the training section's)."""
+    from aesthetic_mtl.specs import StageSpec
+
+    training = {k: own.pop(k) for k in ("adam", "adam_eps") if k in own}
+    return StageSpec.from_config({"batch_size": batch_size, **training,
+                                  stage: {"epochs": epochs, "lr": lr, **own}}, stage)
+
+
+def save_test_checkpoint(path, model, *, stage: str, ranges: dict, image_size: int, weights: dict,
+                         config: dict | None = None, head: dict | None = None, provenance: dict | None = None) -> None:
+    """A checkpoint (format 2) of `model`, its card made from the facts the tests name one by one (and from a
+    small config: its dataset's overall score, images, training precision, dataset, setting and seed)."""
+    from aesthetic_mtl.nn.checkpoint import ModelCard, save_checkpoint
+
+    config = config or {}
+    overall = next((ds["overall"] for ds in config.get("datasets", {}).values() if ds.get("overall") in model.targets),
+                   None)
+    images = {k: v for k, v in config.get("images", {}).items() if k != "size"}
+    card = ModelCard(backbone=model.backbone_name, stage=stage, targets=tuple(model.targets),
+                     ranges={t: tuple(float(v) for v in ranges[t]) for t in model.targets}, overall=overall,
+                     images=image_spec(image_size, **images), head=head_spec(**(head or {})),
+                     bf16=bool(config.get("training", {}).get("bf16_autocast_cuda", False)),
+                     dataset=config.get("dataset") or next(iter(config.get("datasets", {})), None),
+                     setting=config.get("setting"), seed=config.get("seed"), weights=dict(weights),
+                     training={stage: {"batch_size": config["training"]["batch_size"], **config["training"][stage]}
+                               for stage in ("stage1", "stage2") if stage in config.get("training", {})})
+    save_checkpoint(path, model, card, provenance=provenance or {})
+
+
 @pytest.fixture(autouse=True)
 def _own_user_cache(tmp_path_factory, monkeypatch):
     """Trunk weights resolved by name (checkpoint.user_cache) go to a folder of the test session, never to

@@ -20,6 +20,7 @@ from aesthetic_mtl.data.image_cache import build_image_cache, open_image_cache
 from aesthetic_mtl.data.integrity import sample_rows
 from aesthetic_mtl.errors import DataError
 from aesthetic_mtl.nn.feature_cache import build_feature_cache, open_feature_cache
+from conftest import image_spec
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,7 @@ def built(tmp_path_factory) -> Path:
         path.parent.mkdir(exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (40 + i, 50, 3), dtype=np.uint8)).save(path)
         rows.append({"image": f"p{i}", "path": str(path)})
-    build_image_cache(pd.DataFrame(rows), root / "images_32", 32, workers=1, log=lambda m: None,
-                      progress=False)
+    build_image_cache(pd.DataFrame(rows), root / "images_32", image_spec(32), on_bad_image="error", workers=1, log=lambda m: None, progress=False)
     build_feature_cache(root / "images_32", root / "features", "vgg16", None, batch_size=4,
                         dtype="float32", log=lambda m: None)
     return root

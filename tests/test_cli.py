@@ -14,9 +14,11 @@ from PIL import Image
 
 from aesthetic_mtl.cli import collect_images, main
 from aesthetic_mtl.data.images import load_image
-from aesthetic_mtl.nn.checkpoint import load_model, save_checkpoint
+from aesthetic_mtl.nn.checkpoint import load_model
 from aesthetic_mtl.nn.model import build_model
 from aesthetic_mtl.provenance import provenance
+
+from conftest import head_spec, image_spec, save_test_checkpoint
 
 TARGETS = ["Light", "score"]
 RANGES = {"Light": [-1.0, 1.0], "score": [1.0, 5.0]}
@@ -26,12 +28,12 @@ RANGES = {"Light": [-1.0, 1.0], "score": [1.0, 5.0]}
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "stage2.pt"
     torch.manual_seed(0)
-    model = build_model("vgg16", TARGETS, None)
+    model = build_model("vgg16", TARGETS, None, head_spec())
     config = {"datasets": {"AADB": {"attributes": RANGES, "overall": "score"}},
               "images": {"size": 32, "resize": "squash"},
               "training": {"batch_size": 8, "stage1": {"epochs": 1, "lr": 1e-3}, "stage2": {"epochs": 1, "lr": 1e-4},
                            "seeds": [1]}}
-    save_checkpoint(path, model, stage="stage2", ranges=RANGES, image_size=32,
+    save_test_checkpoint(path, model, stage="stage2", ranges=RANGES, image_size=32,
                     head={"hidden": [128, 64], "dropout": 0.35},
                     weights={"spec": "none", "file": None, "sha256": None}, config=config,
                     provenance=provenance())
@@ -86,7 +88,7 @@ def test_predict_scores_on_the_original_scale_and_skips_unreadable(checkpoint, p
     # and they are the network's [0, 1] outputs mapped onto each target's range
     model, _ = load_model(checkpoint)
     with torch.no_grad():
-        unit = model(torch.from_numpy(np.array(load_image(folder / "a.jpg", 32)[None])))[0].numpy()
+        unit = model(torch.from_numpy(np.array(load_image(folder / "a.jpg", image_spec(32))[None])))[0].numpy()
     assert row["score"] == pytest.approx(1 + 4 * unit[TARGETS.index("score")], abs=1e-4)
     assert row["Light"] == pytest.approx(-1 + 2 * unit[TARGETS.index("Light")], abs=1e-4)
 
@@ -110,8 +112,8 @@ def test_predict_fails_only_when_nothing_is_readable(checkpoint, tmp_path):
 
 def test_predict_names_missing_trunk_weights(tmp_path):
     path = tmp_path / "needs_weights.pt"
-    model = build_model("vgg16", ["score"], None)
-    save_checkpoint(path, model, stage="stage1", ranges={"score": [0, 1]}, image_size=32,
+    model = build_model("vgg16", ["score"], None, head_spec())
+    save_test_checkpoint(path, model, stage="stage1", ranges={"score": [0, 1]}, image_size=32,
                     head={"hidden": [128, 64], "dropout": 0.35},
                     weights={"spec": "imagenet", "file": "resources/weights/nowhere.pth", "sha256": "ab" * 32},
                     config={}, provenance={"code_version": "test"})
@@ -125,8 +127,8 @@ def test_predict_refuses_a_trunk_it_was_not_trained_with(tmp_path):
     path = tmp_path / "trained_on_a.pt"
     other = tmp_path / "b.pth"
     torch.save({"x": torch.zeros(1)}, other)
-    model = build_model("vgg16", ["score"], None)
-    save_checkpoint(path, model, stage="stage1", ranges={"score": [0, 1]}, image_size=32,
+    model = build_model("vgg16", ["score"], None, head_spec())
+    save_test_checkpoint(path, model, stage="stage1", ranges={"score": [0, 1]}, image_size=32,
                     head={"hidden": [128, 64], "dropout": 0.35},
                     weights={"spec": "imagenet", "file": str(tmp_path / "a.pth"), "sha256": "ab" * 32},
                     config={}, provenance={"code_version": "test"})
@@ -190,16 +192,20 @@ def _bad_checkpoints(folder, good) -> dict[str, tuple]:
     put("empty.pt", b"", "empty file")
     put("truncated.pt", raw[: len(raw) // 2], "truncated or damaged")
     put("pickle.pt", pickle.dumps({"format": 1}), "plain Python pickle")
-    save("trunk.pth", build_model("vgg16", ["score"], None).features.state_dict(), "bare state_dict")
+    save("trunk.pth", build_model("vgg16", ["score"], None, head_spec()).features.state_dict(), "bare state_dict")
     save("plain_dict.pt", {"weights": 1, "backbone": "vgg16"}, "without a format version")
     save("list.pt", [1, 2, 3], "holds a list")
     save("object.pt", {"format": 1, "x": _NotData()}, "never unpickled")
-    save("older.pt", {**ckpt, "format": 0}, "format version 0 is older than the version 1")
-    save("newer.pt", {**ckpt, "format": 7}, "format version 7 is newer than the version 1")
-    save("no_targets.pt", {k: v for k, v in ckpt.items() if k != "targets"}, "'targets' is missing")
-    save("bad_ranges.pt", {**ckpt, "ranges": {"Light": [-1, 1]}}, "no [low, high] for target 'score'")
-    save("bad_stage.pt", {**ckpt, "stage": "stage3"}, "'stage' is 'stage3'")
-    save("other_backbone.pt", {**ckpt, "backbone": "vgg17"}, "its backbone 'vgg17' is not one this aesthetic-mtl knows")
+    card = ckpt["card"]
+    save("older.pt", {**ckpt, "format": 0}, "format version 0 is older than the versions [1, 2]")
+    save("newer.pt", {**ckpt, "format": 7}, "format version 7 is newer than the versions [1, 2]")
+    save("no_card.pt", {k: v for k, v in ckpt.items() if k != "card"}, "format 2 but the key 'card' is missing")
+    save("no_targets.pt", {**ckpt, "card": {k: v for k, v in card.items() if k != "targets"}},
+         "its model card does not fit this aesthetic-mtl ('targets')")
+    save("bad_ranges.pt", {**ckpt, "card": {**card, "ranges": {"Light": [-1, 1]}}}, "no [low, high] for target 'score'")
+    save("bad_stage.pt", {**ckpt, "card": {**card, "stage": "stage3"}}, "'stage' is 'stage3'")
+    save("other_backbone.pt", {**ckpt, "card": {**card, "backbone": "vgg17"}},
+         "its backbone 'vgg17' is not one this aesthetic-mtl knows")
     wrong = dict(ckpt["state_dict"])
     key = next(k for k in wrong if k.startswith("head.") and k.endswith("weight"))
     wrong[key] = torch.zeros(3, 3)
@@ -215,7 +221,7 @@ def bad_checkpoints(tmp_path_factory, checkpoint):
 
 
 BAD_NAMES = ["random.pt", "config.json", "empty.pt", "truncated.pt", "pickle.pt", "trunk.pth",
-             "plain_dict.pt", "list.pt", "object.pt", "older.pt", "newer.pt", "no_targets.pt",
+             "plain_dict.pt", "list.pt", "object.pt", "older.pt", "newer.pt", "no_card.pt", "no_targets.pt",
              "bad_ranges.pt", "bad_stage.pt", "other_backbone.pt", "wrong_shape.pt", "stage1_params.pt"]
 
 

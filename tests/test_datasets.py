@@ -13,6 +13,7 @@ from PIL import Image
 
 from aesthetic_mtl.data.formats import aadb, eva, get_format
 from aesthetic_mtl.errors import ConfigError, DataError
+from conftest import image_spec
 
 AADB_CFG = {"format": "aadb", "source": "official", "image_source": "original",
             "attributes": {t: list(aadb.RANGES[t]) for t in aadb.ATTRIBUTES}}
@@ -85,7 +86,7 @@ def test_aadb_round_trip(tmp_path):
     archives = _aadb_archives(tmp_path, table)
     raw = tmp_path / "raw"
     aadb.extract(archives, raw, AADB_CFG)
-    out = aadb.parse(raw, AADB_CFG)
+    out = aadb.parse(raw, AADB_CFG, on_bad_image="error")
 
     assert list(out.columns) == ["image", "path", "split", *aadb.ATTRIBUTES]
     assert out["split"].value_counts().to_dict() == {"train": 6, "validation": 4, "test": 5}
@@ -111,7 +112,7 @@ def test_aadb_configured_subset_keeps_config_order(tmp_path):
     archives = _aadb_archives(tmp_path, _aadb_table())
     aadb.extract(archives, tmp_path / "raw", AADB_CFG)
     cfg = {**AADB_CFG, "attributes": {"score": [0, 1], "Light": [-1, 1]}}
-    out = aadb.parse(tmp_path / "raw", cfg)
+    out = aadb.parse(tmp_path / "raw", cfg, on_bad_image="error")
     assert list(out.columns) == ["image", "path", "split", "score", "Light"]
 
 
@@ -120,7 +121,7 @@ def test_aadb_missing_target_file(tmp_path):
     aadb.extract(archives, tmp_path / "raw", AADB_CFG)
     cfg = {**AADB_CFG, "attributes": {"score": [0, 1], "Sharpness": [-1, 1]}}
     with pytest.raises(DataError, match="imgListTrainRegression_Sharpness.txt"):
-        aadb.parse(tmp_path / "raw", cfg)
+        aadb.parse(tmp_path / "raw", cfg, on_bad_image="error")
 
 
 def _aadb_raw_dir(tmp: Path, lists: dict[tuple[str, str], str], images: list[str]) -> Path:
@@ -152,7 +153,7 @@ def _small_lists(light_train: str) -> dict[tuple[str, str], str]:
 def test_aadb_normalises_crlf_spaces_tabs_blank_lines(tmp_path):
     messy = "\ufeffa.jpg 0.2\r\n\r\n  b.jpg\t\t-0.4  \r\nc.jpg    1\r\n\r\n"
     raw = _aadb_raw_dir(tmp_path, _small_lists(messy), ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])
-    out = aadb.parse(raw, SMALL_CFG)
+    out = aadb.parse(raw, SMALL_CFG, on_bad_image="error")
     train = out[out.split == "train"].set_index("image")
     assert list(train.index) == ["a.jpg", "b.jpg", "c.jpg"]
     np.testing.assert_allclose(train["Light"], [0.2, -0.4, 1.0])
@@ -172,7 +173,7 @@ def test_aadb_bad_line_names_file_line_and_text(tmp_path, bad_line, expected):
     text = f"a.jpg 0.2\n{bad_line}\nc.jpg 0.4\n"
     raw = _aadb_raw_dir(tmp_path, _small_lists(text), ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])
     with pytest.raises(DataError) as err:
-        aadb.parse(raw, SMALL_CFG)
+        aadb.parse(raw, SMALL_CFG, on_bad_image="error")
     msg = str(err.value)
     assert "imgListTrainRegression_Light.txt line 2" in msg
     assert expected in msg
@@ -183,7 +184,7 @@ def test_aadb_lists_several_offenders(tmp_path):
     text = "a.jpg 2\nb.jpg 3\nc.jpg nan\n"
     raw = _aadb_raw_dir(tmp_path, _small_lists(text), ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])
     with pytest.raises(DataError, match=r"3 bad line\(s\)") as err:
-        aadb.parse(raw, SMALL_CFG)
+        aadb.parse(raw, SMALL_CFG, on_bad_image="error")
     assert all(f"line {i}" in str(err.value) for i in (1, 2, 3))
 
 
@@ -191,7 +192,7 @@ def test_aadb_inconsistent_image_sets(tmp_path):
     lists = _small_lists("a.jpg 0.2\nb.jpg 0\nx.jpg 0.4\n")
     raw = _aadb_raw_dir(tmp_path, lists, ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "x.jpg"])
     with pytest.raises(DataError, match="list different images") as err:
-        aadb.parse(raw, SMALL_CFG)
+        aadb.parse(raw, SMALL_CFG, on_bad_image="error")
     assert "imgListTrainRegression_score.txt" in str(err.value)
     assert "x.jpg" in str(err.value) and "c.jpg" in str(err.value)
 
@@ -200,7 +201,7 @@ def test_aadb_missing_image(tmp_path):
     raw = _aadb_raw_dir(tmp_path, _small_lists("a.jpg 0.2\nb.jpg 0\nc.jpg 0.4\n"),
                         ["a.jpg", "c.jpg", "d.jpg"])
     with pytest.raises(DataError, match="cannot be resolved") as err:
-        aadb.parse(raw, SMALL_CFG)
+        aadb.parse(raw, SMALL_CFG, on_bad_image="error")
     assert "imgListTrainRegression_Light.txt line 2" in str(err.value)
     assert "'b.jpg'" in str(err.value)
 
@@ -210,7 +211,7 @@ def test_aadb_score_prefix_resolution_and_ambiguity(tmp_path):
                         ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])
     newtest = raw / "AADB_newtest_originalSize"
     (newtest / "0.400_d.jpg").write_bytes(_jpeg(9))
-    out = aadb.parse(raw, SMALL_CFG)
+    out = aadb.parse(raw, SMALL_CFG, on_bad_image="error")
     paths = dict(zip(out["split"], out["path"]))
     # d is in validation and test: one photo, so both rows use the first copy (original archive)
     assert Path(paths["test"]).name == Path(paths["validation"]).name == "d.jpg"
@@ -218,7 +219,7 @@ def test_aadb_score_prefix_resolution_and_ambiguity(tmp_path):
     (raw / "datasetImages_originalSize" / "datasetImages_originalSize" / "d.jpg").unlink()
     (newtest / "0.500_d.jpg").write_bytes(_jpeg(10))
     with pytest.raises(DataError, match="matches 2 files") as err:
-        aadb.parse(raw, SMALL_CFG)
+        aadb.parse(raw, SMALL_CFG, on_bad_image="error")
     assert "0.400_d.jpg" in str(err.value) and "0.500_d.jpg" in str(err.value)
 
 
@@ -231,7 +232,7 @@ def test_aadb_warp256_source(tmp_path):
                                     for i, n in enumerate(table["image"].unique())})
     cfg = {**AADB_CFG, "image_source": "warp256"}
     aadb.extract(archives, tmp_path / "raw", cfg)
-    out = aadb.parse(tmp_path / "raw", cfg)
+    out = aadb.parse(tmp_path / "raw", cfg, on_bad_image="error")
     assert len(out) == len(table)
     assert all("datasetImages_warp256" in p for p in out["path"])
 
@@ -289,7 +290,7 @@ def test_eva_round_trip(tmp_path):
     cfg = {**EVA_CFG, "source": "synthetic", "synthetic": {"parts": 3}}
     eva.extract(archives, tmp_path / "raw", cfg)
     assert not list((tmp_path / "raw").glob("*.zip"))               # the joined zip is removed
-    out = eva.parse(tmp_path / "raw", cfg)
+    out = eva.parse(tmp_path / "raw", cfg, on_bad_image="error")
     assert list(out.columns) == ["image", "path", "split", *eva.ATTRIBUTES]
     assert sorted(out["image"]) == sorted(ids)
     assert (out["split"] == "").all()
@@ -320,7 +321,7 @@ def _row(image="1", score="7", attrs=("3", "2", "4", "1"), user="E1") -> str:
 def test_eva_normalises_crlf_and_spaces(tmp_path):
     text = (HEADER + "\r\n" + _row("1", "6").replace("=", " = ") + "\r\n\r\n"
             + _row("1", "8", user="E2") + "\r\n" + _row("2", "4") + "\r\n")
-    out = eva.parse(_eva_raw(tmp_path, text), EVA_CFG)
+    out = eva.parse(_eva_raw(tmp_path, text), EVA_CFG, on_bad_image="error")
     got = out.set_index("image")
     assert got.loc["1", "score"] == 7.0 and got.loc["2", "score"] == 4.0
     assert got.loc["1", "visual"] == 3.0
@@ -329,7 +330,7 @@ def test_eva_normalises_crlf_and_spaces(tmp_path):
 def test_eva_wrong_delimiter(tmp_path):
     text = ",".join(eva.COLUMNS) + "\n" + _row().replace("=", ",") + "\n"
     with pytest.raises(DataError, match="not '='-delimited") as err:
-        eva.parse(_eva_raw(tmp_path, text), EVA_CFG)
+        eva.parse(_eva_raw(tmp_path, text), EVA_CFG, on_bad_image="error")
     assert eva.VOTES in str(err.value) and "image_id,user_id" in str(err.value)
     assert "','-delimited" in str(err.value)
 
@@ -339,7 +340,7 @@ def test_eva_missing_column(tmp_path):
     text = "=".join(cols) + "\n" + "=".join(["1", "E1", "7", "2", "3", "3", "3", "t", "1", "0",
                                              "0", "0"]) + "\n"
     with pytest.raises(DataError, match="lacks the column") as err:
-        eva.parse(_eva_raw(tmp_path, text), EVA_CFG)
+        eva.parse(_eva_raw(tmp_path, text), EVA_CFG, on_bad_image="error")
     assert eva.VOTES in str(err.value) and "semantic" in str(err.value)
     assert "line 1" in str(err.value)
 
@@ -354,7 +355,7 @@ def test_eva_missing_column(tmp_path):
 def test_eva_bad_rows(tmp_path, row, expected):
     text = "\n".join([HEADER, _row(), _row("2"), row]) + "\n"
     with pytest.raises(DataError) as err:
-        eva.parse(_eva_raw(tmp_path, text), EVA_CFG)
+        eva.parse(_eva_raw(tmp_path, text), EVA_CFG, on_bad_image="error")
     msg = str(err.value)
     assert f"{eva.VOTES} line 4" in msg and expected in msg
 
@@ -362,19 +363,19 @@ def test_eva_bad_rows(tmp_path, row, expected):
 def test_eva_votes_without_image(tmp_path):
     text = "\n".join([HEADER, _row("1"), _row("77"), _row("88"), _row("77", user="E2")]) + "\n"
     with pytest.raises(DataError, match="2 voted image") as err:
-        eva.parse(_eva_raw(tmp_path, text, ids=("1",)), EVA_CFG)
+        eva.parse(_eva_raw(tmp_path, text, ids=("1",)), EVA_CFG, on_bad_image="error")
     assert "'77'" in str(err.value) and "line 3" in str(err.value) and "'88'" in str(err.value)
 
 
 def test_eva_configured_target_missing_from_file(tmp_path):
     cfg = {**EVA_CFG, "attributes": {"score": [0, 10], "emotion": [1, 4]}}
     with pytest.raises(DataError, match="emotion"):
-        eva.parse(_eva_raw(tmp_path, HEADER + "\n" + _row() + "\n"), cfg)
+        eva.parse(_eva_raw(tmp_path, HEADER + "\n" + _row() + "\n"), cfg, on_bad_image="error")
 
 
 def test_eva_other_numeric_column_as_target(tmp_path):
     cfg = {**EVA_CFG, "attributes": {"difficulty": [1, 4], "score": [0, 10]}}
-    out = eva.parse(_eva_raw(tmp_path, HEADER + "\n" + _row() + "\n", ids=("1",)), cfg)
+    out = eva.parse(_eva_raw(tmp_path, HEADER + "\n" + _row() + "\n", ids=("1",)), cfg, on_bad_image="error")
     assert list(out.columns) == ["image", "path", "split", "difficulty", "score"]
     assert out.loc[0, "difficulty"] == 2.0
 
@@ -385,31 +386,31 @@ def _pipeline_to_targets(raw: Path, ds: dict, tmp: Path, split_cfg: dict) -> tup
                                                                                    list[str]]:
     """parse_labels -> image_cache -> splits -> scale_labels with on_bad_image: skip, as the workflow runs them,
     and the targets a training job then sees (less the skipped images)."""
-    from aesthetic_mtl import pipeline
+    from aesthetic_mtl.data import image_cache as _image_cache, release, scaling as _scaling, splits as _splits
     from aesthetic_mtl.data.splits import drop_skipped, make_splits
     from aesthetic_mtl.files import read_tsv, write_tsv
 
     messages: list[str] = []
     res = tmp / "results"
-    pipeline.parse_labels(ds, raw, res / "labels.tsv", on_bad_image="skip", log=messages.append)
-    pipeline.image_cache(res / "labels.tsv", res / "images_16", {"size": 16}, "skip", workers=1,
-                         log=messages.append)
+    release.parse_labels(ds, raw, res / "labels.tsv", on_bad_image="skip", log=messages.append)
+    _image_cache.build_from_labels(res / "labels.tsv", res / "images_16", image_spec(16), on_bad_image="skip",
+                                  workers=1, log=messages.append)
     # the split step proper refuses test splits this small (test_splits.py); these lists are about bad images
     write_tsv(res / "splits.tsv", make_splits(read_tsv(res / "labels.tsv"), split_cfg))
-    pipeline.scale_labels(res / "labels.tsv", res / "splits.tsv", ds["attributes"], res / "scaled_labels.tsv",
+    _scaling.write_scaled_labels(res / "labels.tsv", res / "splits.tsv", ds["attributes"], res / "scaled_labels.tsv",
                        log=messages.append)
     skipped = read_tsv(res / "images_16" / "skipped.tsv")
     return skipped, drop_skipped(read_tsv(res / "scaled_labels.tsv"), set(skipped["image"])), messages
 
 
 def test_aadb_label_without_image_follows_on_bad_image(tmp_path):
-    from aesthetic_mtl import pipeline
+    from aesthetic_mtl.data import image_cache as _image_cache, release, scaling as _scaling, splits as _splits
 
     # b.jpg (train) and d.jpg (validation and test) have labels but no file; zz.jpg has a file only
     raw = _aadb_raw_dir(tmp_path, _small_lists("a.jpg 0.2\nb.jpg 0\nc.jpg 0.4\n"), ["a.jpg", "c.jpg", "zz.jpg"])
     ds = {**SMALL_CFG, "format": "aadb"}
     with pytest.raises(DataError, match="cannot be resolved") as err:             # error (default): stop
-        pipeline.parse_labels(ds, raw, tmp_path / "labels.tsv", log=lambda m: None)
+        release.parse_labels(ds, raw, tmp_path / "labels.tsv", on_bad_image="error", log=lambda m: None)
     assert "imgListTrainRegression_Light.txt line 2" in str(err.value) and "'b.jpg'" in str(err.value)
     assert not (tmp_path / "labels.tsv").exists()
 
@@ -426,7 +427,7 @@ def test_eva_votes_without_image_follow_on_bad_image(tmp_path):
     text = "\n".join([HEADER, _row("1"), _row("2"), _row("77"), _row("2", user="E2")]) + "\n"
     raw = _eva_raw(tmp_path, text, ids=("1", "2", "5"))                     # 77: votes only; 5: file only
     with pytest.raises(DataError, match="1 voted image"):
-        eva.parse(raw, EVA_CFG)
+        eva.parse(raw, EVA_CFG, on_bad_image="error")
     parsed = eva.parse(raw, EVA_CFG, on_bad_image="skip")
     assert list(parsed["image"]) == ["1", "2", "77"] and not Path(parsed["path"][2]).exists()
     assert parsed.attrs["unlabelled_images"] == 1
@@ -444,7 +445,7 @@ def test_aadb_images_without_labels_are_ignored_and_counted(tmp_path):
         zf.writestr("datasetImages_originalSize/farm1_unlisted_1_b.jpg", _jpeg(1))
         zf.writestr("datasetImages_originalSize/farm1_unlisted_2_b.jpg", _jpeg(2))
     aadb.extract(archives, tmp_path / "raw", AADB_CFG)
-    out = aadb.parse(tmp_path / "raw", AADB_CFG)
+    out = aadb.parse(tmp_path / "raw", AADB_CFG, on_bad_image="error")
     assert not out["image"].str.contains("unlisted").any() and len(out) == len(table)
     # the overlap images' second copies (new-test archive) are used files, not unlabelled ones
     assert out.attrs["unlabelled_images"] == 2
@@ -533,7 +534,7 @@ def test_eva_image_symlinked_outside_the_release_is_refused(tmp_path, policy):
 
 def test_skip_policy_never_reads_a_file_outside_the_release(tmp_path):
     """The reported case: with skip, '../..' used to be decoded, cached and trained on."""
-    from aesthetic_mtl import pipeline
+    from aesthetic_mtl.data import image_cache as _image_cache, release, scaling as _scaling, splits as _splits
 
     photo = _outside_photo(tmp_path)
     rel = Path("..") / ".." / photo.relative_to(tmp_path)       # from raw/datasetImages_originalSize
@@ -543,6 +544,6 @@ def test_skip_policy_never_reads_a_file_outside_the_release(tmp_path):
         f"a.jpg 0.5\n{rel} 0.25\nc.jpg 1\n")
     assert (raw / "datasetImages_originalSize" / rel).resolve() == photo.resolve()   # it would escape
     with pytest.raises(DataError, match="contains '..'"):
-        pipeline.parse_labels({**SMALL_CFG, "format": "aadb"}, raw, tmp_path / "labels.tsv",
+        release.parse_labels({**SMALL_CFG, "format": "aadb"}, raw, tmp_path / "labels.tsv",
                               on_bad_image="skip", log=lambda m: None)
     assert not (tmp_path / "labels.tsv").exists()

@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import can_mount_tmpfs
+from conftest import can_mount_tmpfs, head_spec, image_spec, save_test_checkpoint
 from PIL import Image
 
 from aesthetic_mtl import files
 from aesthetic_mtl.data.image_cache import build_image_cache, open_image_cache
 from aesthetic_mtl.errors import OutputError
-from aesthetic_mtl.nn.checkpoint import load_model, save_checkpoint
+from aesthetic_mtl.nn.checkpoint import load_model
 from aesthetic_mtl.nn.feature_cache import build_feature_cache, open_feature_cache
 from aesthetic_mtl.nn.model import build_model
 
@@ -59,8 +59,8 @@ def _assert_nothing_under(folder: Path, *names: str) -> None:
 
 def _save(path: Path) -> None:
     torch.manual_seed(0)
-    model = build_model("vgg16", ["Light", "score"], None)
-    save_checkpoint(path, model, stage="stage2", ranges={"Light": [-1, 1], "score": [0, 1]}, image_size=32,
+    model = build_model("vgg16", ["Light", "score"], None, head_spec())
+    save_test_checkpoint(path, model, stage="stage2", ranges={"Light": [-1, 1], "score": [0, 1]}, image_size=32,
                     head={"hidden": [128, 64], "dropout": 0.35}, weights={"spec": "none", "file": None},
                     config={"images": {"size": 32}}, provenance={"code_version": "test"})
 
@@ -104,7 +104,7 @@ def test_checkpoint_on_a_full_disk_then_identical_after_space_is_freed(tmp_path,
 def test_caches_on_a_full_disk_then_identical_after_space_is_freed(tmp_path, monkeypatch):
     table = _photos(tmp_path / "photos")
     ref_images, ref_features = tmp_path / "ref" / "images_32", tmp_path / "ref" / "features"
-    build_image_cache(table, ref_images, 32, workers=1, log=lambda m: None, progress=False)
+    build_image_cache(table, ref_images, image_spec(32), on_bad_image="error", workers=1, log=lambda m: None, progress=False)
     build_feature_cache(ref_images, ref_features, "vgg16", None, batch_size=2, dtype="float32",
                         log=lambda m: None)
 
@@ -119,11 +119,11 @@ def test_caches_on_a_full_disk_then_identical_after_space_is_freed(tmp_path, mon
     monkeypatch.setattr(os, "posix_fallocate", fallocate)
     images, features = tmp_path / "run" / "images_32", tmp_path / "run" / "features"
     with pytest.raises(OutputError, match=rf"^{images / 'images.npy'}: not written: no space left"):
-        build_image_cache(table, images, 32, workers=1, log=lambda m: None, progress=False)
+        build_image_cache(table, images, image_spec(32), on_bad_image="error", workers=1, log=lambda m: None, progress=False)
     _assert_nothing_under(images, "images.npy", "index.tsv", "meta.json")
 
     full["on"] = False                                      # space freed: the image cache is written
-    build_image_cache(table, images, 32, workers=1, log=lambda m: None, progress=False)
+    build_image_cache(table, images, image_spec(32), on_bad_image="error", workers=1, log=lambda m: None, progress=False)
     full["on"] = True                                       # ... and the disk fills up again
     with pytest.raises(OutputError, match=rf"^{features / 'prefix.npy'}: not written: no space left"):
         build_feature_cache(images, features, "vgg16", None, batch_size=2, dtype="float32",
@@ -145,7 +145,9 @@ from pathlib import Path
 import pandas as pd
 from aesthetic_mtl.errors import OutputError
 from aesthetic_mtl.data.image_cache import build_image_cache, open_image_cache
+from aesthetic_mtl.specs import ImageSpec
 
+image_spec = lambda size: ImageSpec.from_config({"size": size})
 table, mount = pd.read_csv(sys.argv[1], dtype=str), Path(sys.argv[2])
 out_size = lambda folder: sum(p.stat().st_size + 4096 for p in folder.iterdir())
 filler = mount / "filler"
@@ -153,13 +155,13 @@ with open(filler, "wb") as fh:                     # leave ~40 KiB: less than th
     fh.write(b"\0" * (int(sys.argv[3]) * 1024 - 40 * 1024))
 out = mount / "images_32"
 try:
-    build_image_cache(table, out, 32, workers=1, log=lambda m: None, progress=False)
+    build_image_cache(table, out, image_spec(32), on_bad_image="error", workers=1, log=lambda m: None, progress=False)
     print("UNEXPECTED: written")
 except OutputError as e:
     print("ERROR:", e)
 print("LEFT:", sorted(p.name for p in out.iterdir()))
 filler.unlink()                                     # space freed
-build_image_cache(table, out, 32, workers=1, log=lambda m: None, progress=False)
+build_image_cache(table, out, image_spec(32), on_bad_image="error", workers=1, log=lambda m: None, progress=False)
 open_image_cache(out)
 for p in sorted(out.iterdir()):
     print("DIGEST:", p.name, hashlib.sha256(p.read_bytes()).hexdigest())
@@ -202,7 +204,7 @@ def test_cache_and_checkpoint_on_a_really_full_tmpfs(tmp_path):
     assert "LEFT: []" in lines, proc.stdout                    # not even a temporary file
 
     reference = tmp_path / "ref"
-    build_image_cache(table, reference, 32, workers=1, log=lambda m: None, progress=False)
+    build_image_cache(table, reference, image_spec(32), on_bad_image="error", workers=1, log=lambda m: None, progress=False)
     expected = [f"DIGEST: {name} {digest}" for name, digest in _digests(reference).items()]
     assert [line for line in lines if line.startswith("DIGEST:")] == expected
 

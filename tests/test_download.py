@@ -848,7 +848,7 @@ def test_extraction_on_a_full_disk_names_the_folder_and_leaves_nothing(tmp_path,
 FULL_TMPFS = r"""
 import random, subprocess, sys, zipfile
 from pathlib import Path
-from aesthetic_mtl import pipeline
+from aesthetic_mtl.data import image_cache as _image_cache, release, scaling as _scaling, splits as _splits
 from aesthetic_mtl.data.download import download
 from aesthetic_mtl.errors import OutputError
 
@@ -871,7 +871,7 @@ with zipfile.ZipFile(work / "images.zip", "w") as zf:
 ds = {"format": "table", "source": "official", "table": "labels.csv",
       "files": {"labels.csv": {"url": url}, "images.zip": {"url": url}}}
 try:
-    pipeline.extract(ds, work, mount / "PHOTOS" / "raw", log=lambda m: None)
+    release.extract(ds, work, mount / "PHOTOS" / "raw", log=lambda m: None)
     print("UNEXPECTED: extracted")
 except OutputError as e:
     print("EXTRACT ERROR:", e)

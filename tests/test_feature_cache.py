@@ -10,6 +10,7 @@ from PIL import Image
 from aesthetic_mtl.data.image_cache import build_image_cache
 from aesthetic_mtl.errors import DataError
 from aesthetic_mtl.nn.feature_cache import build_feature_cache, open_feature_cache
+from conftest import image_spec
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def image_dir(tmp_path, tiny_images):
         paths.append(raw / f"{i}.png")
         Image.fromarray(img).save(paths[-1])
     table = pd.DataFrame({"image": [p.stem for p in paths], "path": [str(p) for p in paths], "split": "train"})
-    build_image_cache(table, tmp_path / "images", 32, workers=1, log=lambda m: None, progress=False)
+    build_image_cache(table, tmp_path / "images", image_spec(32), on_bad_image="error", workers=1, log=lambda m: None, progress=False)
     return tmp_path / "images"
 
 
@@ -36,10 +37,10 @@ def test_float16_cache_rounds_the_float32_one(image_dir, tmp_path):
 
 
 def test_float16_overflow_stops_the_build(image_dir, tmp_path, monkeypatch):
-    from aesthetic_mtl.nn.model import AestheticModel
+    from aesthetic_mtl.nn.model import Trunk
 
-    real = AestheticModel.prefix
-    monkeypatch.setattr(AestheticModel, "prefix", lambda self, images: real(self, images) * 0 + 1e5)
+    real = Trunk.prefix
+    monkeypatch.setattr(Trunk, "prefix", lambda self, images: real(self, images) * 0 + 1e5)
     with pytest.raises(DataError, match="beyond float16's range .*cache_dtype: float32"):
         build_feature_cache(image_dir, tmp_path / "f16", "vgg16_keras", None, dtype="float16", log=lambda m: None)
     build_feature_cache(image_dir, tmp_path / "f32", "vgg16_keras", None, dtype="float32", log=lambda m: None)

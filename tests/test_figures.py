@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +13,6 @@ from test_paper_tables import DATASETS, synthetic_metrics
 from torch import nn
 
 from aesthetic_mtl.files import write_tsv
-from aesthetic_mtl.nn.checkpoint import save_checkpoint
 from aesthetic_mtl.nn.gradcam import (
     cam_layer,
     grad_cam,
@@ -26,6 +27,7 @@ from aesthetic_mtl.report.figures import (
     srcc_bars,
     training_curves,
 )
+from conftest import REPO, head_spec, save_test_checkpoint
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -124,7 +126,7 @@ def test_gradcam_points_at_what_raises_the_output():
 @pytest.fixture(scope="module")
 def tiny_vgg():
     torch.manual_seed(0)
-    return build_model("vgg16", ["Light", "score"], None)
+    return build_model("vgg16", ["Light", "score"], None, head_spec())
 
 
 @pytest.mark.parametrize("stage", ["stage1", "stage2"])
@@ -150,7 +152,7 @@ def test_gradcam_reads_the_activation_not_the_raw_convolution(tiny_vgg, tiny_ima
 
 
 def test_gradcam_on_efficientnet_lite0(tiny_images):
-    model = build_model("efficientnet_lite0", ["score"], None)
+    model = build_model("efficientnet_lite0", ["score"], None, head_spec())
     assert isinstance(cam_layer(model.features), torch.nn.ReLU6)  # after the head's BatchNorm
     cams = grad_cam(model, tiny_images[:2], 0)
     assert cams.shape == (2, 32, 32) and np.isfinite(cams).all() and cams.max() <= 1
@@ -159,7 +161,7 @@ def test_gradcam_on_efficientnet_lite0(tiny_images):
 def test_gradcam_examples_figure(tiny_vgg, tiny_images, tmp_path):
     ckpt = tmp_path / "stage2.pt"
     tiny_vgg.set_stage("stage2")
-    save_checkpoint(ckpt, tiny_vgg, stage="stage2", ranges={"Light": [-1, 1], "score": [0, 1]}, image_size=32,
+    save_test_checkpoint(ckpt, tiny_vgg, stage="stage2", ranges={"Light": [-1, 1], "score": [0, 1]}, image_size=32,
                     head={"hidden": [128, 64], "dropout": 0.35}, weights={"spec": "none", "file": None,
                                                                          "sha256": None},
                     config={"datasets": {"AADB": {"attributes": {"Light": [-1, 1], "score": [0, 1]},
@@ -184,14 +186,17 @@ def test_gradcam_examples_figure(tiny_vgg, tiny_images, tmp_path):
     assert set(picks.loc[picks["group"] == "worst", "image"]) == worst
 
 
-def test_draw_dispatches_workflow_kinds(tmp_path):
-    from aesthetic_mtl.report.figures import draw
+def test_the_functions_the_figure_rules_name(tmp_path):
+    """Each figure rule names the function it runs (`draw` in workflow/rules/report.smk): every one of them
+    exists and draws from the rule's named inputs."""
+    from aesthetic_mtl.report import figures
 
+    named = re.findall(r'draw="aesthetic_mtl\.report\.figures\.(\w+)"', (REPO / "workflow/rules/report.smk").read_text())
+    assert len(named) == 4 and all(callable(getattr(figures, name)) for name in named)
     write_tsv(tmp_path / "metrics.tsv", synthetic_metrics(seeds=[1]))
-    draw("srcc_bars", {"metrics": tmp_path / "metrics.tsv"}, tmp_path / "b.png", dataset="EVA", datasets=DATASETS)
+    figures.srcc_bars_figure({"metrics": tmp_path / "metrics.tsv"}, tmp_path / "b.png", dataset="EVA",
+                             datasets=DATASETS, backbone="vgg16")
     assert_png(tmp_path / "b.png")
-    with pytest.raises(ValueError, match="unknown figure kind"):
-        draw("pie_chart", {}, tmp_path / "x.png")
 
 
 def test_display_names_label_the_figures(tmp_path, monkeypatch):

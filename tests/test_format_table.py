@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aesthetic_mtl import pipeline
+from aesthetic_mtl.data import image_cache as _image_cache, release, scaling as _scaling, splits as _splits
 from aesthetic_mtl.config import check_config, load_config
 from aesthetic_mtl.data import synthetic
 from aesthetic_mtl.data.formats import get_format, table
@@ -94,7 +94,7 @@ def test_split_column_tsv_quotes_bom_and_crlf(tmp_path):
     (folder / "labels.tsv").write_bytes(text.encode())
     cfg = _cfg(path=str(folder), table="labels.tsv", split_column="set", split={"method": "official"})
     table.extract(tmp_path / "a", tmp_path / "raw", cfg)
-    out = table.parse(tmp_path / "raw", cfg)
+    out = table.parse(tmp_path / "raw", cfg, on_bad_image="error")
     assert out["image"].tolist() == ["x, y.png", "z.png", "w.png"]
     assert out["split"].tolist() == ["train", "validation", "test"]
     assert out["rating"].tolist() == [3.0, 2.0, 5.0]
@@ -115,7 +115,7 @@ def test_synthetic_release_round_trip_and_determinism(tmp_path):
     assert names == sorted(table.required_files(cfg))
     assert all((tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes() for n in names)
     table.extract(tmp_path / "a", tmp_path / "raw", cfg)
-    out = table.parse(tmp_path / "raw", cfg)
+    out = table.parse(tmp_path / "raw", cfg, on_bad_image="error")
     assert len(out) == 24 and out.attrs["unlabelled_images"] == 1
     assert set(out["split"]) == {"train", "validation", "test"}
     assert out["rating"].between(1, 5).all() and out["sharp"].between(0, 10).all()
@@ -138,7 +138,7 @@ def test_official_release_zips_are_merged(tmp_path):
             zf.writestr(f"set{i + 1}/{'ab'[i]}.png", _png(i))
     cfg = _cfg("official", files={n: {"url": "u"} for n in ["labels.csv", "one.zip", "two.zip"]})
     table.extract(archives, tmp_path / "raw", cfg)
-    out = table.parse(tmp_path / "raw", cfg)
+    out = table.parse(tmp_path / "raw", cfg, on_bad_image="error")
     assert out["image"].tolist() == ["set1/a.png", "set2/b.png"]
     assert all(Path(p).is_file() for p in out["path"])
 
@@ -226,16 +226,16 @@ def test_pipeline_local_fingerprint_then_extract(tmp_path):
     folder = _folder(tmp_path, GOOD)
     cfg = _cfg(path=str(folder))
     ok = tmp_path / "resources" / "PHOTOS" / "archives.sha256.json"
-    pipeline.obtain_archives(cfg, [], ok, log=lambda m: None)
+    release.obtain_archives(cfg, [], ok, download={}, log=lambda m: None)
     first = json.loads(ok.read_text())
     assert set(first) == {"labels.csv", "images_listing"}
     assert not (ok.parent / "archives").exists()                       # nothing copied or downloaded
     raw = ok.parent / "raw"
-    pipeline.extract(cfg, ok.parent / "archives", raw, log=lambda m: None)
-    labels = pipeline.parse_labels(cfg, raw, tmp_path / "labels.tsv", log=lambda m: None)
+    release.extract(cfg, ok.parent / "archives", raw, log=lambda m: None)
+    labels = release.parse_labels(cfg, raw, tmp_path / "labels.tsv", on_bad_image="error", log=lambda m: None)
     assert len(labels) == 3
     (folder / "sub" / "new.png").write_bytes(_png(9))
-    pipeline.obtain_archives(cfg, [], ok, log=lambda m: None)
+    release.obtain_archives(cfg, [], ok, download={}, log=lambda m: None)
     second = json.loads(ok.read_text())
     assert second["labels.csv"] == first["labels.csv"]
     assert second["images_listing"] != first["images_listing"]
@@ -302,7 +302,7 @@ def test_composed_names_find_files_stored_decomposed(tmp_path):
     (folder / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     cfg = _cfg(path=str(folder))
     table.extract(tmp_path / "archives", tmp_path / "raw", cfg)
-    out = table.parse(tmp_path / "raw", cfg)
+    out = table.parse(tmp_path / "raw", cfg, on_bad_image="error")
     assert out["image"].tolist() == [composed, "Z\u00fcrich/stra\u00dfe.png", "plain.png"]
     assert [Path(p).name for p in out["path"]] == [decomposed, unicodedata.normalize("NFD", "straße.png"),
                                                    "plain.png"]
@@ -312,7 +312,7 @@ def test_composed_names_find_files_stored_decomposed(tmp_path):
     (folder / "labels.csv").write_text(f"image,rating,sharp\n{composed},4,3\n{decomposed},2,2\n", encoding="utf-8")
     table.extract(tmp_path / "archives", tmp_path / "raw", cfg)
     with pytest.raises(DataError, match=r"labels.csv line 3: image .* listed twice \(first at line 2\)"):
-        table.parse(tmp_path / "raw", cfg)
+        table.parse(tmp_path / "raw", cfg, on_bad_image="error")
 
 
 EXCEL_UNICODE_TEXT = ("image\trating\tsharp\tnotes\r\n"
@@ -328,13 +328,13 @@ def test_excel_unicode_text_utf16_is_read(tmp_path):
     (folder / "labels.txt").write_bytes(codecs.BOM_UTF16_LE + EXCEL_UNICODE_TEXT.encode("utf-16-le"))
     cfg = _cfg(path=str(folder), table="labels.txt")
     table.extract(tmp_path / "archives", tmp_path / "raw", cfg)
-    out = table.parse(tmp_path / "raw", cfg)
+    out = table.parse(tmp_path / "raw", cfg, on_bad_image="error")
     assert out["image"].tolist() == ["caf\u00e9.png", "sub/b.png"]
     assert out["rating"].tolist() == [4.5, 1.0] and out["sharp"].tolist() == [3.0, 10.0]
     # big-endian with its BOM too
     (folder / "labels.txt").write_bytes(codecs.BOM_UTF16_BE + EXCEL_UNICODE_TEXT.encode("utf-16-be"))
     table.extract(tmp_path / "archives", tmp_path / "raw", cfg)
-    assert table.parse(tmp_path / "raw", cfg)["image"].tolist() == ["caf\u00e9.png", "sub/b.png"]
+    assert table.parse(tmp_path / "raw", cfg, on_bad_image="error")["image"].tolist() == ["caf\u00e9.png", "sub/b.png"]
 
 
 def test_utf16_without_bom_is_named_with_the_fix(tmp_path):
@@ -343,7 +343,7 @@ def test_utf16_without_bom_is_named_with_the_fix(tmp_path):
     cfg = _cfg(path=str(folder), table="labels.txt")
     table.extract(tmp_path / "archives", tmp_path / "raw", cfg)
     with pytest.raises(DataError) as err:
-        table.parse(tmp_path / "raw", cfg)
+        table.parse(tmp_path / "raw", cfg, on_bad_image="error")
     message = str(err.value)
     assert "\n" not in message and message.startswith(f"{folder / 'labels.txt'}: ")
     assert "UTF-16" in message and "CSV UTF-8" in message

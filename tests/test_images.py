@@ -19,6 +19,7 @@ from aesthetic_mtl.data.image_cache import (
 from aesthetic_mtl.data.images import load_image
 from aesthetic_mtl.errors import DataError
 from aesthetic_mtl.files import read_tsv
+from conftest import image_spec
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
 
@@ -63,7 +64,7 @@ def jpeg(tmp_path: Path) -> Path:
 
 def test_grayscale_replicated_to_three_channels(tmp_path):
     grey = np.tile(np.array([0, 10, 128, 255], np.uint8), (4, 1))
-    out = load_image(_save(grey, tmp_path / "g.png"), 4)
+    out = load_image(_save(grey, tmp_path / "g.png"), image_spec(4))
     assert out.shape == (4, 4, 3) and out.dtype == np.uint8
     for c in range(3):
         np.testing.assert_array_equal(out[..., c], grey)
@@ -74,7 +75,7 @@ def test_one_bit_image_is_black_and_white(tmp_path):
     bits[:, 2:] = True
     path = _save(bits, tmp_path / "b.png")               # bool array -> mode "1"
     assert _opened(path) == "1"
-    out = load_image(path, 4)
+    out = load_image(path, image_spec(4))
     np.testing.assert_array_equal(out[:, :2], 0)
     np.testing.assert_array_equal(out[:, 2:], 255)
 
@@ -85,7 +86,7 @@ def test_rgba_composited_on_white(tmp_path):
     rgba[1] = (10, 20, 30, 0)      # fully transparent -> white, whatever the colour under it
     rgba[2] = (10, 20, 30, 255)    # opaque -> unchanged
     rgba[3] = (0, 0, 0, 64)
-    out = load_image(_save(rgba, tmp_path / "a.png"), 4).astype(int)
+    out = load_image(_save(rgba, tmp_path / "a.png"), image_spec(4)).astype(int)
     c, a = rgba[..., :3].astype(int), rgba[..., 3:].astype(int)
     expected = (c * a + 255 * (255 - a) + 127) // 255
     np.testing.assert_array_equal(out, expected)
@@ -98,7 +99,7 @@ def test_la_composited_on_white(tmp_path):
     la = np.zeros((4, 4, 2), np.uint8)
     la[..., 0] = 40
     la[:2, :, 1] = 255
-    out = load_image(_save(la, tmp_path / "la.png", "LA"), 4)
+    out = load_image(_save(la, tmp_path / "la.png", "LA"), image_spec(4))
     np.testing.assert_array_equal(out[:2], 40)
     np.testing.assert_array_equal(out[2:], 255)
 
@@ -111,7 +112,7 @@ def test_palette_with_transparency(tmp_path, suffix):
     im.putpalette([0, 255, 0] + list(RED) + [0, 0, 0] * 254)
     path = tmp_path / f"p.{suffix}"
     im.save(path, transparency=0)
-    out = load_image(path, 4)
+    out = load_image(path, image_spec(4))
     np.testing.assert_array_equal(out[:, :2], 255)    # transparent green -> white
     np.testing.assert_array_equal(out[:, 2:], np.broadcast_to(RED, (4, 2, 3)))
 
@@ -120,7 +121,7 @@ def test_palette_without_transparency(tmp_path):
     path = tmp_path / "p.png"
     Image.fromarray(_halves(4, 4)).convert("P", palette=Image.Palette.ADAPTIVE, colors=4).save(path)
     assert _opened(path) == "P"
-    np.testing.assert_array_equal(load_image(path, 4), _halves(4, 4))
+    np.testing.assert_array_equal(load_image(path, image_spec(4)), _halves(4, 4))
 
 
 @pytest.mark.parametrize("name,dtype", [("g16.png", np.uint16), ("g16b.tif", ">u2")])
@@ -130,7 +131,7 @@ def test_sixteen_bit_scaled_not_clipped(tmp_path, name, dtype):
     path = tmp_path / name
     Image.fromarray(values.astype(dtype)).save(path)
     assert _opened(path) in ("I;16", "I;16B", "I")
-    out = load_image(path, 4)
+    out = load_image(path, image_spec(4))
     expected = np.array([[0, 1, 100, 101], [128, 254, 255, 255]] * 2, np.uint8)
     for c in range(3):
         np.testing.assert_array_equal(out[..., c], expected)
@@ -142,7 +143,7 @@ def test_cmyk_jpeg_including_adobe_inverted(tmp_path):
     cmyk[:, 8:] = (255, 255, 0, 0)    # blue
     path = _save(cmyk, tmp_path / "c.jpg", "CMYK", quality=100)
     assert _opened(path, "info").get("adobe")  # Pillow writes (and reads back) Adobe-inverted CMYK
-    out = load_image(path, 16).astype(int)
+    out = load_image(path, image_spec(16)).astype(int)
     assert np.abs(out[:, :6] - RED).max() <= 4
     assert np.abs(out[:, 10:] - BLUE).max() <= 4
 
@@ -157,7 +158,7 @@ def test_exif_orientation_6_rotates_clockwise(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6
     path = _save(_halves(64, 32), tmp_path / "rot.jpg", quality=95, exif=exif.tobytes())
-    out = load_image(path, 32).astype(int)
+    out = load_image(path, image_spec(32)).astype(int)
     assert np.abs(out[:12] - RED).max() < 20, "top should be red"
     assert np.abs(out[-12:] - BLUE).max() < 20, "bottom should be blue"
     unrotated = np.abs(out[:, :12] - RED).max()
@@ -168,7 +169,7 @@ def test_center_crop_keeps_the_middle(tmp_path):
     arr = np.empty((100, 300, 3), np.uint8)
     arr[:, :100], arr[:, 100:200], arr[:, 200:] = RED, GREEN, BLUE
     path = _save(arr, tmp_path / "wide.png")
-    crop = load_image(path, 50, resize="center_crop").astype(int)
+    crop = load_image(path, image_spec(50, resize="center_crop")).astype(int)
     # as "resize the shorter side to 50, then crop": the kernel still sees the neighbours at the
     # crop's left/right edge, so only the interior is exactly green
     np.testing.assert_array_equal(crop[:, 2:-2], np.broadcast_to(GREEN, (50, 46, 3)))
@@ -176,7 +177,7 @@ def test_center_crop_keeps_the_middle(tmp_path):
     with Image.open(path) as im:
         whole = im.resize((150, 50), Image.Resampling.BICUBIC).crop((50, 0, 100, 50))
     assert np.abs(crop - np.asarray(whole)).max() <= 2
-    squash = load_image(path, 30, resize="squash")
+    squash = load_image(path, image_spec(30, resize="squash"))
     assert tuple(squash[15, 2]) == RED and tuple(squash[15, -3]) == BLUE
 
 
@@ -191,7 +192,7 @@ def test_draft_decoding_matches_full_decode(tmp_path, monkeypatch):
         return result
 
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
-    out = load_image(path, 224)
+    out = load_image(path, image_spec(224))
     assert drafted and drafted[0] == (1000, 750), drafted   # reduced DCT, still >= 2 x 224
     with Image.open(path) as im:
         full = np.asarray(im.convert("RGB").resize((224, 224), Image.Resampling.BICUBIC))
@@ -208,9 +209,9 @@ def test_keras_filters_decode_in_full(tmp_path, monkeypatch):
         full = im.convert("RGB")
     for name, resample in images.KERAS_FILTERS.items():
         expected = np.asarray(full.resize((224, 224), resample))
-        np.testing.assert_array_equal(load_image(path, 224, interpolation=name), expected)
+        np.testing.assert_array_equal(load_image(path, image_spec(224, interpolation=name)), expected)
     assert drafted == []
-    load_image(path, 224, interpolation="bicubic_fast")
+    load_image(path, image_spec(224, interpolation="bicubic_fast"))
     assert len(drafted) == 1
 
 
@@ -227,7 +228,7 @@ def test_draft_keeps_twice_the_target(tmp_path):
 
 def _raises(path: Path, reason: str, **kw) -> None:
     with pytest.raises(DataError) as err:
-        load_image(path, 32, **kw)
+        load_image(path, image_spec(32, **kw))
     assert str(path) in str(err.value) and reason in str(err.value), str(err.value)
 
 
@@ -244,7 +245,7 @@ def test_corrupt_png(tmp_path):
     bad = tmp_path / "corrupt.png"
     bad.write_bytes(bytes(data))
     with pytest.raises(DataError, match="corrupt|truncated") as err:
-        load_image(bad, 32)
+        load_image(bad, image_spec(32))
     assert str(bad) in str(err.value)
 
 
@@ -312,16 +313,16 @@ def test_pillow_bomb_warning_becomes_data_error(tmp_path, jpeg, monkeypatch):
 @pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")
 def test_configured_limit_above_pillows_applies(jpeg, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    assert load_image(jpeg, 32, max_pixels=10**6).shape == (32, 32, 3)
+    assert load_image(jpeg, image_spec(32, max_pixels=10**6)).shape == (32, 32, 3)
 
 
 def test_bad_arguments_are_not_data_errors(jpeg):
     with pytest.raises(ValueError, match="resize"):
-        load_image(jpeg, 32, resize="stretch")
+        load_image(jpeg, image_spec(32, resize="stretch"))
     with pytest.raises(ValueError, match="size"):
-        load_image(jpeg, 0)
+        load_image(jpeg, image_spec(0))
     with pytest.raises(ValueError, match="interpolation must be one of"):
-        load_image(jpeg, 32, interpolation="area")
+        load_image(jpeg, image_spec(32, interpolation="area"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -354,8 +355,7 @@ def _no_leftovers(out: Path) -> None:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_cache_unique_in_first_appearance_order(tmp_path, photo_table, workers):
     out = tmp_path / "cache"
-    skipped = build_image_cache(photo_table, out, 32, workers=workers, log=lambda m: None,
-                                progress=False)
+    skipped = build_image_cache(photo_table, out, image_spec(32), on_bad_image="error", workers=workers, log=lambda m: None, progress=False)
     assert skipped.empty and list(skipped.columns) == ["image", "path", "reason"]
     arr, index = open_image_cache(out)
     assert list(index["image"]) == ["b", "a", "d", "c", "e"]
@@ -363,7 +363,7 @@ def test_cache_unique_in_first_appearance_order(tmp_path, photo_table, workers):
     assert arr.shape == (5, 32, 32, 3) and arr.dtype == np.uint8
     first = photo_table.drop_duplicates("image").set_index("image")["path"]
     for row, image in zip(index["row"], index["image"]):
-        np.testing.assert_array_equal(arr[row], load_image(first[image], 32))
+        np.testing.assert_array_equal(arr[row], load_image(first[image], image_spec(32)))
     assert read_tsv(out / "skipped.tsv").empty
     assert (out / "skipped.tsv").read_text().strip() == "image\tpath\treason"
     _no_leftovers(out)
@@ -371,19 +371,17 @@ def test_cache_unique_in_first_appearance_order(tmp_path, photo_table, workers):
 
 def test_cache_center_crop_matches_loader(tmp_path, photo_table):
     out = tmp_path / "cache"
-    build_image_cache(photo_table, out, 16, resize="center_crop", log=lambda m: None,
-                      progress=False)
+    build_image_cache(photo_table, out, image_spec(16, resize="center_crop"), on_bad_image="error", log=lambda m: None, progress=False)
     arr, index = open_image_cache(out)
-    np.testing.assert_array_equal(arr[1], load_image(photo_table["path"][1], 16,
-                                                     resize="center_crop"))
+    np.testing.assert_array_equal(arr[1], load_image(photo_table["path"][1], image_spec(16, resize="center_crop")))
 
 
 def test_cache_uses_the_interpolation_and_records_it(tmp_path, photo_table):
     out = tmp_path / "cache"
-    build_image_cache(photo_table, out, 16, interpolation="nearest", log=lambda m: None, progress=False)
+    build_image_cache(photo_table, out, image_spec(16, interpolation="nearest"), on_bad_image="error", log=lambda m: None, progress=False)
     arr, index = open_image_cache(out)
-    np.testing.assert_array_equal(arr[2], load_image(photo_table["path"][3], 16, interpolation="nearest"))
-    assert not np.array_equal(arr[2], load_image(photo_table["path"][3], 16))
+    np.testing.assert_array_equal(arr[2], load_image(photo_table["path"][3], image_spec(16, interpolation="nearest")))
+    assert not np.array_equal(arr[2], load_image(photo_table["path"][3], image_spec(16)))
     assert json.loads((out / "meta.json").read_text())["interpolation"] == "nearest"
 
 
@@ -398,8 +396,7 @@ def _with_bad_images(table: pd.DataFrame, tmp_path: Path) -> pd.DataFrame:
 def test_skip_mode_leaves_bad_images_out(tmp_path, photo_table):
     table = _with_bad_images(photo_table, tmp_path)
     out, messages = tmp_path / "cache", []
-    skipped = build_image_cache(table, out, 24, on_bad_image="skip", log=messages.append,
-                                progress=False)
+    skipped = build_image_cache(table, out, image_spec(24), on_bad_image="skip", log=messages.append, progress=False)
     assert list(skipped["image"]) == ["t", "m"]
     on_disk = read_tsv(out / "skipped.tsv")
     assert list(on_disk["image"]) == ["t", "m"]
@@ -408,7 +405,7 @@ def test_skip_mode_leaves_bad_images_out(tmp_path, photo_table):
     assert any("skipping image t" in m for m in messages)
     arr, index = open_image_cache(out)
     assert list(index["image"]) == ["b", "a", "d", "c", "e"] and arr.shape[0] == 5
-    np.testing.assert_array_equal(arr[4], load_image(photo_table["path"][5], 24))
+    np.testing.assert_array_equal(arr[4], load_image(photo_table["path"][5], image_spec(24)))
     _no_leftovers(out)
 
 
@@ -416,14 +413,14 @@ def test_error_mode_stops_naming_the_file(tmp_path, photo_table):
     table = _with_bad_images(photo_table, tmp_path)
     out = tmp_path / "cache"
     with pytest.raises(DataError, match=r"trunc\.jpg: truncated image"):
-        build_image_cache(table, out, 24, workers=2, log=lambda m: None, progress=False)
+        build_image_cache(table, out, image_spec(24), on_bad_image="error", workers=2, log=lambda m: None, progress=False)
     assert not (out / "images.npy").exists() and not (out / "index.tsv").exists()
     _no_leftovers(out)
 
 
 def test_interrupted_build_leaves_no_cache(tmp_path, photo_table, monkeypatch):
     out = tmp_path / "cache"
-    build_image_cache(photo_table, out, 16, log=lambda m: None, progress=False)   # a complete one
+    build_image_cache(photo_table, out, image_spec(16), on_bad_image="error", log=lambda m: None, progress=False)   # a complete one
     calls = []
     real = images.load_image
 
@@ -436,7 +433,7 @@ def test_interrupted_build_leaves_no_cache(tmp_path, photo_table, monkeypatch):
     monkeypatch.setattr(images, "load_image", dies_midway)
     (out / "images.npy").unlink()
     with pytest.raises(KeyboardInterrupt):
-        build_image_cache(photo_table, out, 16, workers=1, log=lambda m: None, progress=False)
+        build_image_cache(photo_table, out, image_spec(16), on_bad_image="error", workers=1, log=lambda m: None, progress=False)
     assert not (out / "images.npy").exists() and not (out / "index.tsv").exists()
     _no_leftovers(out)
     with pytest.raises(DataError, match="incomplete"):
@@ -445,10 +442,10 @@ def test_interrupted_build_leaves_no_cache(tmp_path, photo_table, monkeypatch):
 
 def test_rebuild_removes_the_old_index_first(tmp_path, photo_table, monkeypatch):
     out = tmp_path / "cache"
-    build_image_cache(photo_table, out, 16, log=lambda m: None, progress=False)
+    build_image_cache(photo_table, out, image_spec(16), on_bad_image="error", log=lambda m: None, progress=False)
     monkeypatch.setattr(images, "load_image", lambda *a, **k: (_ for _ in ()).throw(RuntimeError))
     with pytest.raises(RuntimeError):
-        build_image_cache(photo_table, out, 16, workers=2, log=lambda m: None, progress=False)
+        build_image_cache(photo_table, out, image_spec(16), on_bad_image="error", workers=2, log=lambda m: None, progress=False)
     with pytest.raises(DataError, match="incomplete"):
         open_image_cache(out)   # the old images.npy is still there, but no index vouches for it
 
@@ -456,23 +453,22 @@ def test_rebuild_removes_the_old_index_first(tmp_path, photo_table, monkeypatch)
 def test_all_images_bad_or_none_is_an_error(tmp_path):
     bad = pd.DataFrame({"image": ["x"], "path": [str(tmp_path / "gone.jpg")]})
     with pytest.raises(DataError, match="none of the 1 images"):
-        build_image_cache(bad, tmp_path / "cache", 16, on_bad_image="skip", log=lambda m: None,
-                          progress=False)
+        build_image_cache(bad, tmp_path / "cache", image_spec(16), on_bad_image="skip", log=lambda m: None, progress=False)
     assert not (tmp_path / "cache" / "index.tsv").exists()
     with pytest.raises(DataError, match="empty"):
-        build_image_cache(bad.iloc[:0], tmp_path / "cache", 16, progress=False)
+        build_image_cache(bad.iloc[:0], tmp_path / "cache", image_spec(16), on_bad_image="error", progress=False)
 
 
 def test_same_image_with_two_paths_is_an_error(tmp_path, photo_table):
     table = photo_table.copy()
     table.loc[2, "path"] = "/elsewhere/b.png"
     with pytest.raises(DataError, match="'b' has different paths"):
-        build_image_cache(table, tmp_path / "cache", 16, log=lambda m: None, progress=False)
+        build_image_cache(table, tmp_path / "cache", image_spec(16), on_bad_image="error", log=lambda m: None, progress=False)
 
 
 def test_open_cache_checks_shapes(tmp_path, photo_table):
     out = tmp_path / "cache"
-    build_image_cache(photo_table, out, 16, log=lambda m: None, progress=False)
+    build_image_cache(photo_table, out, image_spec(16), on_bad_image="error", log=lambda m: None, progress=False)
     arr, index = open_image_cache(out)
     with pytest.raises(ValueError):
         arr[0, 0, 0, 0] = 1          # read-only
@@ -511,7 +507,7 @@ def test_bomb_over_twice_pillows_limit_names_the_configured_limit(jpeg, monkeypa
     """Pillow refuses > 2x its own limit inside Image.open; the message must still name max_pixels."""
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)            # the default case: both limits equal
     with pytest.raises(DataError) as err:
-        load_image(jpeg, 32, max_pixels=1000)
+        load_image(jpeg, image_spec(32, max_pixels=1000))
     msg = str(err.value)
     assert msg == f"{jpeg}: decompression bomb refused: 76800 pixels > images.max_pixels = 1000"
     assert "2000" not in msg                                        # not Pillow's doubled limit
@@ -521,7 +517,7 @@ def test_float_tiff_in_zero_one_is_scaled_not_blackened(tmp_path):
     values = np.array([[0.0, 0.25, 0.5, 1.0]] * 4, dtype=np.float32)
     path = _save(values, tmp_path / "f.tif")
     assert _opened(path) == "F"
-    out = load_image(path, 4)
+    out = load_image(path, image_spec(4))
     for c in range(3):
         np.testing.assert_array_equal(out[..., c], np.tile([0, 64, 128, 255], (4, 1)))
 
@@ -554,9 +550,10 @@ def _gradient_rgba(width: int, height: int, seed: int) -> np.ndarray:
 PEAK_RSS_SCRIPT = r"""
 import re, sys
 from pathlib import Path
-from aesthetic_mtl import pipeline
-pipeline.image_cache(sys.argv[1], sys.argv[2], {"size": 224, "max_pixels": int(sys.argv[3])}, "error",
-                     workers=2, log=lambda m: None)
+from aesthetic_mtl.data.image_cache import build_from_labels
+from aesthetic_mtl.specs import ImageSpec
+build_from_labels(sys.argv[1], sys.argv[2], ImageSpec.from_config({"size": 224, "max_pixels": int(sys.argv[3])}),
+                  on_bad_image="error", workers=2, log=lambda m: None)
 # VmHWM: this process's own peak (ru_maxrss would count the forked pytest process it started as)
 print(int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) // 1024)
 """
@@ -586,16 +583,16 @@ def test_image_cache_peak_memory_stays_inside_the_declared_mem_mb(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     peak_mb = int(proc.stdout.split()[-1])
-    declared = image_cache.memory_mb({"size": 224, "max_pixels": width * height}, workers=2)
+    declared = image_cache.memory_mb(image_spec(224, max_pixels=width * height), workers=2)
     assert peak_mb <= declared, f"peak RSS {peak_mb} MiB > declared mem_mb {declared}"
     assert open_image_cache(tmp_path / "images_224")[0].shape == (4, 224, 224, 3)
 
 
 def test_memory_mb_grows_with_max_pixels_and_workers():
-    default = image_cache.memory_mb({"size": 224}, workers=2)
-    assert default == image_cache.memory_mb({"size": 224, "max_pixels": images.PILLOW_MAX_PIXELS}, workers=2)
-    assert image_cache.memory_mb({"size": 224}, workers=1) < default
-    assert image_cache.memory_mb({"size": 224, "max_pixels": 24_000_000}, workers=2) < default
+    default = image_cache.memory_mb(image_spec(224), workers=2)
+    assert default == image_cache.memory_mb(image_spec(224, max_pixels=images.PILLOW_MAX_PIXELS), workers=2)
+    assert image_cache.memory_mb(image_spec(224), workers=1) < default
+    assert image_cache.memory_mb(image_spec(224, max_pixels=24_000_000), workers=2) < default
 
 
 def _large_photo(mode: str, width: int = 1000, height: int = 700) -> Image.Image:
@@ -630,9 +627,9 @@ def test_reducing_before_converting_matches_converting_first(tmp_path, mode, res
         factor = min(full.size) // (2 * 64)
         assert images._converts_late(full) and factor >= 2
         rgb = images._to_rgb(full, path)                                   # converted at full size
-        same_factor = images._resize(rgb.reduce(factor), 64, resize, images.FAST)
-        old_path = images._resize(rgb, 64, resize, images.FAST)
-    got = load_image(path, 64, resize=resize).astype(int)
+        same_factor = images._resize(rgb.reduce(factor), image_spec(64, resize=resize))
+        old_path = images._resize(rgb, image_spec(64, resize=resize))
+    got = load_image(path, image_spec(64, resize=resize)).astype(int)
     assert np.abs(got - same_factor).max() <= 1
     old = np.abs(got - old_path)
     assert old.max() <= 8 and old.mean() < 1, (old.max(), old.mean())
@@ -644,8 +641,8 @@ def test_float_range_is_checked_before_averaging(tmp_path):
     values[10, 10] = 1.5
     Image.fromarray(values).save(tmp_path / "f.tif")
     with pytest.raises(DataError, match=r"values in \[0\.5, 1\.5\]"):
-        load_image(tmp_path / "f.tif", 64)
+        load_image(tmp_path / "f.tif", image_spec(64))
     values[10, 10] = np.nan                                     # NaN survives the average
     Image.fromarray(values).save(tmp_path / "f.tif")
     with pytest.raises(DataError, match="NaN or infinite"):
-        load_image(tmp_path / "f.tif", 64)
+        load_image(tmp_path / "f.tif", image_spec(64))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import replace
 
 os.environ["KERAS_BACKEND"] = "torch"  # before keras is imported: the backend is chosen once, at import
 os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="keras-home-"))  # keras.json not in the user's home
@@ -24,7 +25,7 @@ import keras  # noqa: E402  (a test dependency, pyproject [dev]: missing, these 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from conftest import REPO  # noqa: E402
+from conftest import REPO, image_spec  # noqa: E402
 from keras.src.legacy.saving import legacy_h5_format  # noqa: E402
 from scipy import stats  # noqa: E402
 
@@ -33,17 +34,19 @@ from aesthetic_mtl.data.images import FAST, KERAS_FILTERS, load_image  # noqa: E
 from aesthetic_mtl.nn.backbones import build_backbone, keras_vgg16_layer_names  # noqa: E402
 from aesthetic_mtl.nn.model import AestheticModel, Head  # noqa: E402
 from aesthetic_mtl.nn.optim import adam  # noqa: E402
-from aesthetic_mtl.nn.train import Split, StageConfig, fit, lr_scheduler  # noqa: E402
+from aesthetic_mtl.nn.train import Split, fit, lr_scheduler  # noqa: E402
+from aesthetic_mtl.specs import HeadSpec, StageSpec  # noqa: E402
 
 PAPER = load_config(REPO / "config.yaml")
+PAPER_HEAD = HeadSpec.from_config(PAPER["head"])
+NO_DROPOUT = replace(PAPER_HEAD, dropout=0.0)  # the paper config's Keras head, dropout off
 SIZE = 32        # the smallest input keras.applications.VGG16 accepts: quick on a CPU
 GRADIENT_SCALES = [1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8]
 
 
-def paper_stage(stage: str, **changes) -> StageConfig:
+def paper_stage(stage: str, **changes) -> StageSpec:
     """A stage as the paper config trains it (Keras' Adam and epsilon, continuous halving), with `changes`."""
-    own = StageConfig.from_config(PAPER["training"], stage)
-    return StageConfig(**{**own.__dict__, **changes})
+    return replace(StageSpec.from_config(PAPER["training"], stage), **changes)
 
 
 def relative(ours, theirs) -> float:
@@ -93,7 +96,7 @@ def test_trunk_on_keras_weights_matches_keras(keras_vgg16):
     images = photos()
     theirs = keras.ops.convert_to_numpy(theirs_model(keras.applications.vgg16.preprocess_input(
         images.astype(np.float32))))
-    ours_model = AestheticModel(build_backbone("vgg16_keras", path), ["score"]).eval()
+    ours_model = AestheticModel(build_backbone("vgg16_keras", path), ["score"], PAPER_HEAD).eval()
     with torch.no_grad():
         ours = ours_model.pooled_from_prefix(ours_model.prefix(torch.from_numpy(images))).numpy()
     assert theirs.shape == ours.shape == (len(images), 512)
@@ -112,16 +115,16 @@ def test_image_loader_matches_keras_load_img(tmp_path, interpolation, kind):
     path = tmp_path / ("photo.jpg" if kind == "JPEG" else "photo.png")
     photo.save(path, quality=90) if kind == "JPEG" else photo.save(path)
     theirs = keras.utils.img_to_array(keras.utils.load_img(path, target_size=(224, 224), interpolation=interpolation))
-    ours = load_image(path, 224, interpolation=interpolation)
+    ours = load_image(path, image_spec(224, interpolation=interpolation))
     np.testing.assert_array_equal(ours.astype(np.float32), theirs)
     if interpolation == "nearest":  # Keras' default; our fast path differs from it (antialiased, drafted)
-        assert np.abs(load_image(path, 224, interpolation=FAST).astype(np.float32) - theirs).mean() > 1
+        assert np.abs(load_image(path, image_spec(224, interpolation=FAST)).astype(np.float32) - theirs).mean() > 1
 
 
 def test_preprocessing_is_keras_caffe_bit_for_bit():
     images = photos(4, 16)
     theirs = keras.applications.vgg16.preprocess_input(images.astype(np.float32))  # NHWC, BGR, mean off
-    model = AestheticModel(build_backbone("vgg16_keras"), ["score"])
+    model = AestheticModel(build_backbone("vgg16_keras"), ["score"], PAPER_HEAD)
     ours = model.preprocess(torch.from_numpy(images)).permute(0, 2, 3, 1).numpy()
     np.testing.assert_array_equal(ours, keras.ops.convert_to_numpy(theirs))
 
@@ -145,8 +148,8 @@ def test_head_starts_as_keras_dense_layers():
     """Glorot-uniform kernels (the same bound and distribution as keras.initializers.GlorotUniform) and zero
     biases, layer by layer; PyTorch's own Linear init is told apart by the same test."""
     torch.manual_seed(0)
-    ours = Head(512, 12, init="keras")
-    torch_default = Head(512, 12, init="torch")
+    ours = Head(512, 12, replace(PAPER_HEAD, init="keras"))
+    torch_default = Head(512, 12, replace(PAPER_HEAD, init="torch"))
     linear = [m for m in ours.layers if isinstance(m, torch.nn.Linear)]
     other = [m for m in torch_default.layers if isinstance(m, torch.nn.Linear)]
     for k, (mine, theirs_shape) in enumerate(zip(linear, [(512, 128), (128, 64), (64, 12)])):
@@ -230,7 +233,7 @@ def keras_head(inputs, ours: Head, n_outputs: int):
     return x, dense
 
 
-def keras_train(model, x: np.ndarray, y: np.ndarray, stage: StageConfig, steps: int) -> list[float]:
+def keras_train(model, x: np.ndarray, y: np.ndarray, stage: StageSpec, steps: int) -> list[float]:
     """`steps` Keras steps on the whole batch (x, y) with the stage's Adam and schedule; the losses."""
     lr = (keras.optimizers.schedules.ExponentialDecay(stage.lr, stage.halve_every_steps, 0.5)
           if stage.halve_every_steps else stage.lr)
@@ -238,10 +241,10 @@ def keras_train(model, x: np.ndarray, y: np.ndarray, stage: StageConfig, steps: 
     return [float(model.train_on_batch(x, y)) for _ in range(steps)]
 
 
-def our_train(model: AestheticModel, forward, inputs: np.ndarray, y: np.ndarray, stage: StageConfig,
+def our_train(model: AestheticModel, forward, inputs: np.ndarray, y: np.ndarray, stage: StageSpec,
               steps: int) -> list[float]:
     """`steps` of our `fit` on the whole batch (one step per epoch); the losses."""
-    stage = StageConfig(**{**stage.__dict__, "epochs": steps, "batch_size": len(y)})
+    stage = replace(stage, epochs=steps, batch_size=len(y))
     everything = Split(np.arange(len(y)), y)
     params = [p for p in model.parameters() if p.requires_grad]
     history = fit(model, forward, inputs, everything, everything, stage, seed=0, params=params,
@@ -254,8 +257,7 @@ def test_twenty_stage1_steps_match_keras():
     pooled = np.abs(rng.normal(0, 2, (48, 512))).astype(np.float32)  # ReLU features after pooling
     y = rng.uniform(0, 1, (48, 12)).astype(np.float32)
     torch.manual_seed(1)
-    ours = AestheticModel(build_backbone("vgg16_keras"), [f"t{k}" for k in range(12)], dropout=0.0,
-                          head_init="keras")
+    ours = AestheticModel(build_backbone("vgg16_keras"), [f"t{k}" for k in range(12)], NO_DROPOUT)
     inputs = keras.Input((512,))
     outputs, dense = keras_head(inputs, ours.head, 12)
     theirs = keras.Model(inputs, outputs)
@@ -282,8 +284,7 @@ def test_stage2_steps_match_keras(keras_vgg16):
     images = photos(12, seed=3)
     y = np.random.default_rng(3).uniform(0, 1, (12, 5)).astype(np.float32)
     torch.manual_seed(3)
-    ours = AestheticModel(build_backbone("vgg16_keras", path), [f"t{k}" for k in range(5)], dropout=0.0,
-                          head_init="keras")
+    ours = AestheticModel(build_backbone("vgg16_keras", path), [f"t{k}" for k in range(5)], NO_DROPOUT)
     trunk = keras.applications.VGG16(weights=str(path), include_top=False, input_shape=(SIZE, SIZE, 3),
                                      pooling="avg")
     for layer in trunk.layers:

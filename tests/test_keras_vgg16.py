@@ -30,7 +30,9 @@ from aesthetic_mtl.nn.backbones import (
     keras_vgg16_trunk_state,
 )
 from aesthetic_mtl.nn.model import AestheticModel, build_model
-from aesthetic_mtl.pipeline import fetch_weights
+from aesthetic_mtl.nn.weights import fetch_weights
+
+from conftest import head_spec
 
 NARROW = [4, 4, "M", 8, 8, "M", 8, 8, 8, "M", 16, 16, 16, "M", 16, 16, 16, "M"]
 H5_NAME = KERAS_VGG16_NOTOP_URL.rsplit("/", 1)[1]
@@ -103,7 +105,7 @@ def test_converter_gives_keras_activations(tmp_path, style):
     write_keras_h5(path, kernels, style)
     backbone = _build_vgg16_keras(NARROW)
     backbone.features.load_state_dict(keras_vgg16_trunk_state(path, backbone.features))
-    model = AestheticModel(backbone, ["score"]).eval()
+    model = AestheticModel(backbone, ["score"], head_spec()).eval()
     image = np.random.default_rng(0).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
     reference = keras_reference(image, kernels)
     conv_outputs = {}
@@ -121,13 +123,13 @@ def test_converter_gives_keras_activations(tmp_path, style):
 
 
 def test_caffe_preprocessing_of_a_known_pixel():
-    model = build_model("vgg16_keras", ["score"], None)
+    model = build_model("vgg16_keras", ["score"], None, head_spec())
     pixel = torch.tensor([255, 0, 128], dtype=torch.uint8).view(1, 1, 1, 3)
     got = model.preprocess(pixel).flatten().tolist()
     # RGB (255, 0, 128) -> BGR (128, 0, 255) minus the ImageNet mean in BGR order, no scaling
     assert got == pytest.approx([128 - 103.939, 0 - 116.779, 255 - 123.68], abs=1e-4)
     # torchvision's vgg16 keeps RGB with mean / std normalisation
-    tv = build_model("vgg16", ["score"], None).preprocess(pixel).flatten().tolist()
+    tv = build_model("vgg16", ["score"], None, head_spec()).preprocess(pixel).flatten().tolist()
     assert tv == pytest.approx([(1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (128 / 255 - 0.406) / 0.225], abs=1e-4)
 
 
@@ -143,9 +145,9 @@ def test_registry_has_keras_url_and_md5():
 
 
 def test_random_trunk_works_and_is_keras_initialised():
-    model = build_model("vgg16_keras", ["a", "b"], None)
+    model = build_model("vgg16_keras", ["a", "b"], None, head_spec())
     assert [i for i, m in enumerate(model.features) if isinstance(m, torch.nn.Conv2d)] == \
-        [i for i, m in enumerate(build_model("vgg16", ["a"], None).features) if isinstance(m, torch.nn.Conv2d)]
+        [i for i, m in enumerate(build_model("vgg16", ["a"], None, head_spec()).features) if isinstance(m, torch.nn.Conv2d)]
     conv = model.features[19]
     assert torch.count_nonzero(conv.bias) == 0
     assert conv.weight.abs().max() <= np.sqrt(6 / (9 * 512 + 9 * 512)) + 1e-6   # glorot-uniform bound

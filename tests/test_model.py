@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from aesthetic_mtl.nn.checkpoint import load_model, read_checkpoint, save_checkpoint
+from conftest import head_spec, image_spec, save_test_checkpoint, stage_spec
+from aesthetic_mtl.nn.checkpoint import load_model, read_checkpoint
 from aesthetic_mtl.nn.model import AestheticModel, build_model
-from aesthetic_mtl.nn.train import Split, StageConfig, fit, stage_params
+from aesthetic_mtl.nn.train import Split, fit
 
 AADB = ["BalacingElements", "ColorHarmony", "Content", "DoF", "Light", "MotionBlur", "Object",
         "Repetition", "RuleOfThirds", "Symmetry", "VividColor", "score"]
@@ -18,7 +19,7 @@ AADB = ["BalacingElements", "ColorHarmony", "Content", "DoF", "Light", "MotionBl
 @pytest.fixture
 def vgg() -> AestheticModel:
     torch.manual_seed(0)
-    return build_model("vgg16", AADB, None)
+    return build_model("vgg16", AADB, None, head_spec())
 
 
 def test_head_is_the_papers(vgg):
@@ -37,7 +38,7 @@ def test_output_shapes_and_range(vgg, tiny_images):
         out = vgg(torch.from_numpy(tiny_images[:4]))
     assert out.shape == (4, 12)
     assert bool(((out > 0) & (out < 1)).all())
-    eva = build_model("vgg16", ["score", "visual", "composition", "quality", "semantic"], None).eval()
+    eva = build_model("vgg16", ["score", "visual", "composition", "quality", "semantic"], None, head_spec()).eval()
     with torch.no_grad():
         assert eva(torch.from_numpy(tiny_images[:3])).shape == (3, 5)
 
@@ -57,13 +58,13 @@ def _trainable(model: AestheticModel) -> set[str]:
 
 
 def test_stage1_freezes_the_whole_trunk(vgg):
-    stage_params(vgg, "stage1")
+    vgg.set_stage("stage1")
     assert _trainable(vgg) == set()
     assert all(p.requires_grad for p in vgg.head.parameters())
 
 
 def test_stage2_unfreezes_exactly_block4_last_two_convs(vgg):
-    stage_params(vgg, "stage2")
+    vgg.set_stage("stage2")
     assert _trainable(vgg) == {"19.weight", "19.bias", "21.weight", "21.bias"}
     assert isinstance(vgg.features[19], nn.Conv2d) and isinstance(vgg.features[21], nn.Conv2d)
 
@@ -72,8 +73,8 @@ def test_stage2_changes_nothing_outside_its_layers(vgg, tiny_images):
     before = {k: v.clone() for k, v in vgg.state_dict().items()}
     y = np.random.default_rng(1).random((16, 12), dtype=np.float32)
     data = Split(np.arange(16), y)
-    fit(vgg, vgg.forward, tiny_images, data, Split(np.arange(0), y[:0]), StageConfig(1, 1e-3, 8),
-        seed=0, params=stage_params(vgg, "stage2"), loss_weights=[1.0] * 12, log=lambda m: None)
+    fit(vgg, vgg.forward, tiny_images, data, Split(np.arange(0), y[:0]), stage_spec(1, 1e-3, 8),
+        seed=0, params=vgg.set_stage("stage2"), loss_weights=[1.0] * 12, log=lambda m: None)
     after = vgg.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     trained = ("features.19.", "features.21.", "head.")
@@ -90,16 +91,16 @@ def test_trunk_stays_in_eval_mode(vgg):
 
 
 def test_checkpoint_round_trip(tmp_path, vgg, tiny_images):
-    stage_params(vgg, "stage2")
+    vgg.set_stage("stage2")
     with torch.no_grad():
         vgg.features[19].weight.add_(0.01)  # something a stage-1 trunk would not have
     path = tmp_path / "m.pt"
-    save_checkpoint(path, vgg, stage="stage2", ranges={t: [-1, 1] for t in AADB}, image_size=32,
+    save_test_checkpoint(path, vgg, stage="stage2", ranges={t: [-1, 1] for t in AADB}, image_size=32,
                     head={"hidden": [128, 64], "dropout": 0.35}, weights={"spec": "none", "file": None},
                     config={"a": 1}, provenance={"code_version": "x"})
     ckpt = read_checkpoint(path)
-    assert ckpt["targets"] == AADB and ckpt["stage"] == "stage2" and ckpt["image_size"] == 32
-    assert "features.19.weight" in ckpt["state_dict"] and "features.0.weight" not in ckpt["state_dict"]
+    assert ckpt.card.targets == tuple(AADB) and ckpt.card.stage == "stage2" and ckpt.card.image_size == 32
+    assert "features.19.weight" in ckpt.state_dict and "features.0.weight" not in ckpt.state_dict
     loaded, _ = load_model(path)
     vgg.eval()
     x = torch.from_numpy(tiny_images[:4])
@@ -111,9 +112,9 @@ def test_efficientnet_lite0_loads_packaged_imagenet_weights(tiny_images):
     from aesthetic_mtl.nn.backbones import weights_source
 
     kind, path = weights_source("efficientnet_lite0")
-    model = build_model("efficientnet_lite0", ["score"], path).eval()
+    model = build_model("efficientnet_lite0", ["score"], path, head_spec()).eval()
     assert kind == "file" and model.head.layers[0].in_features == 1280
-    stage_params(model, "stage2")
+    model.set_stage("stage2")
     assert {n.split(".")[0] for n in _trainable(model)} == {str(i) for i in model.stage2_layers}
 
 
@@ -137,9 +138,9 @@ def _linears(model):
 
 def test_keras_head_init_is_glorot_uniform_with_zero_bias():
     torch.manual_seed(0)
-    keras = build_model("vgg16", AADB, None, head_init="keras")
+    keras = build_model("vgg16", AADB, None, head_spec(init="keras"))
     torch.manual_seed(0)
-    default = build_model("vgg16", AADB, None)
+    default = build_model("vgg16", AADB, None, head_spec())
     for layer in _linears(keras):
         fan_out, fan_in = layer.weight.shape
         bound = np.sqrt(6 / (fan_in + fan_out))
@@ -151,16 +152,18 @@ def test_keras_head_init_is_glorot_uniform_with_zero_bias():
         assert torch.count_nonzero(layer.bias) == layer.bias.numel()
         assert layer.weight.abs().max() <= 1 / np.sqrt(layer.weight.shape[1]) + 1e-7
     with pytest.raises(ValueError, match="head init must be one of"):
-        build_model("vgg16", AADB, None, head_init="xavier")
+        build_model("vgg16", AADB, None, head_spec(init="xavier"))
 
 
 def test_count_parameters_total_and_stage2(vgg):
     from aesthetic_mtl.nn.model import count_parameters
 
     head = 512 * 128 + 128 + 128 * 64 + 64 + 64 * 12 + 12
-    assert count_parameters(vgg) == (14_714_688 + head, 2 * (3 * 3 * 512 * 512 + 512) + head)
-    stage_params(vgg, "stage2")
-    assert count_parameters(vgg)[1] == sum(p.numel() for p in vgg.parameters() if p.requires_grad)
+    assert count_parameters(vgg) == {"total": 14_714_688 + head, "stage1": head,
+                                     "stage2": 2 * (3 * 3 * 512 * 512 + 512) + head}
+    for stage in ("stage1", "stage2"):
+        vgg.set_stage(stage)
+        assert count_parameters(vgg)[stage] == sum(p.numel() for p in vgg.parameters() if p.requires_grad)
 
 
 @pytest.fixture
@@ -190,9 +193,9 @@ def test_load_model_checks_the_trunk_sha256(tmp_path, narrow_vgg16):
     from aesthetic_mtl.errors import DataError
 
     trained_on, other = _trunk_file(tmp_path / "a.pth", 1), _trunk_file(tmp_path / "b.pth", 2)
-    model = build_model("vgg16", ["score"], trained_on)
+    model = build_model("vgg16", ["score"], trained_on, head_spec())
     path = tmp_path / "m.pt"
-    save_checkpoint(path, model, stage="stage1", ranges={"score": [0, 1]}, image_size=32,
+    save_test_checkpoint(path, model, stage="stage1", ranges={"score": [0, 1]}, image_size=32,
                     head={"hidden": [128, 64], "dropout": 0.35},
                     weights={"spec": "imagenet", "file": str(trained_on), "sha256": sha256_file(trained_on)},
                     config={}, provenance={})
@@ -207,9 +210,9 @@ def test_load_model_checks_the_trunk_sha256(tmp_path, narrow_vgg16):
 def test_a_random_trunk_checkpoint_refuses_a_weights_file(tmp_path, narrow_vgg16):
     from aesthetic_mtl.errors import DataError
 
-    model = build_model("vgg16", ["score"], None)
+    model = build_model("vgg16", ["score"], None, head_spec())
     path = tmp_path / "m.pt"
-    save_checkpoint(path, model, stage="stage1", ranges={"score": [0, 1]}, image_size=32,
+    save_test_checkpoint(path, model, stage="stage1", ranges={"score": [0, 1]}, image_size=32,
                     head={"hidden": [128, 64], "dropout": 0.35}, weights={"spec": "none", "file": None,
                                                                         "sha256": None},
                     config={}, provenance={})
@@ -223,13 +226,60 @@ def test_checkpoints_carry_a_format_version_and_other_versions_are_refused(tmp_p
     from aesthetic_mtl.nn.checkpoint import CHECKPOINT_FORMAT
 
     path = tmp_path / "stage1.pt"
-    save_checkpoint(path, vgg, stage="stage1", ranges={t: [-1, 1] for t in AADB}, image_size=32,
+    save_test_checkpoint(path, vgg, stage="stage1", ranges={t: [-1, 1] for t in AADB}, image_size=32,
                     head={"hidden": [128, 64], "dropout": 0.35}, weights={"spec": "none", "file": None},
                     config={}, provenance={})
-    ckpt = read_checkpoint(path)
-    assert ckpt["format"] == CHECKPOINT_FORMAT
-    for version, word in ((CHECKPOINT_FORMAT + 1, "newer"), (CHECKPOINT_FORMAT - 1, "older")):
-        torch.save({**ckpt, "format": version}, tmp_path / "other.pt")
+    stored = torch.load(path, weights_only=True)
+    assert stored["format"] == CHECKPOINT_FORMAT == 2
+    for version, word in ((CHECKPOINT_FORMAT + 1, "newer"), (0, "older")):
+        torch.save({**stored, "format": version}, tmp_path / "other.pt")
         with pytest.raises(CheckpointError, match=f"format version {version} is {word}") as err:
             load_model(tmp_path / "other.pt")
         assert str(err.value).startswith(f"not an aesthetic-mtl checkpoint: {tmp_path / 'other.pt'}: ")
+
+
+def _format_1_payload(model, config: dict, stage: str = "stage1") -> dict:
+    """A checkpoint as aesthetic-mtl 0.1.0 wrote it (format 1, checkpoint.save_checkpoint before the ModelCard):
+    each fact a key of its own, the overall target only inside the stored config, and the state_dict entries
+    (BatchNorm statistics included) of the head and, in stage 2, the stage-2 layers."""
+    keep = ("head.",) + (tuple(f"features.{i}." for i in model.stage2_layers) if stage == "stage2" else ())
+    state = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(keep)}
+    return {"format": 1, "stage": stage, "backbone": model.backbone_name, "targets": list(model.targets),
+            "ranges": {t: [-1.0, 1.0] for t in model.targets}, "image_size": 32,
+            "head": {"hidden": [128, 64], "dropout": 0.35, "init": "torch"},
+            "weights": {"spec": "none", "file": None, "sha256": None},
+            "state_dict": state, "config": config, "provenance": {"code_version": "old"}}
+
+
+def test_format_1_checkpoints_still_load_with_their_overall_target(tmp_path, vgg, tiny_images):
+    config = {"datasets": {"AADB": {"overall": "score", "attributes": AADB}},
+              "images": {"interpolation": "nearest"}, "training": {"batch_size": 8, "stage1": {"lr": 1e-3}}}
+    torch.save(_format_1_payload(vgg, config), tmp_path / "old.pt")
+    ckpt = read_checkpoint(tmp_path / "old.pt")
+    assert ckpt.card.overall == "score" and ckpt.card.targets == tuple(AADB) and ckpt.card.image_size == 32
+    assert ckpt.card.images.interpolation == "nearest" and ckpt.card.code_version == "old"
+    assert ckpt.card.training == {"batch_size": 8, "stage1": {"lr": 1e-3}}
+    loaded, card = load_model(tmp_path / "old.pt")
+    vgg.eval()
+    x = torch.from_numpy(tiny_images[:4])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), vgg(x))
+    # settings format 1 predates take the values it was trained with
+    torch.save(_format_1_payload(vgg, {}), tmp_path / "bare.pt")
+    bare = read_checkpoint(tmp_path / "bare.pt").card
+    assert (bare.images.resize, bare.images.interpolation, bare.bf16) == ("squash", "bicubic_fast", False)
+
+
+def test_format_1_checkpoints_with_batchnorm_statistics_load(tmp_path, tiny_images):
+    from aesthetic_mtl.nn.backbones import weights_source
+
+    _, trunk = weights_source("efficientnet_lite0")
+    model = build_model("efficientnet_lite0", ["score"], trunk, head_spec()).eval()
+    payload = _format_1_payload(model, {}, stage="stage2")
+    assert any(k.endswith("running_mean") for k in payload["state_dict"])       # as 0.1.0's stage2.pt files hold
+    payload["weights"] = {"spec": "packaged", "file": str(trunk), "sha256": None}
+    torch.save(payload, tmp_path / "old.pt")
+    loaded, card = load_model(tmp_path / "old.pt")
+    x = torch.from_numpy(tiny_images[:4])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))

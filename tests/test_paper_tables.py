@@ -13,7 +13,9 @@ from aesthetic_mtl.files import write_tsv
 from aesthetic_mtl.report.evaluate import METRICS_COLUMNS
 from aesthetic_mtl.report.paper import PAPER_SRCC
 from aesthetic_mtl.report.paper_tables import (
-    build_table,
+    cross_dataset,
+    multitask_vs_single,
+    stage1_vs_stage2,
     cross_table,
     published_table,
     settings_table,
@@ -28,9 +30,12 @@ from aesthetic_mtl.report.summary import (
     write_summary,
 )
 
+from conftest import head_spec
+
 DATASETS = {
-    "AADB": {"attributes": {"Light": [-1, 1], "Content": [-1, 1], "score": [0, 1]}, "overall": "score"},
-    "EVA": {"attributes": {"score": [0, 10], "visual": [1, 4]}, "overall": "score"},
+    "AADB": {"attributes": {"Light": [-1, 1], "Content": [-1, 1], "score": [0, 1]}, "overall": "score",
+             "source": "official"},
+    "EVA": {"attributes": {"score": [0, 10], "visual": [1, 4]}, "overall": "score", "source": "official"},
 }
 CROSS = {"AADB->EVA": {"score": "score", "Light": "visual"}, "EVA->AADB": {"score": "score", "visual": "Light"}}
 SEEDS = [1, 2, 3]
@@ -146,8 +151,21 @@ def test_cross_table(metrics):
     assert list(d["train_dataset"]) == ["AADB", "AADB", "EVA", "EVA"]  # config order
 
 
+def counted(metrics) -> dict:
+    """The parameter counts a training job records (parameters.json) of every published-table model, counted
+    here on built models (the report itself never builds a network)."""
+    from aesthetic_mtl.nn.model import build_model, count_parameters
+
+    out = {}
+    for ds, cfg in DATASETS.items():
+        for backbone in dict.fromkeys(metrics["backbone"]):
+            for setting, targets in (("multitask", list(cfg["attributes"])), ("single_score", ["score"])):
+                out[(ds, backbone, setting)] = count_parameters(build_model(backbone, targets, None, head_spec()))
+    return out
+
+
 def test_published_table_counts_parameters_and_cites(metrics):
-    t = published_table(metrics, DATASETS, "vgg16")
+    t = published_table(metrics, DATASETS, counted(metrics))
     d = t.data
     ours = d[(d["dataset"] == "AADB") & d["method"].str.startswith("ours: multi-task")].iloc[0]
     assert ours["srcc_mean"] == pytest.approx(expected("AADB", "AADB", "multitask", "stage2", "score")[0])
@@ -180,7 +198,7 @@ def test_write_every_format(metrics, tmp_path):
     metrics_path = tmp_path / "m.tsv"
     write_tsv(metrics_path, synthetic_metrics())
     outs = {k: tmp_path / f"AADB_multitask_vs_single.{k}" for k in ("csv", "md", "tex", "html")}
-    write_table("multitask_vs_single", metrics_path, outs, DATASETS, dataset="AADB")
+    write_table(multitask_vs_single, metrics_path, outs, DATASETS, dataset="AADB")
     csv = pd.read_csv(outs["csv"])
     assert {"target", "multitask_mean", "multitask_std", "single_mean", "paper"} <= set(csv.columns)
     assert csv.set_index("target").loc["score", "paper"] == 0.7067
@@ -190,8 +208,6 @@ def test_write_every_format(metrics, tmp_path):
     assert r"\begin{tabular}" in tex and r"$\pm$" in tex and "no\\_neutral" in tex and "±" not in tex
     assert "<table" in outs["html"].read_text()
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
-    with pytest.raises(ValueError, match="unknown table kind"):
-        build_table("nope", metrics, DATASETS)
 
 
 def test_summary_sentences_follow_the_numbers(metrics, tmp_path):
@@ -243,7 +259,7 @@ def _comparisons() -> pd.DataFrame:
 
 def test_paired_comparisons_in_the_tables_and_the_summary(metrics, tmp_path):
     comparisons = _comparisons()
-    table = build_table("multitask_vs_single", metrics, DATASETS, dataset="AADB", comparisons=comparisons)
+    table = multitask_vs_single(metrics, DATASETS, dataset="AADB", comparisons=comparisons)
     d, shown = table.data.set_index("target"), table.display.set_index("target")
     assert (d.loc["score", "difference_ci_low"], d.loc["score", "difference_ci_high"], d.loc["score", "p_value"]) \
         == (0.01, 0.05, 0.004)
@@ -251,7 +267,7 @@ def test_paired_comparisons_in_the_tables_and_the_summary(metrics, tmp_path):
     assert shown.loc["score (overall)", "multi − single [95% CI]"] == "+0.030 [+0.010, +0.050]"
     assert shown.loc["score (overall)", "p"] == "0.004"
     assert shown.loc["Content", "p"] == "" and np.isnan(d.loc["Content", "p_value"])  # no single-task model
-    stage = build_table("stage1_vs_stage2", metrics, DATASETS, dataset="AADB", comparisons=comparisons)
+    stage = stage1_vs_stage2(metrics, DATASETS, dataset="AADB", comparisons=comparisons)
     assert stage.display["stage 2 − stage 1 [95% CI]"].iloc[0] == "+0.050 [+0.020, +0.080]"
     assert "+0.050 [+0.020, +0.080]" in stage.latex()
 
@@ -286,7 +302,7 @@ def test_undefined_srcc_shows_na_not_blank(tmp_path):
 
 
 def test_published_rows_are_the_sourced_ones(metrics):
-    d = published_table(metrics, DATASETS, "vgg16").data
+    d = published_table(metrics, DATASETS, counted(metrics)).data
     quoted = d[(d["origin"] == "quoted") & ~d["method"].str.startswith("Soydaner")]
     assert dict(zip(quoted["method"], quoted["srcc_mean"])) == {
         "Kong et al. 2016": 0.6782, "Hou, Yu & Samaras 2017": 0.6889, "Malu et al. 2017": 0.689,
@@ -329,11 +345,11 @@ def test_one_seed_shows_the_bootstrap_ci_and_several_seeds_mean_std(tmp_path):
 def test_synthetic_data_is_never_compared_with_the_paper(metrics):
     """The demo's synthetic scores get no paper column and no sentence next to the paper's numbers."""
     synthetic = {ds: {**cfg, "source": "synthetic"} for ds, cfg in DATASETS.items()}
-    for kind in ("stage1_vs_stage2", "multitask_vs_single"):
-        table = build_table(kind, metrics, synthetic, dataset="AADB")
+    for build in (stage1_vs_stage2, multitask_vs_single):
+        table = build(metrics, synthetic, dataset="AADB")
         assert table.data["paper"].isna().all() and set(table.display["paper"]) == {""}
         assert any("AADB: synthetic data in this run" in note for note in table.notes)
-    published = build_table("published", metrics, synthetic, backbone="efficientnet_lite0")
+    published = published_table(metrics, synthetic, counted(metrics))
     ours = published.data[published.data["origin"] == "computed here"]
     assert ours["paper"].isna().all()
     blocks, _ = build_summary(metrics, synthetic)
@@ -351,7 +367,7 @@ def test_two_backbones_get_rows_of_their_own(metrics):
     no statistic mixes the two (a second backbone 0.1 lower everywhere)."""
     other = metrics.assign(backbone="efficientnet_lite0", value=metrics["value"] - 0.1)
     both = pd.concat([metrics, other], ignore_index=True)
-    table = build_table("multitask_vs_single", both, DATASETS, dataset="AADB")
+    table = multitask_vs_single(both, DATASETS, dataset="AADB")
     d = table.data.set_index(["backbone", "target"])
     m, s = expected("AADB", "AADB", "multitask", "stage2", "score")
     assert d.loc[("vgg16", "score"), "multitask_mean"] == pytest.approx(m)
@@ -359,11 +375,11 @@ def test_two_backbones_get_rows_of_their_own(metrics):
     assert d.loc[("efficientnet_lite0", "score"), "multitask_std"] == pytest.approx(s)  # seeds of one backbone
     assert list(table.display.columns)[0] == "backbone" and len(table.display) == 2 * 3
     assert any(n.startswith("backbone:") for n in table.notes)
-    cross = build_table("cross_dataset", both, DATASETS)
+    cross = cross_dataset(both, DATASETS)
     assert set(cross.data["backbone"]) == {"vgg16", "efficientnet_lite0"}
     # one backbone: no backbone column (the paper's layout)
-    assert "backbone" not in build_table("multitask_vs_single", metrics, DATASETS, dataset="AADB").data
-    published = published_table(both, DATASETS, "unused").data
+    assert "backbone" not in multitask_vs_single(metrics, DATASETS, dataset="AADB").data
+    published = published_table(both, DATASETS, counted(both)).data
     ours = published[published["method"].str.startswith("ours: multi-task") & (published["dataset"] == "AADB")]
     assert len(ours) == 2 and ours["total_params"].nunique() == 2  # each backbone's own parameter count
     md = render_markdown(build_summary(both, DATASETS)[0])
@@ -377,12 +393,12 @@ def test_display_names_label_the_tables_and_files_keep_the_column_names(metrics)
     """EVA's `visual` is the paper's "light and color": shown so in every table, never in the data columns."""
     names = {"visual": "light and color"}
     datasets = {**DATASETS, "EVA": {**DATASETS["EVA"], "display_names": names}}
-    for table in (build_table("multitask_vs_single", metrics, datasets, dataset="EVA"),
-                  build_table("stage1_vs_stage2", metrics, datasets, dataset="EVA")):
+    for table in (multitask_vs_single(metrics, datasets, dataset="EVA"),
+                  stage1_vs_stage2(metrics, datasets, dataset="EVA")):
         assert "light and color" in list(table.display["target"])
         assert "visual" in list(table.data["target"]) and "light and color" not in list(table.data["target"])
     cross = cross_table(metrics, datasets)
     assert "Light -> light and color" in list(cross.display["pair"])
     assert "visual" in list(cross.data["test_target"])
-    plain = build_table("multitask_vs_single", metrics, DATASETS, dataset="EVA")
+    plain = multitask_vs_single(metrics, DATASETS, dataset="EVA")
     assert "visual" in list(plain.display["target"])                 # no display name: the column name

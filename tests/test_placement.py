@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import head_spec, image_spec, stage_spec
 from aesthetic_mtl.nn.model import build_model
 from aesthetic_mtl.nn.placement import PLACEMENTS, auto_placement, place
-from aesthetic_mtl.nn.train import Split, StageConfig, fit, predict, stage_params
+from aesthetic_mtl.nn.train import Split, fit, predict
 
 CPU = torch.device("cpu")
 TARGETS = ["a", "b"]
@@ -40,7 +41,7 @@ def test_auto_is_memmap_on_the_cpu_and_unknown_placements_are_refused():
 def test_training_does_not_depend_on_the_placement(tiny_images):
     """Stage 2 on prefix activations (float16 cache): histories and predictions identical to the bit."""
     torch.manual_seed(0)
-    reference = build_model("vgg16", TARGETS, None)
+    reference = build_model("vgg16", TARGETS, None, head_spec())
     with torch.no_grad():
         prefix = reference.prefix(torch.from_numpy(tiny_images)).numpy().astype(np.float16)
     y = np.random.default_rng(1).random((16, 2), dtype=np.float32)
@@ -48,10 +49,10 @@ def test_training_does_not_depend_on_the_placement(tiny_images):
     results = {}
     for placement in ("memmap", "resident", "streamed"):
         torch.manual_seed(0)
-        model = build_model("vgg16", TARGETS, None)
+        model = build_model("vgg16", TARGETS, None, head_spec())
         inputs = place(prefix, CPU, placement)
-        history = fit(model, model.forward_from_prefix, inputs, train, val, StageConfig(2, 1e-4, 4), seed=3,
-                      params=stage_params(model, "stage2"), loss_weights=[1.0, 1.0], log=lambda m: None)
+        history = fit(model, model.forward_from_prefix, inputs, train, val, stage_spec(2, 1e-4, 4), seed=3,
+                      params=model.set_stage("stage2"), loss_weights=[1.0, 1.0], log=lambda m: None)
         results[placement] = (history, predict(model.forward_from_prefix, inputs, np.arange(16), batch_size=5))
     for placement in ("resident", "streamed"):
         assert results[placement][0].equals(results["memmap"][0]), placement

@@ -23,10 +23,12 @@ from aesthetic_mtl.cli import main
 from aesthetic_mtl.errors import DataError
 from aesthetic_mtl.files import write_tsv
 from aesthetic_mtl.nn.backbones import weights_source
-from aesthetic_mtl.nn.checkpoint import is_export, save_checkpoint, user_cache
+from aesthetic_mtl.nn.checkpoint import is_export, user_cache
 from aesthetic_mtl.nn.model import build_model
-from aesthetic_mtl.pipeline import fetch_weights
+from aesthetic_mtl.nn.weights import fetch_weights
 from aesthetic_mtl.provenance import provenance
+
+from conftest import head_spec, save_test_checkpoint
 
 TARGETS = ["Light", "score"]
 RANGES = {"Light": [-1.0, 1.0], "score": [1.0, 5.0]}
@@ -35,12 +37,12 @@ RANGES = {"Light": [-1.0, 1.0], "score": [1.0, 5.0]}
 def _save(path: Path, backbone: str = "vgg16", weights: dict | None = None, trunk=None, bf16: bool = False,
           size: int = 32, interpolation: str = "nearest") -> Path:
     torch.manual_seed(0)
-    model = build_model(backbone, TARGETS, trunk)
+    model = build_model(backbone, TARGETS, trunk, head_spec())
     config = {"datasets": {"AADB": {"attributes": RANGES, "overall": "score"}}, "dataset": "AADB", "seed": 1,
               "setting": "multitask",
               "images": {"size": size, "resize": "squash", "interpolation": interpolation},
               "training": {"batch_size": 8, "bf16_autocast_cuda": bf16}}
-    save_checkpoint(path, model, stage="stage2", ranges=RANGES, image_size=size,
+    save_test_checkpoint(path, model, stage="stage2", ranges=RANGES, image_size=size,
                     head={"hidden": [128, 64], "dropout": 0.35},
                     weights=weights or {"spec": "none", "file": None, "sha256": None}, config=config,
                     provenance=provenance())
@@ -264,7 +266,7 @@ def test_models_lists_a_runs_checkpoints_best_first(tmp_path):
         folder.mkdir(parents=True)
         path = _save(folder / "stage2.pt")
         ckpt = torch.load(path, weights_only=True)
-        ckpt["config"].update(seed=seed, setting=setting)
+        ckpt["card"].update(seed=seed, setting=setting)
         torch.save(ckpt, path)
         rows.append({"dataset": "AADB", "train_dataset": "AADB", "backbone": "vgg16", "setting": setting,
                      "stage": "stage2", "seed": seed, "target": "score", "metric": "srcc", "value": srcc})

@@ -70,7 +70,7 @@ def _labels_tsv(tmp_path, splits: list[str]):
 
 def test_split_without_test_rows_is_refused_naming_the_dataset(tmp_path):
     """A table's split column with train and validation rows only: refused before any model trains."""
-    from aesthetic_mtl.pipeline import split
+    from aesthetic_mtl.data.splits import write_splits as split
 
     labels = _labels_tsv(tmp_path, ["train"] * 8 + ["validation"] * 2)
     out, report = tmp_path / "splits.tsv", tmp_path / "report.json"
@@ -85,7 +85,7 @@ def test_split_without_test_rows_is_refused_naming_the_dataset(tmp_path):
 
 def test_split_too_small_for_its_use_is_refused(tmp_path):
     """Two test images give an SRCC of +-1 and no bootstrap interval; no training image trains nothing."""
-    from aesthetic_mtl.pipeline import split
+    from aesthetic_mtl.data.splits import write_splits as split
 
     labels = _labels_tsv(tmp_path, ["train"] * 8 + ["test"] * 2)
     with pytest.raises(DataError, match=r"^dataset PHOTOS: the test split has 2 images; it needs at least 3"):

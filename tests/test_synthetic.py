@@ -35,7 +35,7 @@ def _parse(fmt: str, cfg: dict, tmp: Path) -> pd.DataFrame:
     mod = get_format(fmt)
     synthetic.generate(fmt, tmp / "archives", synthetic.params_for(cfg))
     mod.extract(tmp / "archives", tmp / "raw", cfg)
-    return mod.parse(tmp / "raw", cfg)
+    return mod.parse(tmp / "raw", cfg, on_bad_image="error")
 
 
 # ----------------------------------------------------------------------------- files, determinism

@@ -13,7 +13,7 @@ import torch
 from aesthetic_mtl.errors import DownloadError
 from aesthetic_mtl.nn import backbones
 from aesthetic_mtl.nn.backbones import BackboneSpec, build_backbone, vgg16_features
-from aesthetic_mtl.pipeline import fetch_weights
+from aesthetic_mtl.nn.weights import fetch_weights
 
 
 @pytest.fixture

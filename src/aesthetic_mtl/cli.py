@@ -237,7 +237,7 @@ def models(results, as_json) -> None:
 def model_rows(results: Path) -> list[dict]:
     """One row per checkpoint of a run, dataset by dataset, best test SRCC of the overall score first (models
     without one last)."""
-    from aesthetic_mtl.nn.checkpoint import card_of, read_checkpoint
+    from aesthetic_mtl.nn.checkpoint import read_checkpoint
     from aesthetic_mtl.report.seed_stats import read_metrics
     from aesthetic_mtl.scorer import find_checkpoints, srcc_of
 
@@ -245,7 +245,7 @@ def model_rows(results: Path) -> list[dict]:
     metrics = read_metrics(metrics_path) if metrics_path.is_file() else None
     rows = []
     for path in find_checkpoints(results):
-        card = card_of(read_checkpoint(path))
+        card = read_checkpoint(path).card
         srcc = (srcc_of(metrics, card.dataset, card.backbone, card.setting, card.seed, card.stage, card.overall)
                 if metrics is not None and card.overall else None)
         rows.append({"test_srcc": srcc, "overall": card.overall, "dataset": card.dataset, "backbone": card.backbone,
@@ -260,47 +260,40 @@ def model_rows(results: Path) -> list[dict]:
 
 def checkpoint_info(path: str | os.PathLike) -> dict:
     """What a checkpoint or an exported model holds, as plain data."""
-    from dataclasses import asdict
-
-    from aesthetic_mtl.nn.checkpoint import (
-        card_of,
-        is_export,
-        read_checkpoint,
-        read_export,
-    )
+    from aesthetic_mtl.nn.checkpoint import CHECKPOINT_FORMAT, is_export, read_checkpoint, read_export
 
     if is_export(path):
         model, card = read_export(path)
-        ckpt, n_params = {"format": "export"}, sum(int(v.numel()) for v in model.state_dict().values())
+        kind, n_params, packages = "export", sum(int(v.numel()) for v in model.state_dict().values()), {}
     else:
         ckpt = read_checkpoint(path)
-        card, n_params = card_of(ckpt), sum(int(v.numel()) for v in ckpt["state_dict"].values())
-    config = ckpt.get("config") or {}
-    training = config.get("training", {})
+        card, kind = ckpt.card, CHECKPOINT_FORMAT
+        n_params = sum(int(v.numel()) for v in ckpt.state_dict.values())
+        packages = ckpt.provenance.get("packages", {})
+    training = card.training
     return {
         "checkpoint": str(path),
-        "format": ckpt.get("format"),
+        "format": kind,
         "backbone": card.backbone,
         "stage": card.stage,
         "image_size": card.image_size,
         "targets": {t: list(card.ranges[t]) for t in card.targets},
         "overall": card.overall,
-        "head": {"hidden": list(card.hidden), "dropout": card.dropout},
+        "head": {"hidden": list(card.head.hidden), "dropout": card.head.dropout},
         "stored_parameters": n_params,
         "weights": {"spec": card.weights.get("spec"), "file": card.weights.get("file"),
                     "sha256": card.weights.get("sha256")},
         "code_version": card.code_version,
-        "packages": (ckpt.get("provenance") or {}).get("packages", {}),
-        "card": asdict(card),
+        "packages": packages,
+        "card": card.plain(),
         "config": {
-            "datasets": [card.dataset] if card.dataset else list(config.get("datasets", {})),
-            "images": {"size": card.image_size, "resize": card.resize, "interpolation": card.interpolation,
-                       "max_pixels": card.max_pixels},
-            "batch_size": training.get("batch_size"),
+            "datasets": [card.dataset] if card.dataset else [],
+            "images": card.plain()["images"],
+            "batch_size": (training.get("stage1") or {}).get("batch_size", training.get("batch_size")),
             "stage1": training.get("stage1"),
             "stage2": training.get("stage2"),
-            "seeds": training.get("seeds"),
-            "loss_weights": (config.get("head") or {}).get("loss_weights"),
+            "seeds": [card.seed] if card.seed is not None else None,
+            "loss_weights": dict(card.head.loss_weights),
         },
     }
 

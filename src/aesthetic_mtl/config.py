@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
+import jsonschema
 import yaml
 
 from aesthetic_mtl.errors import ConfigError
@@ -22,7 +23,6 @@ from aesthetic_mtl.errors import ConfigError
 SCHEMA_NAME = "config.schema.yaml"
 """The config's JSON schema, a file of this package (package data): the one copy, for every reader."""
 SETTING_KINDS = ("multitask", "single")
-STAGES = ("stage1", "stage2")
 DATASET_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 """Dataset names become folder names (results/<name>/) and wildcard values: one safe word each."""
 RESERVED_NAMES = ("cache", "models", "predictions", "tables", "figures", "weights")
@@ -83,17 +83,33 @@ def validate_config(config: dict) -> None:
     Raises ConfigError naming the offending key. The removal happens here because this is what
     the workflow calls on Snakemake's merged config before it reads the dataset list.
     """
-    import jsonschema
-
     drop_removed(config)
     _refuse_old_names(config)
     _check_dataset_names(config.get("datasets"))
-    errors = sorted(jsonschema.Draft202012Validator(_schema()).iter_errors(config), key=lambda e: list(e.path))
+    errors = sorted(_Validator(_schema()).iter_errors(config), key=lambda e: list(e.path))
     if errors:
         err = errors[0]
         key = ".".join(str(p) for p in err.path) or "(top level)"
         raise ConfigError(f"config key '{key}': {err.message}")
     check_config(config)
+
+
+def _fill_defaults(validator_class):
+    """A validator that also writes each absent key's schema `default` into the config it checks (in place):
+    the schema is the one home of every default, and code downstream reads every key without restating it."""
+    properties = validator_class.VALIDATORS["properties"]
+
+    def fill_then_check(validator, props, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in props.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from properties(validator, props, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": fill_then_check})
+
+
+_Validator = _fill_defaults(jsonschema.Draft202012Validator)
 
 
 def schema_file() -> Path:
@@ -113,12 +129,18 @@ def load_schema() -> dict:
     return copy.deepcopy(_schema())
 
 
-def schema_defaults(section: str) -> dict:
-    """The `default` of every key of a top-level config section, from the schema: the one place defaults
-    live, also for the package's functions called without the workflow (tests, notebooks, bench)."""
-    properties = _schema()["properties"][section]["properties"]
-    return {key: node["default"] for key, node in properties.items() if "default" in node}
+def schema_defaults(*section: str) -> dict:
+    """The `default` of every key of a config section (`schema_defaults("training", "stage2")`), from the
+    schema: the one place defaults live, also for the package's functions called without the workflow (tests,
+    notebooks, bench)."""
+    node = _schema()
+    for key in section:
+        node = node["properties"][key]
+    return {key: copy.deepcopy(sub["default"]) for key, sub in node["properties"].items() if "default" in sub}
 
+
+REMOVED_KEYS = {("training", "num_workers"): "it was never read (training reads memory-mapped caches in its own process)"}
+"""Keys that are gone: a config still naming one is told why, not just that the key is unknown."""
 
 RENAMED_KEYS = {
     ("datasets", "*", "targets"): "attributes",
@@ -130,6 +152,10 @@ key is unknown."""
 
 
 def _refuse_old_names(config: dict) -> None:
+    for (*parents, old), why in REMOVED_KEYS.items():
+        for at, node in _matching_keys(config, tuple(parents)):
+            if isinstance(node, dict) and old in node:
+                raise ConfigError(f"config key '{'.'.join([*at, old])}': removed: {why}; delete it from your config")
     for (*parents, old), new in RENAMED_KEYS.items():
         for at, node in _matching_keys(config, tuple(parents)):
             if isinstance(node, dict) and old in node:
@@ -171,21 +197,21 @@ def check_config(config: dict) -> None:
         raise ConfigError("config key 'backbone.weights': a weights file fits one backbone, but backbone.name "
                           f"lists {len(names)}; use imagenet or none, or run one backbone at a time")
     all_targets = {t for ds in datasets.values() for t in ds["attributes"]}
-    for target in config["head"].get("loss_weights", {}):
+    for target in config["head"]["loss_weights"]:
         if target not in all_targets:
             raise ConfigError(f"config key 'head.loss_weights.{target}': no dataset has attribute '{target}'")
-    for ds_name, subsets in config["experiment"].get("subsets", {}).items():
+    for ds_name, subsets in config["experiment"]["subsets"].items():
         if ds_name not in datasets:
             raise ConfigError(f"config key 'experiment.subsets.{ds_name}': unknown dataset '{ds_name}'")
         for subset, targets in subsets.items():
             if subset in SETTING_KINDS or subset.startswith("single_"):
                 raise ConfigError(f"config key 'experiment.subsets.{ds_name}.{subset}': reserved name")
             _check_targets(f"experiment.subsets.{ds_name}.{subset}", targets, datasets[ds_name])
-    for ds_name, singles in config["experiment"].get("single_attributes", {}).items():
+    for ds_name, singles in config["experiment"]["single_attributes"].items():
         if ds_name not in datasets:
             raise ConfigError(f"config key 'experiment.single_attributes.{ds_name}': unknown dataset '{ds_name}'")
         _check_targets(f"experiment.single_attributes.{ds_name}", singles, datasets[ds_name])
-    for pair, mapping in config["experiment"].get("cross_dataset", {}).items():
+    for pair, mapping in config["experiment"]["cross_dataset"].items():
         train, test = _parse_pair(pair, datasets)
         for src, dst in mapping.items():
             _check_targets(f"experiment.cross_dataset.{pair}.{src}", [src], datasets[train])
@@ -302,9 +328,9 @@ def settings(config: dict, dataset: str) -> dict[str, list[str]]:
     if "multitask" in kinds:
         out["multitask"] = targets
     if "single" in kinds:
-        singles = config["experiment"].get("single_attributes", {}).get(dataset, targets)
+        singles = config["experiment"]["single_attributes"].get(dataset, targets)
         out.update({f"single_{t}": [t] for t in singles})
-    out.update(config["experiment"].get("subsets", {}).get(dataset, {}))
+    out.update(config["experiment"]["subsets"].get(dataset, {}))
     return out
 
 

@@ -16,6 +16,7 @@ batches go through pinned memory with non-blocking copies.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -31,6 +32,7 @@ from aesthetic_mtl.errors import DataError
 from aesthetic_mtl.nn.checkpoint import ModelCard, open_model
 from aesthetic_mtl.nn.device import autocast
 from aesthetic_mtl.nn.model import AestheticModel
+from aesthetic_mtl.report.seed_stats import read_metrics
 
 ON_ERROR = ("raise", "skip")
 
@@ -123,9 +125,8 @@ class Scorer:
         c = self.card
         try:
             if isinstance(item, Path):
-                return load_image(item, c.image_size, resize=c.resize, interpolation=c.interpolation,
-                                  max_pixels=c.max_pixels)
-            return pixels_of(item, c.image_size, resize=c.resize, interpolation=c.interpolation, name=f"photo {i}")
+                return load_image(item, c.images)
+            return pixels_of(item, c.images, name=f"photo {i}")
         except DataError as e:
             return e
 
@@ -166,8 +167,6 @@ def load(path: str | os.PathLike, *, weights: str | os.PathLike | None = None,
     available, else the CPU."""
     model, card = open_model(path, weights)
     if card.test_srcc is None:
-        from dataclasses import replace
-
         card = replace(card, test_srcc=recorded_test_srcc(Path(path), card))
     device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     return Scorer(model, card, device=device)
@@ -182,14 +181,8 @@ def recorded_test_srcc(checkpoint: Path, card: ModelCard) -> float | None:
     metrics = parents[5] / "metrics.tsv"
     if parents[4].name != "models" or not metrics.is_file():
         return None
-    return srcc_of(metrics_table(metrics), card.dataset, card.backbone, card.setting, card.seed, card.stage,
+    return srcc_of(read_metrics(metrics), card.dataset, card.backbone, card.setting, card.seed, card.stage,
                    card.overall)
-
-
-def metrics_table(path: Path) -> pd.DataFrame:
-    from aesthetic_mtl.report.seed_stats import read_metrics
-
-    return read_metrics(path)
 
 
 def srcc_of(metrics: pd.DataFrame, dataset, backbone, setting, seed, stage, target) -> float | None:

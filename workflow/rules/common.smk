@@ -1,62 +1,28 @@
-# Helpers shared by all rules: config validation, wildcard constraints, every path of the DAG, and the
-# params each rule gets. Every config value that changes a job's result reaches the job as a param here,
-# so Snakemake's rerun triggers (params, input, code) rerun exactly the jobs a config change affects.
+# Helpers shared by all rules: config validation, the folders, wildcard constraints and the params each rule
+# gets. Every config value that changes a job's result reaches the job as a param here, so Snakemake's rerun
+# triggers (params, input, code) rerun exactly the jobs a config change affects. The rules spell their own
+# paths (f-strings over the folders below).
 import itertools
 
-from snakemake.utils import validate
-
-from aesthetic_mtl.config import backbone_names, schema_file, settings, validate_config
+from aesthetic_mtl.config import backbone_names, settings, validate_config
 from aesthetic_mtl.data.formats import get_format
 from aesthetic_mtl.data.image_cache import memory_mb as image_cache_memory_mb
-from aesthetic_mtl.pipeline import output_key
+from aesthetic_mtl.nn.job import output_key
+from aesthetic_mtl.specs import STAGES, ImageSpec, training_job
 
-validate_config(config)  # schema + cross-key checks; one line naming the bad key, before any job runs
-validate(config, str(schema_file()))  # Snakemake's own check of the same schema (shipped in the package)
+validate_config(config)  # the schema (it fills every default in) and the cross-key checks, before any job runs
 
+R = config["paths"]["results"]  # results/ (the demo: results/demo, so demo and paper outputs never mix)
+RES = config["paths"]["resources"]  # release files, extracted data, trunk weights
+LOGS = config["paths"]["logs"]
 DATASETS = list(config["datasets"])
 BACKBONES = backbone_names(config)  # one run can train every model on several backbones
 FIGURE_BACKBONE = BACKBONES[0]  # the figures show the first one
 SIZE = config["images"]["size"]
 SEEDS = config["training"]["seeds"]
 FIRST_SEED = SEEDS[0]
-STAGES = ["stage1", "stage2"]
-CONDA_ENV = "../../envs/aesthetic-mtl.yaml"  # for --software-deployment-method conda (clusters)
-
-# Every file the workflow writes, by kind, under the configured folders (`paths`; the demo writes apart).
-# `path()` is the only place that fills them in, the folders like any other placeholder.
-TEMPLATES = {
-    "archives": "{resources}/{dataset}/archives.sha256.json",
-    "raw": "{resources}/{dataset}/raw",
-    "weights": "{resources}/weights/{backbone}.pth",
-    "labels": "{results}/{dataset}/labels.tsv",
-    "splits": "{results}/{dataset}/splits.tsv",
-    "split_report": "{results}/{dataset}/split_report.json",
-    "scaled_labels": "{results}/{dataset}/scaled_labels.tsv",
-    "label_figure": "{results}/{dataset}/label_distributions.png",
-    "images": "{results}/{dataset}/images_{size}/{file}",
-    "features": "{results}/cache/{dataset}/{backbone}_{size}/{file}",
-    "checkpoint": "{results}/models/{dataset}/{backbone}/{setting}/seed{seed}/{stage}.pt",
-    "history": "{results}/models/{dataset}/{backbone}/{setting}/seed{seed}/history_{stage}.tsv",
-    "predictions": "{results}/predictions/{dataset}/{backbone}/{setting}/seed{seed}/{stage}/{test}.tsv",
-    "metrics": "{results}/metrics.tsv",
-    "comparisons": "{results}/comparisons.tsv",
-    "provenance": "{results}/metrics.provenance.json",
-    "summary": "{results}/summary.{ext}",
-    "table": "{results}/tables/{name}.{ext}",
-    "figure": "{results}/figures/{name}.png",
-    "log": "{logs}/{rule}/{name}.log",
-}
-FOLDERS = {"results": "results", "resources": "resources", "logs": "logs", **config.get("paths", {})}
 TABLE_FORMATS = ("csv", "md", "tex", "html")
-
-
-def path(kind, **values):
-    """The path of one kind of file with the folders and the given wildcard values filled in; the others
-    stay wildcards."""
-    filled = TEMPLATES[kind]
-    for key, value in {**FOLDERS, **values}.items():
-        filled = filled.replace(f"{{{key}}}", str(value))
-    return filled
+CONDA_ENV = "../../envs/aesthetic-mtl.yaml"  # for --software-deployment-method conda (clusters)
 
 
 wildcard_constraints:
@@ -86,35 +52,24 @@ def release_cfg(wildcards):
 
 def labels_cfg(wildcards):
     """What decides the tidy label table: the release and the attributes (with their raw ranges)."""
-    return {
-        **release_cfg(wildcards),
-        "attributes": config["datasets"][wildcards.dataset]["attributes"],
-    }
+    return {**release_cfg(wildcards), "attributes": config["datasets"][wildcards.dataset]["attributes"]}
 
 
 def model_info(dataset):
-    """Attribute ranges, overall score and source of a dataset: what models and overall-score numbers need of
-    it (training stores it in each checkpoint; tables and the summary compare with the paper's numbers only
-    when the data are not synthetic)."""
+    """Attribute ranges, overall score and source of a dataset: what overall-score numbers need of it (tables
+    and the summary compare with the paper's numbers only when the data are not synthetic)."""
     ds = config["datasets"][dataset]
     return {"attributes": dict(ds["attributes"]), "overall": ds["overall"], "source": ds["source"]}
 
 
 MODEL_INFO = {ds: model_info(ds) for ds in DATASETS}
 # what shows attributes (tables, figures) also gets their display names; nothing else depends on them
-DATASET_INFO = {
-    ds: {**MODEL_INFO[ds], "display_names": dict(config["datasets"][ds].get("display_names", {}))} for ds in DATASETS
-}
+DATASET_INFO = {ds: {**MODEL_INFO[ds], "display_names": config["datasets"][ds]["display_names"]} for ds in DATASETS}
 
 
-def training_spec():
-    """The config sections that decide how a model trains (the seed list only says which models exist)."""
-    skip = ("seeds", "models_per_job", "num_workers", "cache_placement")  # not what a model learns
-    return {
-        "head": config["head"],
-        "training": {k: v for k, v in config["training"].items() if k not in skip},
-        "images": config["images"],
-    }
+def image_spec(wildcards):
+    """How photos become the input at the wildcard's size."""
+    return ImageSpec.from_config({**config["images"], "size": int(wildcards.size)})
 
 
 def download_limits():
@@ -141,7 +96,7 @@ def trunk_weights(backbone):
     if weights == "none":
         return []
     if weights == "imagenet":
-        return path("weights", backbone=backbone)
+        return f"{RES}/weights/{backbone}.pth"
     return weights
 
 
@@ -150,51 +105,51 @@ def weights_file(wildcards):
     return trunk_weights(wildcards.backbone)
 
 
-def feature_files(dataset, backbone="{backbone}"):
-    """The feature cache of one dataset: what every training job of it (and cross-tests on it) reads."""
-    return {
-        kind: path(
-            "features",
-            dataset=dataset,
-            backbone=backbone,
-            size=SIZE,
-            file=f"{kind}.{ext}",
-        )
-        for kind, ext in (("prefix", "npy"), ("pooled", "npy"), ("index", "tsv"))
-    }
-
-
 # --------------------------------------------------------------------------------------------------
-# training jobs: one per (dataset, chunk of settings, seed)
+# training jobs: one per (dataset, chunk of settings, backbone, seed)
 # --------------------------------------------------------------------------------------------------
 
 
 def setting_chunks(dataset):
-    """The dataset's settings cut into jobs of `training.models_per_job` (default: all in one job per seed).
+    """The dataset's settings cut into jobs of `training.models_per_job` (null: all in one job per seed).
 
     Jobs are per seed, so adding a seed adds jobs and never retrains the existing models.
     """
     names = list(settings(config, dataset))
-    size = config["training"].get("models_per_job") or len(names)
+    size = config["training"]["models_per_job"] or len(names)
     return [names[i : i + size] for i in range(0, len(names), size)]
 
 
-def train_rule_name(dataset, k, chunks):
-    return f"train_{dataset}" if len(chunks) == 1 else f"train_{dataset}_{k + 1}"
+TRAINING_JOBS = [
+    (f"train_{ds}" if len(chunks) == 1 else f"train_{ds}_{k + 1}", ds, chunk)
+    for ds in DATASETS
+    for chunks in [setting_chunks(ds)]
+    for k, chunk in enumerate(chunks)
+]
 
 
-def model_outputs(dataset, chunk):
-    """Named outputs of a training job: checkpoints, histories and test predictions of every model in it."""
-    out = {}
-    for setting in chunk:
-        where = {"dataset": dataset, "setting": setting}
-        for stage in STAGES:
-            out[output_key(setting, "checkpoint", stage)] = path("checkpoint", stage=stage, **where)
-            out[output_key(setting, "history", stage)] = path("history", stage=stage, **where)
-            for test in DATASETS:
-                key = output_key(setting, "predictions", stage, test)
-                out[key] = path("predictions", stage=stage, test=test, **where)
-    return out
+def job_of(dataset, chunk):
+    """The typed description of one training job (nn/job.py runs it): the rule's param and, through
+    `inputs()`, its input files, so the two cannot disagree."""
+
+    def job(wildcards):
+        return training_job(
+            config,
+            dataset,
+            chunk,
+            wildcards.backbone,
+            int(wildcards.seed),
+            results=R,
+            weights_file=trunk_weights(wildcards.backbone) or None,
+        )
+
+    return job
+
+
+def job_inputs(dataset, chunk):
+    """The input files of a training job, by name (each test set's caches and tables, the trunk weights)."""
+    job = job_of(dataset, chunk)
+    return lambda wildcards: job(wildcards).inputs()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -202,16 +157,12 @@ def model_outputs(dataset, chunk):
 # --------------------------------------------------------------------------------------------------
 
 
-def model_keys(dataset):
-    """(setting, seed) of every model trained on `dataset`."""
-    return [(s, seed) for s in settings(config, dataset) for seed in SEEDS]
-
-
 def prediction_tables():
     """Every predictions table, with the metadata the metrics table records for it."""
     tables = []
     for ds in DATASETS:
-        for backbone, (setting, seed), stage, test in itertools.product(BACKBONES, model_keys(ds), STAGES, DATASETS):
+        models = [(s, seed) for s in settings(config, ds) for seed in SEEDS]
+        for backbone, (setting, seed), stage, test in itertools.product(BACKBONES, models, STAGES, DATASETS):
             meta = {
                 "dataset": test,
                 "train_dataset": ds,
@@ -220,68 +171,55 @@ def prediction_tables():
                 "stage": stage,
                 "seed": seed,
             }
-            file = path(
-                "predictions",
-                dataset=ds,
-                backbone=backbone,
-                setting=setting,
-                seed=seed,
-                stage=stage,
-                test=test,
-            )
-            tables.append((meta, file))
+            tables.append((meta, f"{R}/predictions/{ds}/{backbone}/{setting}/seed{seed}/{stage}/{test}.tsv"))
     return tables
 
 
-def first_model(dataset, kind, **values):
-    """A file of the first backbone's and first seed's multi-task model after stage 2 (the scatter plot and
-    Grad-CAM show it)."""
-    where = {
-        "dataset": dataset,
-        "backbone": FIGURE_BACKBONE,
-        "setting": "multitask",
-        "seed": FIRST_SEED,
-        "stage": "stage2",
-    }
-    return path(kind, **{**where, **values})
+def parameter_files():
+    """The parameter counts the training jobs recorded, of the models the published table shows (first seed),
+    named `<dataset>__<backbone>__<setting>`."""
+    files = {}
+    for ds, backbone in itertools.product(DATASETS, BACKBONES):
+        overall = config["datasets"][ds]["overall"]
+        for setting in ("multitask", f"single_{overall}"):
+            if setting in settings(config, ds):
+                files[f"{ds}__{backbone}__{setting}"] = (
+                    f"{R}/models/{ds}/{backbone}/{setting}/seed{FIRST_SEED}/parameters.json"
+                )
+    return files
+
+
+def first_model(dataset):
+    """The folder of the first backbone's and first seed's multi-task model (the scatter plot and Grad-CAM
+    show it after stage 2)."""
+    return f"{R}/models/{dataset}/{FIGURE_BACKBONE}/multitask/seed{FIRST_SEED}"
+
+
+def first_predictions(dataset):
+    return f"{R}/predictions/{dataset}/{FIGURE_BACKBONE}/multitask/seed{FIRST_SEED}/stage2/{dataset}.tsv"
 
 
 def multitask_histories(dataset, stage):
-    return [
-        path(
-            "history",
-            dataset=dataset,
-            backbone=FIGURE_BACKBONE,
-            setting="multitask",
-            seed=s,
-            stage=stage,
-        )
-        for s in SEEDS
-    ]
-
-
-def table_files(name):
-    return {ext: path("table", name=name, ext=ext) for ext in TABLE_FORMATS}
+    return [f"{R}/models/{dataset}/{FIGURE_BACKBONE}/multitask/seed{s}/history_{stage}.tsv" for s in SEEDS]
 
 
 def all_outputs():
     """The final targets (the all rule): the paper's tables (4 formats each), figures, Grad-CAM and the summary."""
-    names = []
-    figures = []
+    tables, figures = [], []
     for ds in DATASETS:
-        names.append(f"{ds}_multitask_vs_single")
+        tables.append(f"{ds}_multitask_vs_single")
         figures.append(f"{ds}_srcc_bars")
         if "multitask" in settings(config, ds):
-            names.append(f"{ds}_stage1_vs_stage2")
+            tables.append(f"{ds}_stage1_vs_stage2")
             figures += [f"{ds}_training_curves", f"{ds}_scatter", f"{ds}_gradcam"]
-    if len(DATASETS) > 1 and config["experiment"].get("cross_dataset"):
-        names.append("cross_dataset")
+    if len(DATASETS) > 1 and config["experiment"]["cross_dataset"]:
+        tables.append("cross_dataset")
         figures.append("cross_dataset_heatmap")
-    names.append("published")
+    tables.append("published")
     return (
-        [path(kind, dataset=ds) for ds in DATASETS for kind in ("label_figure", "split_report")]
-        + [path("metrics"), path("comparisons")]
-        + [f for name in names for f in table_files(name).values()]
-        + [path("figure", name=name) for name in figures]
-        + [path("summary", ext=ext) for ext in ("md", "html")]
+        [f"{R}/{ds}/{name}" for ds in DATASETS for name in ("label_distributions.png", "split_report.json")]
+        + [f"{R}/metrics.tsv", f"{R}/comparisons.tsv"]
+        + [f"{R}/tables/{name}.{ext}" for name in tables for ext in TABLE_FORMATS]
+        + [f"{R}/figures/{name}.png" for name in figures]
+        + [f"{R}/summary.md", f"{R}/summary.html"]
     )

@@ -1,13 +1,13 @@
-# Data half: release files -> extracted files -> tidy labels -> splits -> [0,1] targets; image cache.
+# Data half: release files -> extracted files -> tidy labels -> splits -> [0,1] labels; the image cache.
 
 
 rule obtain_archives:
     input:
         local_table_input,
     output:
-        digests=path("archives"),
+        digests=f"{RES}/{{dataset}}/archives.sha256.json",
     log:
-        path("log", rule="obtain_archives", name="{dataset}"),
+        f"{LOGS}/obtain_archives/{{dataset}}.log",
     localrule: True
     conda:
         CONDA_ENV
@@ -22,11 +22,11 @@ rule obtain_archives:
 
 rule extract:
     input:
-        digests=path("archives"),
+        digests=f"{RES}/{{dataset}}/archives.sha256.json",
     output:
-        raw=directory(path("raw")),
+        raw=directory(f"{RES}/{{dataset}}/raw"),
     log:
-        path("log", rule="extract", name="{dataset}"),
+        f"{LOGS}/extract/{{dataset}}.log",
     conda:
         CONDA_ENV
     params:
@@ -37,28 +37,28 @@ rule extract:
 
 rule parse_labels:
     input:
-        raw=path("raw"),
+        raw=f"{RES}/{{dataset}}/raw",
     output:
-        labels=path("labels"),
+        labels=f"{R}/{{dataset}}/labels.tsv",
     log:
-        path("log", rule="parse_labels", name="{dataset}"),
+        f"{LOGS}/parse_labels/{{dataset}}.log",
     conda:
         CONDA_ENV
     params:
         ds=labels_cfg,
-        on_bad_image=config.get("on_bad_image", "error"),  # skip: rows without a file go on, for image_cache to list
+        on_bad_image=config["on_bad_image"],  # skip: rows without a file go on, for image_cache to list
     script:
         "../scripts/parse_labels.py"
 
 
 rule split:
     input:
-        labels=path("labels"),
+        labels=f"{R}/{{dataset}}/labels.tsv",
     output:
-        splits=path("splits"),
-        report=path("split_report"),
+        splits=f"{R}/{{dataset}}/splits.tsv",
+        report=f"{R}/{{dataset}}/split_report.json",
     log:
-        path("log", rule="split", name="{dataset}"),
+        f"{LOGS}/split/{{dataset}}.log",
     conda:
         CONDA_ENV
     params:
@@ -69,33 +69,33 @@ rule split:
 
 rule image_cache:
     input:
-        labels=path("labels"),
+        labels=f"{R}/{{dataset}}/labels.tsv",
     output:
-        images=path("images", file="images.npy"),
-        index=path("images", file="index.tsv"),
-        skipped=path("images", file="skipped.tsv"),
+        images=f"{R}/{{dataset}}/images_{{size}}/images.npy",
+        index=f"{R}/{{dataset}}/images_{{size}}/index.tsv",
+        skipped=f"{R}/{{dataset}}/images_{{size}}/skipped.tsv",
     log:
-        path("log", rule="image_cache", name="{dataset}_{size}"),
+        f"{LOGS}/image_cache/{{dataset}}_{{size}}.log",
     conda:
         CONDA_ENV
     threads: 2
     resources:
-        mem_mb=lambda wc, threads: image_cache_memory_mb(config["images"], threads),  # grows with images.max_pixels
+        mem_mb=lambda wc, threads: image_cache_memory_mb(image_spec(wc), threads),  # grows with images.max_pixels
     params:
-        images=lambda wc: {**config["images"], "size": int(wc.size)},
-        on_bad_image=config.get("on_bad_image", "error"),
+        images=image_spec,
+        on_bad_image=config["on_bad_image"],
     script:
         "../scripts/image_cache.py"
 
 
 rule scale_labels:
     input:
-        labels=path("labels"),
-        splits=path("splits"),
+        labels=f"{R}/{{dataset}}/labels.tsv",
+        splits=f"{R}/{{dataset}}/splits.tsv",
     output:
-        scaled_labels=path("scaled_labels"),
+        scaled_labels=f"{R}/{{dataset}}/scaled_labels.tsv",
     log:
-        path("log", rule="scale_labels", name="{dataset}"),
+        f"{LOGS}/scale_labels/{{dataset}}.log",
     conda:
         CONDA_ENV
     params:
@@ -106,16 +106,16 @@ rule scale_labels:
 
 rule label_figure:
     input:
-        labels=path("labels"),
+        labels=f"{R}/{{dataset}}/labels.tsv",
     output:
         figure=report(
-            path("label_figure"),
+            f"{R}/{{dataset}}/label_distributions.png",
             caption="../report/label_distributions.rst",
             category="Data",
             labels={"dataset": "{dataset}", "figure": "label distributions"},
         ),
     log:
-        path("log", rule="label_figure", name="{dataset}"),
+        f"{LOGS}/label_figure/{{dataset}}.log",
     localrule: True
     conda:
         CONDA_ENV

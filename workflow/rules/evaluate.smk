@@ -6,16 +6,16 @@ rule metrics:
     input:
         predictions=[file for _, file in prediction_tables()],
     output:
-        metrics=path("metrics"),
-        comparisons=path("comparisons"),
-        provenance=path("provenance"),  # code version, package versions, this job's params
+        metrics=f"{R}/metrics.tsv",
+        comparisons=f"{R}/comparisons.tsv",
+        provenance=f"{R}/metrics.provenance.json",  # code version, package versions, this job's params
     log:
-        path("log", rule="metrics", name="metrics"),
+        f"{LOGS}/metrics/metrics.log",
     conda:
         CONDA_ENV
     params:
         meta=[meta for meta, _ in prediction_tables()],
-        cross=config["experiment"].get("cross_dataset", {}),
+        cross=config["experiment"]["cross_dataset"],
         bootstrap=config["evaluation"]["bootstrap"],
         seed=config["evaluation"]["bootstrap_seed"],
     script:

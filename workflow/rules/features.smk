@@ -4,9 +4,9 @@
 
 rule fetch_weights:
     output:
-        weights=path("weights"),
+        weights=f"{RES}/weights/{{backbone}}.pth",
     log:
-        path("log", rule="fetch_weights", name="{backbone}"),
+        f"{LOGS}/fetch_weights/{{backbone}}.log",
     localrule: True
     conda:
         CONDA_ENV
@@ -18,15 +18,15 @@ rule fetch_weights:
 
 rule feature_cache:
     input:
-        images=path("images", file="images.npy"),
-        index=path("images", file="index.tsv"),
+        images=f"{R}/{{dataset}}/images_{{size}}/images.npy",
+        index=f"{R}/{{dataset}}/images_{{size}}/index.tsv",
         weights=weights_file,
     output:
-        prefix=path("features", file="prefix.npy"),
-        pooled=path("features", file="pooled.npy"),
-        index=path("features", file="index.tsv"),
+        prefix=f"{R}/cache/{{dataset}}/{{backbone}}_{{size}}/prefix.npy",
+        pooled=f"{R}/cache/{{dataset}}/{{backbone}}_{{size}}/pooled.npy",
+        index=f"{R}/cache/{{dataset}}/{{backbone}}_{{size}}/index.tsv",
     log:
-        path("log", rule="feature_cache", name="{dataset}_{backbone}_{size}"),
+        f"{LOGS}/feature_cache/{{dataset}}_{{backbone}}_{{size}}.log",
     conda:
         CONDA_ENV
     threads: 2
@@ -36,6 +36,6 @@ rule feature_cache:
     params:
         dtype=config["backbone"]["cache_dtype"],
         batch_size=config["backbone"]["cache_batch_size"],
-        bf16=config["backbone"].get("cache_bf16_autocast_cuda", False),
+        bf16=config["backbone"]["cache_bf16_autocast_cuda"],
     script:
         "../scripts/feature_cache.py"

@@ -1,82 +1,104 @@
 # The paper's tables and figures, Grad-CAM, results/summary.md and what `snakemake --report` shows.
-# The targets (which tables and figures the config calls for) are listed in all_outputs() of common.smk;
-# every path comes from path() there.
+# Which tables and figures the config calls for: all_outputs() in common.smk. Each table and figure rule
+# names the package function it runs (`build`, `draw`).
 report: "../report/workflow.rst"
 
 
 # --------------------------------------------------------------------------------------------------
-# tables
+# tables: CSV (numbers), Markdown, LaTeX and HTML (the report) of each
 # --------------------------------------------------------------------------------------------------
 
 
-rule table_dataset:
+rule table_stages:
     input:
-        metrics=path("metrics"),
-        comparisons=path("comparisons"),
+        metrics=f"{R}/metrics.tsv",
+        comparisons=f"{R}/comparisons.tsv",
     output:
-        csv=path("table", name="{dataset}_{table}", ext="csv"),
-        md=path("table", name="{dataset}_{table}", ext="md"),
-        tex=path("table", name="{dataset}_{table}", ext="tex"),
+        csv=f"{R}/tables/{{dataset}}_stage1_vs_stage2.csv",
+        md=f"{R}/tables/{{dataset}}_stage1_vs_stage2.md",
+        tex=f"{R}/tables/{{dataset}}_stage1_vs_stage2.tex",
         html=report(
-            path("table", name="{dataset}_{table}", ext="html"),
+            f"{R}/tables/{{dataset}}_stage1_vs_stage2.html",
             caption="../report/table_dataset.rst",
             category="Tables",
             subcategory="{dataset}",
-            labels={"dataset": "{dataset}", "table": "{table}"},
+            labels={"dataset": "{dataset}", "table": "stage1_vs_stage2"},
         ),
     log:
-        path("log", rule="tables", name="{dataset}_{table}"),
-    wildcard_constraints:
-        table="stage1_vs_stage2|multitask_vs_single",
+        f"{LOGS}/tables/{{dataset}}_stage1_vs_stage2.log",
     localrule: True
     conda:
         CONDA_ENV
     params:
-        kind=lambda wc: wc.table,
+        build="aesthetic_mtl.report.paper_tables.stage1_vs_stage2",
         datasets=lambda wc: {wc.dataset: DATASET_INFO[wc.dataset]},
-        head=config["head"],
     script:
         "../scripts/tables.py"
 
 
-use rule table_dataset as table_cross with:
+use rule table_stages as table_settings with:
     output:
-        csv=path("table", name="cross_dataset", ext="csv"),
-        md=path("table", name="cross_dataset", ext="md"),
-        tex=path("table", name="cross_dataset", ext="tex"),
+        csv=f"{R}/tables/{{dataset}}_multitask_vs_single.csv",
+        md=f"{R}/tables/{{dataset}}_multitask_vs_single.md",
+        tex=f"{R}/tables/{{dataset}}_multitask_vs_single.tex",
         html=report(
-            path("table", name="cross_dataset", ext="html"),
+            f"{R}/tables/{{dataset}}_multitask_vs_single.html",
+            caption="../report/table_dataset.rst",
+            category="Tables",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "table": "multitask_vs_single"},
+        ),
+    log:
+        f"{LOGS}/tables/{{dataset}}_multitask_vs_single.log",
+    params:
+        build="aesthetic_mtl.report.paper_tables.multitask_vs_single",
+        datasets=lambda wc: {wc.dataset: DATASET_INFO[wc.dataset]},
+
+
+use rule table_stages as table_cross with:
+    output:
+        csv=f"{R}/tables/cross_dataset.csv",
+        md=f"{R}/tables/cross_dataset.md",
+        tex=f"{R}/tables/cross_dataset.tex",
+        html=report(
+            f"{R}/tables/cross_dataset.html",
             caption="../report/table_cross.rst",
             category="Tables",
             subcategory="cross-dataset",
             labels={"dataset": "cross-dataset", "table": "cross_dataset"},
         ),
     log:
-        path("log", rule="tables", name="cross_dataset"),
+        f"{LOGS}/tables/cross_dataset.log",
     params:
-        kind="cross_dataset",
+        build="aesthetic_mtl.report.paper_tables.cross_dataset",
         datasets=DATASET_INFO,
-        head=config["head"],
 
 
-use rule table_dataset as table_published with:
+rule table_published:
+    input:
+        **parameter_files(),  # the parameter counts the training jobs recorded
+        metrics=f"{R}/metrics.tsv",
     output:
-        csv=path("table", name="published", ext="csv"),
-        md=path("table", name="published", ext="md"),
-        tex=path("table", name="published", ext="tex"),
+        csv=f"{R}/tables/published.csv",
+        md=f"{R}/tables/published.md",
+        tex=f"{R}/tables/published.tex",
         html=report(
-            path("table", name="published", ext="html"),
+            f"{R}/tables/published.html",
             caption="../report/table_published.rst",
             category="Tables",
             subcategory="published methods",
             labels={"dataset": "all", "table": "published"},
         ),
     log:
-        path("log", rule="tables", name="published"),
+        f"{LOGS}/tables/published.log",
+    localrule: True
+    conda:
+        CONDA_ENV
     params:
-        kind="published",
+        build="aesthetic_mtl.report.paper_tables.published",
         datasets=MODEL_INFO,  # overall scores only: no display names
-        head=config["head"],
+    script:
+        "../scripts/tables.py"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -90,19 +112,19 @@ rule figure_training_curves:
         stage2=lambda wc: multitask_histories(wc.dataset, "stage2"),
     output:
         figure=report(
-            path("figure", name="{dataset}_training_curves"),
+            f"{R}/figures/{{dataset}}_training_curves.png",
             caption="../report/training_curves.rst",
             category="Figures",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "figure": "training curves"},
         ),
     log:
-        path("log", rule="figures", name="{dataset}_training_curves"),
+        f"{LOGS}/figures/{{dataset}}_training_curves.log",
     localrule: True
     conda:
         CONDA_ENV
     params:
-        kind="training_curves",
+        draw="aesthetic_mtl.report.figures.training_curves_figure",
         options=lambda wc: {"dataset": wc.dataset, "seeds": SEEDS},
     script:
         "../scripts/figures.py"
@@ -110,22 +132,22 @@ rule figure_training_curves:
 
 rule figure_scatter:
     input:
-        predictions=lambda wc: first_model(wc.dataset, "predictions", test=wc.dataset),
+        predictions=lambda wc: first_predictions(wc.dataset),
     output:
         figure=report(
-            path("figure", name="{dataset}_scatter"),
+            f"{R}/figures/{{dataset}}_scatter.png",
             caption="../report/scatter.rst",
             category="Figures",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "figure": "predicted vs true"},
         ),
     log:
-        path("log", rule="figures", name="{dataset}_scatter"),
+        f"{LOGS}/figures/{{dataset}}_scatter.log",
     localrule: True
     conda:
         CONDA_ENV
     params:
-        kind="prediction_scatter",
+        draw="aesthetic_mtl.report.figures.scatter_figure",
         options=lambda wc: {
             "dataset": wc.dataset,
             "datasets": {wc.dataset: DATASET_INFO[wc.dataset]},
@@ -137,22 +159,22 @@ rule figure_scatter:
 
 rule figure_srcc_bars:
     input:
-        metrics=path("metrics"),
+        metrics=f"{R}/metrics.tsv",
     output:
         figure=report(
-            path("figure", name="{dataset}_srcc_bars"),
+            f"{R}/figures/{{dataset}}_srcc_bars.png",
             caption="../report/srcc_bars.rst",
             category="Figures",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "figure": "multi- vs single-task SRCC"},
         ),
     log:
-        path("log", rule="figures", name="{dataset}_srcc_bars"),
+        f"{LOGS}/figures/{{dataset}}_srcc_bars.log",
     localrule: True
     conda:
         CONDA_ENV
     params:
-        kind="srcc_bars",
+        draw="aesthetic_mtl.report.figures.srcc_bars_figure",
         options=lambda wc: {
             "backbone": FIGURE_BACKBONE,
             "dataset": wc.dataset,
@@ -164,22 +186,22 @@ rule figure_srcc_bars:
 
 rule figure_cross:
     input:
-        metrics=path("metrics"),
+        metrics=f"{R}/metrics.tsv",
     output:
         figure=report(
-            path("figure", name="cross_dataset_heatmap"),
+            f"{R}/figures/cross_dataset_heatmap.png",
             caption="../report/cross_heatmap.rst",
             category="Figures",
             subcategory="cross-dataset",
             labels={"dataset": "cross-dataset", "figure": "cross-dataset SRCC"},
         ),
     log:
-        path("log", rule="figures", name="cross_dataset_heatmap"),
+        f"{LOGS}/figures/cross_dataset_heatmap.log",
     localrule: True
     conda:
         CONDA_ENV
     params:
-        kind="cross_heatmap",
+        draw="aesthetic_mtl.report.figures.cross_heatmap_figure",
         options={"datasets": DATASET_INFO, "backbone": FIGURE_BACKBONE},
     script:
         "../scripts/figures.py"
@@ -187,21 +209,21 @@ rule figure_cross:
 
 rule gradcam:
     input:
-        model=lambda wc: first_model(wc.dataset, "checkpoint"),
-        predictions=lambda wc: first_model(wc.dataset, "predictions", test=wc.dataset),
-        images=path("images", size=SIZE, file="images.npy"),
-        index=path("images", size=SIZE, file="index.tsv"),
+        model=lambda wc: f"{first_model(wc.dataset)}/stage2.pt",
+        predictions=lambda wc: first_predictions(wc.dataset),
+        images=f"{R}/{{dataset}}/images_{SIZE}/images.npy",
+        index=f"{R}/{{dataset}}/images_{SIZE}/index.tsv",
         weights=trunk_weights(FIGURE_BACKBONE),
     output:
         figure=report(
-            path("figure", name="{dataset}_gradcam"),
+            f"{R}/figures/{{dataset}}_gradcam.png",
             caption="../report/gradcam.rst",
             category="Figures",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "figure": "Grad-CAM"},
         ),
     log:
-        path("log", rule="gradcam", name="{dataset}"),
+        f"{LOGS}/gradcam/{{dataset}}.log",
     conda:
         CONDA_ENV
     threads: 2
@@ -221,20 +243,20 @@ rule gradcam:
 
 rule summary:
     input:
-        metrics=path("metrics"),
-        comparisons=path("comparisons"),
-        split_reports=[path("split_report", dataset=ds) for ds in DATASETS],
-        skipped=[path("images", dataset=ds, size=SIZE, file="skipped.tsv") for ds in DATASETS],
+        metrics=f"{R}/metrics.tsv",
+        comparisons=f"{R}/comparisons.tsv",
+        split_reports=expand(f"{R}/{{dataset}}/split_report.json", dataset=DATASETS),
+        skipped=expand(f"{R}/{{dataset}}/images_{SIZE}/skipped.tsv", dataset=DATASETS),
     output:
-        md=path("summary", ext="md"),
+        md=f"{R}/summary.md",
         html=report(
-            path("summary", ext="html"),
+            f"{R}/summary.html",
             caption="../report/summary.rst",
             category="Summary",
             labels={"document": "summary"},
         ),
     log:
-        path("log", rule="summary", name="summary"),
+        f"{LOGS}/summary/summary.log",
     localrule: True
     conda:
         CONDA_ENV

@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from aesthetic_mtl.joblog import logging_to
-from aesthetic_mtl.pipeline import fetch_weights
+from aesthetic_mtl.nn.weights import fetch_weights
 
 with logging_to(snakemake.log[0]) as log:
     download = {k.removeprefix("download_"): v for k, v in snakemake.resources.items() if k.startswith("download_")}

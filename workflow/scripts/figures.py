@@ -1,6 +1,9 @@
-"""Rules figure_*: one results figure (training curves, scatter, SRCC bars, cross-dataset heatmap)."""
+"""Rules figure_*: one results figure, drawn by the function the rule names."""
+import importlib
+
 from aesthetic_mtl.joblog import logging_to
-from aesthetic_mtl.report.figures import draw
 
 with logging_to(snakemake.log[0]):
-    draw(snakemake.params.kind, dict(snakemake.input.items()), snakemake.output.figure, **snakemake.params.options)
+    module, name = snakemake.params.draw.rsplit(".", 1)
+    draw = getattr(importlib.import_module(module), name)
+    draw(dict(snakemake.input.items()), snakemake.output.figure, **snakemake.params.options)

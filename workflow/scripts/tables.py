@@ -1,8 +1,12 @@
-"""Rules table_*: one paper table from results/metrics.tsv as CSV, Markdown, LaTeX and HTML."""
+"""Rules table_*: one paper table (the function the rule names) as CSV, Markdown, LaTeX and HTML."""
+import importlib
+
 from aesthetic_mtl.joblog import logging_to
 from aesthetic_mtl.report.paper_tables import write_table
 
 with logging_to(snakemake.log[0]):
-    write_table(snakemake.params.kind, snakemake.input.metrics, dict(snakemake.output.items()),
-                snakemake.params.datasets, dataset=snakemake.wildcards.get("dataset"), head=snakemake.params.head,
-                comparisons_path=snakemake.input.comparisons)
+    module, name = snakemake.params.build.rsplit(".", 1)
+    parameters = {tuple(key.split("__")): path for key, path in snakemake.input.items() if key.count("__") == 2}
+    write_table(getattr(importlib.import_module(module), name), snakemake.input.metrics, dict(snakemake.output.items()),
+                snakemake.params.datasets, dataset=snakemake.wildcards.get("dataset"),
+                comparisons_path=snakemake.input.get("comparisons"), parameters=parameters)

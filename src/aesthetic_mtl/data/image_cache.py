@@ -25,20 +25,10 @@ from tqdm import tqdm
 
 from aesthetic_mtl.data import images as decoding
 from aesthetic_mtl.data import integrity
-from aesthetic_mtl.data.images import (
-    FAST,
-    PILLOW_MAX_PIXELS,
-    _check_args,
-    _lift_pillow_limit,
-)
+from aesthetic_mtl.data.images import _check_spec, _lift_pillow_limit
 from aesthetic_mtl.errors import DataError
-from aesthetic_mtl.files import (
-    atomic_path,
-    open_output_memmap,
-    read_tsv,
-    write_json,
-    write_tsv,
-)
+from aesthetic_mtl.files import atomic_path, open_output_memmap, read_tsv, write_json, write_tsv
+from aesthetic_mtl.specs import ImageSpec
 
 BAD_IMAGE_MODES = ("error", "skip")
 SKIPPED_COLUMNS = ["image", "path", "reason"]
@@ -51,26 +41,24 @@ PER_WORKER_MB = 64   # MiB per decoding thread: a band being reduced, decoder bu
 BASE_MB = 200        # MiB: the interpreter, numpy, pandas, Pillow and the job's script (~80 MiB measured)
 
 
-def max_pixels_of(images_cfg: dict) -> int | None:
-    """`images.max_pixels`, Pillow's own limit when the config does not set it."""
-    return images_cfg.get("max_pixels", PILLOW_MAX_PIXELS)
-
-
-def memory_mb(images_cfg: dict, workers: int) -> int:
+def memory_mb(spec: ImageSpec, workers: int) -> int:
     """The most memory `build_image_cache` takes with `workers` threads on photos of up to `images.max_pixels`:
     what rule image_cache declares as `mem_mb`, so a cluster that enforces it never kills the job
     (tests/test_images.py measures the peak RSS against it). In megabytes (10**6 bytes) as Snakemake counts
     `mem_mb`, which is also more than enough where it is read as MiB (SLURM)."""
-    per_worker = PEAK_BYTES_PER_PIXEL * max_pixels_of(images_cfg) + PER_WORKER_MB * 2**20
+    per_worker = PEAK_BYTES_PER_PIXEL * (spec.max_pixels or 0) + PER_WORKER_MB * 2**20
     return math.ceil((BASE_MB * 2**20 + max(1, workers) * per_worker) / 1e6)
 
 
-def build_image_cache(table: pd.DataFrame, out_dir: str | os.PathLike, size: int, *,
-                      resize: str = "squash", interpolation: str = FAST,
-                      max_pixels: int | None = PILLOW_MAX_PIXELS,
-                      on_bad_image: str = "error", workers: int = 2,
-                      log: Callable[[str], object] = print,
-                      progress: bool = True) -> pd.DataFrame:
+def build_from_labels(labels_path, out_dir: Path, spec: ImageSpec, *, on_bad_image: str, workers: int,
+                      log: Callable = print) -> None:
+    """Rule image_cache: decode each image of a label table once (in at most `memory_mb` MB: the rule's
+    mem_mb)."""
+    build_image_cache(read_tsv(labels_path), out_dir, spec, on_bad_image=on_bad_image, workers=workers, log=log)
+
+
+def build_image_cache(table: pd.DataFrame, out_dir: str | os.PathLike, spec: ImageSpec, *, on_bad_image: str,
+                      workers: int = 2, log: Callable[[str], object] = print, progress: bool = True) -> pd.DataFrame:
     """Decode every unique image of `table` once into `out_dir/images.npy` + `out_dir/index.tsv`.
 
     `table` has columns `image` and `path`; an image listed in several splits is cached once, rows in
@@ -82,14 +70,14 @@ def build_image_cache(table: pd.DataFrame, out_dir: str | os.PathLike, size: int
     full disk is an `OutputError` naming images.npy, not a crash part-way.
     """
     out_dir = Path(out_dir)
-    _check_args(size, resize, interpolation)
-    decoder = _Decoder(size, resize, interpolation, max_pixels)
+    _check_spec(spec)
+    decoder = _Decoder(spec)
     if on_bad_image not in BAD_IMAGE_MODES:
         raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_MODES}, got {on_bad_image!r}")
     unique = _unique_images(table)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "index.tsv").unlink(missing_ok=True)
-    _lift_pillow_limit(max_pixels)
+    _lift_pillow_limit(spec.max_pixels)
     start = time.perf_counter()
     with atomic_path(out_dir / "images.npy", suffix=".npy") as tmp:
         kept, skipped = _fill_cache(tmp, out_dir / "images.npy", unique, decoder, on_bad_image, workers, log,
@@ -97,7 +85,7 @@ def build_image_cache(table: pd.DataFrame, out_dir: str | os.PathLike, size: int
     _log_summary(log, len(kept), skipped, time.perf_counter() - start)
     write_tsv(out_dir / "skipped.tsv", skipped)
     index = pd.DataFrame({"row": np.arange(len(kept)), "image": kept})
-    write_json(out_dir / integrity.META, {"size": int(size), "resize": resize, "interpolation": interpolation,
+    write_json(out_dir / integrity.META, {"size": spec.size, "resize": spec.resize, "interpolation": spec.interpolation,
                                           integrity.KEY: integrity.record(out_dir, ["images.npy"], index)})
     write_tsv(out_dir / "index.tsv", index)
     return skipped
@@ -123,7 +111,7 @@ def _unique_images(table: pd.DataFrame) -> pd.DataFrame:
 def _fill_cache(tmp: Path, output: Path, unique: pd.DataFrame, decoder: "_Decoder", on_bad_image: str,
                 workers: int, log: Callable[[str], object], progress: bool) -> tuple[list[str], pd.DataFrame]:
     """Decode in parallel straight into the memmap; return kept image ids and the skipped table."""
-    n, size = len(unique), decoder.size
+    n, size = len(unique), decoder.spec.size
     cache = open_output_memmap(tmp, output, np.uint8, (n, size, size, 3))
     kept: list[str] = []
     skipped: list[dict] = []
@@ -156,14 +144,13 @@ class _Decoder:
     A class rather than a closure so that a process pool could pickle it as well.
     """
 
-    def __init__(self, size: int, resize: str, interpolation: str, max_pixels: int | None) -> None:
-        self.size, self.resize, self.interpolation, self.max_pixels = size, resize, interpolation, max_pixels
+    def __init__(self, spec: ImageSpec) -> None:
+        self.spec = spec
 
     def __call__(self, job: tuple[str, str]) -> np.ndarray | DataError:
         try:
             # looked up on the module at call time, so a replaced `images.load_image` is the one used
-            return decoding.load_image(job[1], self.size, resize=self.resize, interpolation=self.interpolation,
-                                       max_pixels=self.max_pixels)
+            return decoding.load_image(job[1], self.spec)
         except DataError as e:
             return e
 

@@ -43,6 +43,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from aesthetic_mtl.errors import DataError
+from aesthetic_mtl.specs import ImageSpec
 
 PILLOW_MAX_PIXELS = 178956970
 """Pillow's default decompression-bomb limit (also the config default `images.max_pixels`)."""
@@ -79,32 +80,30 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 # one image
 # --------------------------------------------------------------------------------------------------
 
-def load_image(path: str | os.PathLike, size: int, *, resize: str = "squash", interpolation: str = FAST,
-               max_pixels: int | None = PILLOW_MAX_PIXELS) -> np.ndarray:
-    """Decode one photo into a (size, size, 3) uint8 RGB array, upright and resized.
+def load_image(path: str | os.PathLike, spec: ImageSpec) -> np.ndarray:
+    """Decode one photo into a (size, size, 3) uint8 RGB array, upright and resized as `spec` says.
 
-    `resize`: "squash" maps the whole photo onto the square (aspect ratio not kept, nothing cut);
-    "center_crop" scales the shorter side to `size` and keeps the central square.
-    `interpolation`: one of INTERPOLATIONS (module docstring).
-    `max_pixels`: refuse images whose header declares more pixels (None: no limit).
-    Raises `DataError` naming `path` and the reason for any file that cannot be decoded.
+    `spec.resize`: "squash" maps the whole photo onto the square (aspect ratio not kept, nothing cut);
+    "center_crop" scales the shorter side to the size and keeps the central square. `spec.interpolation`: one of
+    INTERPOLATIONS (module docstring). `spec.max_pixels`: refuse images whose header declares more pixels (None:
+    no limit). Raises `DataError` naming `path` and the reason for any file that cannot be decoded.
     """
     path = Path(path)
-    _check_args(size, resize, interpolation)
+    _check_spec(spec)
     _check_file(path)
-    _lift_pillow_limit(max_pixels)
-    with _decoded(path, size if interpolation == FAST else None, max_pixels) as im:  # close() invalidates `im`
-        return _resize(_to_rgb(_reduce_early(im, size, path), path), size, resize, interpolation)
+    _lift_pillow_limit(spec.max_pixels)
+    draft = spec.size if spec.interpolation == FAST else None
+    with _decoded(path, draft, spec.max_pixels) as im:  # close() invalidates `im`
+        return _resize(_to_rgb(_reduce_early(im, spec.size, path), path), spec)
 
 
-def pixels_of(image: Image.Image | np.ndarray, size: int, *, resize: str = "squash", interpolation: str = FAST,
-              name: str = "image") -> np.ndarray:
+def pixels_of(image: Image.Image | np.ndarray, spec: ImageSpec, *, name: str = "image") -> np.ndarray:
     """`load_image` for a photo already in memory: a PIL image (its EXIF orientation applied, as for a file)
     or a uint8 array of shape (H, W), (H, W, 3) or (H, W, 4) (grey, RGB, RGBA). The same conversion and resize
     as a file, except JPEG draft decoding (the pixels are decoded already): with `bicubic_fast`, a JPEG at
     least twice the size may differ slightly from its file's scores. `name` labels errors.
     """
-    _check_args(size, resize, interpolation)
+    _check_spec(spec)
     if isinstance(image, np.ndarray):
         image = _from_array(image, name)
     elif not isinstance(image, Image.Image):
@@ -115,7 +114,7 @@ def pixels_of(image: Image.Image | np.ndarray, size: int, *, resize: str = "squa
     except Exception as e:  # noqa: BLE001 - a lazily opened PIL image decodes here: a bad file, as for paths
         raise DataError(f"{name}: {_reason(e)}") from e
     path = Path(name)
-    return _resize(_to_rgb(_reduce_early(upright, size, path), path), size, resize, interpolation)
+    return _resize(_to_rgb(_reduce_early(upright, spec.size, path), path), spec)
 
 
 def _from_array(array: np.ndarray, name: str) -> Image.Image:
@@ -127,14 +126,15 @@ def _from_array(array: np.ndarray, name: str) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array))
 
 
-def _check_args(size: int, resize: str, interpolation: str) -> None:
+def _check_spec(spec: ImageSpec) -> None:
     """Fail on a bad call before touching any file, so it is not reported as a bad image."""
+    size = spec.size
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"image size must be a positive integer, got {size!r}")
-    if resize not in RESIZE_MODES:
-        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    if spec.resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {spec.resize!r}")
+    if spec.interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {spec.interpolation!r}")
 
 
 def _check_file(path: Path) -> None:
@@ -366,14 +366,15 @@ def _composite_on_white(rgba: Image.Image) -> Image.Image:
 # geometry
 # --------------------------------------------------------------------------------------------------
 
-def _resize(rgb: Image.Image, size: int, resize: str, interpolation: str) -> np.ndarray:
+def _resize(rgb: Image.Image, spec: ImageSpec) -> np.ndarray:
     """Resize to size x size with the chosen filter (Pillow widens every filter but `nearest` when shrinking);
     `bicubic_fast` box-reduces by an integer factor first when the photo is >= 3x larger."""
-    box = _crop_box(rgb.size) if resize == "center_crop" else None
-    if interpolation == FAST:
-        out = rgb.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=_REDUCING_GAP)
+    box = _crop_box(rgb.size) if spec.resize == "center_crop" else None
+    size = (spec.size, spec.size)
+    if spec.interpolation == FAST:
+        out = rgb.resize(size, Image.Resampling.BICUBIC, box=box, reducing_gap=_REDUCING_GAP)
     else:
-        out = rgb.resize((size, size), KERAS_FILTERS[interpolation], box=box)
+        out = rgb.resize(size, KERAS_FILTERS[spec.interpolation], box=box)
     return np.asarray(out, dtype=np.uint8)
 
 

@@ -6,10 +6,13 @@ map predictions back to the dataset's own scale with the inverse.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+from aesthetic_mtl.data.splits import split_label_table
+from aesthetic_mtl.files import read_tsv, write_tsv
 
 Ranges = Mapping[str, Sequence[float]]
 
@@ -39,3 +42,12 @@ def unscale_table(table: pd.DataFrame, ranges: Ranges) -> pd.DataFrame:
         if target in out:
             out[target] = from_unit(out[target], low, high)
     return out
+
+
+def write_scaled_labels(labels_path, splits_path, ranges: Ranges, out, *, log: Callable = print) -> None:
+    """Rule scale_labels: the attributes of every split row scaled to [0, 1] (images an image cache skips leave
+    at training time)."""
+    table = split_label_table(read_tsv(labels_path), read_tsv(splits_path), list(ranges))
+    scaled = scale_table(table, ranges)
+    log(f"{len(scaled)} rows; per split: {scaled['split'].value_counts().to_dict()}")
+    write_tsv(out, scaled)

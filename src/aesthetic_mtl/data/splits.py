@@ -6,10 +6,13 @@ list, which we count and report rather than silently drop). EVA ships none, so w
 
 from __future__ import annotations
 
+from typing import Callable, Mapping
+
 import numpy as np
 import pandas as pd
 
 from aesthetic_mtl.errors import DataError
+from aesthetic_mtl.files import read_tsv, write_json, write_tsv
 
 SPLITS = ("train", "validation", "test")
 MIN_IMAGES = {"train": 1, "validation": 0, "test": 3}
@@ -103,3 +106,20 @@ def drop_skipped(table: pd.DataFrame, skipped: set[str]) -> pd.DataFrame:
     training job reads that cache.
     """
     return table[~table["image"].isin(skipped)].reset_index(drop=True)
+
+
+def write_splits(labels_path, split_cfg: Mapping, out_splits, out_report, *, dataset: str,
+                 log: Callable = print) -> None:
+    """Rule split: the splits table plus the report of counts and overlaps (AADB: validation & TestNew share
+    images). A split too small for its use (no test image, say) is refused here, naming `dataset`, rather
+    than after every model has trained."""
+    splits = make_splits(read_tsv(labels_path), split_cfg)
+    check_split_sizes(splits, split_cfg, dataset)
+    report = split_report(splits)
+    for pair, info in report["overlaps"].items():
+        if info["count"]:
+            log(f"note: {info['count']} images are in both {pair.replace('&', ' and ')}, "
+                f"e.g. {info['examples'][:3]}")
+    log(f"split counts: {report['counts']}")
+    write_tsv(out_splits, splits)
+    write_json(out_report, report)

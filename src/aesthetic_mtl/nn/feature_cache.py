@@ -36,7 +36,7 @@ from aesthetic_mtl.files import (
 )
 from aesthetic_mtl.nn.backbones import build_backbone
 from aesthetic_mtl.nn.device import autocast, log_peak_memory, pick_device
-from aesthetic_mtl.nn.model import AestheticModel
+from aesthetic_mtl.nn.model import Trunk
 
 
 def build_feature_cache(image_dir: Path, out_dir: Path, backbone_name: str, weights_file: Path | None, *,
@@ -47,19 +47,19 @@ def build_feature_cache(image_dir: Path, out_dir: Path, backbone_name: str, weig
     `on_step("feature_cache", k)` is called after batch k is stored."""
     device = pick_device(threads)
     images, index = open_image_cache(image_dir)
-    model = AestheticModel(build_backbone(backbone_name, weights_file), ["_"]).to(device).eval()
+    model = Trunk(build_backbone(backbone_name, weights_file)).to(device).eval()
     n = len(images)
     with torch.inference_mode():
         probe = model.prefix(torch.from_numpy(np.array(images[:1])).to(device))
     prefix_shape = (n, *probe.shape[1:])
-    log(f"feature cache: {n} images, prefix {tuple(prefix_shape[1:])} {dtype}, pooled {model.head.layers[0].in_features}")
+    log(f"feature cache: {n} images, prefix {tuple(prefix_shape[1:])} {dtype}, pooled {model.pooled_width}")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "index.tsv").unlink(missing_ok=True)
     with atomic_path(out_dir / "prefix.npy", suffix=".npy") as prefix_tmp, \
             atomic_path(out_dir / "pooled.npy", suffix=".npy") as pooled_tmp:
         prefix = open_output_memmap(prefix_tmp, out_dir / "prefix.npy", dtype, prefix_shape)
         pooled = open_output_memmap(pooled_tmp, out_dir / "pooled.npy", "float32",
-                                    (n, model.head.layers[0].in_features))
+                                    (n, model.pooled_width))
         with torch.inference_mode(), autocast(device, bf16_cuda):
             for start in tqdm(range(0, n, batch_size), desc="feature cache", unit="batch", mininterval=5):
                 batch = torch.from_numpy(np.array(images[start:start + batch_size])).to(device)

@@ -128,10 +128,10 @@ def gradcam_examples(checkpoint, image_dir, predictions, dataset: str, out, *, w
     exactly the pixels it was evaluated on. Returns the chosen images with their errors.
     """
     from aesthetic_mtl.data.scaling import from_unit
-    from aesthetic_mtl.nn.checkpoint import checkpoint_overall, load_model
+    from aesthetic_mtl.nn.checkpoint import load_model
 
-    model, ckpt = load_model(checkpoint, weights_file)
-    target = target or checkpoint_overall(ckpt) or ckpt["targets"][0]
+    model, card = load_model(checkpoint, weights_file)
+    target = target or card.overall or card.targets[0]
     pred = read_tsv(predictions)
     pred = pred.assign(error=(pred[f"pred_{target}"] - pred[f"true_{target}"]).abs())
     ranked = pred.sort_values(["error", "image"], kind="stable").reset_index(drop=True)
@@ -146,7 +146,7 @@ def gradcam_examples(checkpoint, image_dir, predictions, dataset: str, out, *, w
     if dev.type == "cpu" and threads:
         torch.set_num_threads(int(threads))
     cams = grad_cam(model, images, model.targets.index(target), device=dev)
-    low, high = ckpt["ranges"][target]
+    low, high = card.ranges[target]
     layer_name = _layer_name(model, cam_layer(model.features))
     fig, axes = plt.subplots(4, k, figsize=(2.9 * k + 1.2, 12.0), squeeze=False, layout="constrained")
     for g, group in enumerate(("best", "worst")):

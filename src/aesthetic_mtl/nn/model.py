@@ -8,15 +8,15 @@ The model can start from three points, so training can skip work that never chan
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
 
 from aesthetic_mtl.nn.backbones import Backbone, build_backbone
 from aesthetic_mtl.nn.device import full_precision
+from aesthetic_mtl.specs import STAGES, HeadSpec
 
 HEAD_INITS = ("torch", "keras")
 
@@ -24,23 +24,22 @@ HEAD_INITS = ("torch", "keras")
 class Head(nn.Module):
     """Shared fully connected head with one sigmoid unit per target.
 
-    `init`: "torch" keeps PyTorch's Linear default (kaiming-uniform weights, uniform bias); "keras" is the
+    `spec.init`: "torch" keeps PyTorch's Linear default (kaiming-uniform weights, uniform bias); "keras" is the
     Keras Dense default (glorot-uniform kernel, zero bias), what the paper's Keras code would start from.
     """
 
-    def __init__(self, in_features: int, n_outputs: int, hidden: Sequence[int] = (128, 64),
-                 dropout: float = 0.35, init: str = "torch") -> None:
+    def __init__(self, in_features: int, n_outputs: int, spec: HeadSpec) -> None:
         super().__init__()
-        if init not in HEAD_INITS:
-            raise ValueError(f"head init must be one of {HEAD_INITS}, got {init!r}")
+        if spec.init not in HEAD_INITS:
+            raise ValueError(f"head init must be one of {HEAD_INITS}, got {spec.init!r}")
         layers: list[nn.Module] = []
         width = in_features
-        for h in hidden:
+        for h in spec.hidden:
             layers += [nn.Linear(width, h), nn.ReLU()]
             width = h
-        layers += [nn.Dropout(dropout), nn.Linear(width, n_outputs), nn.Sigmoid()]
+        layers += [nn.Dropout(spec.dropout), nn.Linear(width, n_outputs), nn.Sigmoid()]
         self.layers = nn.Sequential(*layers)
-        if init == "keras":
+        if spec.init == "keras":
             for m in self.layers:
                 if isinstance(m, nn.Linear):
                     nn.init.xavier_uniform_(m.weight)
@@ -50,22 +49,21 @@ class Head(nn.Module):
         return self.layers(pooled)
 
 
-class AestheticModel(nn.Module):
-    """Backbone trunk + head. The trunk always runs in eval mode (frozen BatchNorm statistics)."""
+class Trunk(nn.Module):
+    """The backbone's convolutional trunk with its input normalisation, cut at the stage-2 split: the frozen
+    prefix (what the feature cache stores) and the rest up to global average pooling. Always in eval mode
+    (frozen BatchNorm statistics)."""
 
-    def __init__(self, backbone: Backbone, targets: Sequence[str], hidden: Sequence[int] = (128, 64),
-                 dropout: float = 0.35, head_init: str = "torch") -> None:
+    def __init__(self, backbone: Backbone) -> None:
         super().__init__()
         self.backbone_name = backbone.name
-        self.targets = list(targets)
         self.features = backbone.features
         self.split_index = backbone.split_index
         self.stage2_layers = list(backbone.stage2_layers)
         self.register_buffer("offset", torch.tensor(backbone.offset).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor(backbone.scale).view(1, 3, 1, 1), persistent=False)
         self.channel_order = backbone.channel_order
-        self.head = Head(backbone.pooled_width, len(self.targets), hidden, dropout, head_init)
-        self.set_stage("stage1")
+        self.pooled_width = backbone.pooled_width
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC RGB pixels -> normalised float NCHW input of the backbone (BGR first where the trunk
@@ -83,6 +81,21 @@ class AestheticModel(nn.Module):
         """Global average pooling of the trunk's output, averaged in float32."""
         return self.features[self.split_index:](activations).float().mean(dim=(2, 3))
 
+    def train(self, mode: bool = True) -> "Trunk":
+        super().train(mode)
+        self.features.eval()
+        return self
+
+
+class AestheticModel(Trunk):
+    """Trunk + the paper's head."""
+
+    def __init__(self, backbone: Backbone, targets: Sequence[str], head: HeadSpec) -> None:
+        super().__init__(backbone)
+        self.targets = list(targets)
+        self.head = Head(backbone.pooled_width, len(self.targets), head)
+        self.set_stage("stage1")
+
     def forward_from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
         """The head in float32 whatever autocast region it is called from (scores must not tie)."""
         with full_precision(pooled.device):
@@ -94,63 +107,35 @@ class AestheticModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_from_prefix(self.prefix(images))
 
-    def train(self, mode: bool = True) -> "AestheticModel":
-        super().train(mode)
-        self.features.eval()
-        return self
-
-    def set_stage(self, stage: str) -> None:
-        """Stage 1: every backbone weight frozen. Stage 2: only the stage-2 layers are trainable."""
-        for p in self.features.parameters():
-            p.requires_grad_(False)
-        if stage == "stage2":
-            for i in self.stage2_layers:
-                for p in self.features[i].parameters():
-                    p.requires_grad_(True)
-        elif stage != "stage1":
+    def trainable_parameters(self, stage: str) -> Iterator[tuple[str, nn.Parameter]]:
+        """(name, parameter) of what `stage` trains: the head (stage 1), plus the stage-2 layers of the trunk
+        (stage 2). The one definition training, checkpoints and parameter counts all use."""
+        if stage not in STAGES:
             raise ValueError(f"unknown stage '{stage}'")
+        keep = ("head.",) + (tuple(f"features.{i}." for i in self.stage2_layers) if stage == "stage2" else ())
+        return ((name, p) for name, p in self.named_parameters() if name.startswith(keep))
+
+    def set_stage(self, stage: str) -> list[nn.Parameter]:
+        """Make exactly `stage`'s parameters trainable; returns them (what its optimizer updates)."""
+        chosen = dict(self.trainable_parameters(stage))
+        for name, p in self.named_parameters():
+            p.requires_grad_(name in chosen)
+        return list(chosen.values())
 
     def trainable_state(self, stage: str) -> dict[str, torch.Tensor]:
-        """Parameters a stage can change: the head, plus the stage-2 layers in stage 2."""
-        keep = ("head.",)
-        if stage == "stage2":
-            keep += tuple(f"features.{i}." for i in self.stage2_layers)
-        return {k: v.detach().cpu().clone() for k, v in self.state_dict().items() if k.startswith(keep)}
+        """The values of `stage`'s parameters (what a checkpoint stores: the rest is the frozen trunk)."""
+        return {name: p.detach().cpu().clone() for name, p in self.trainable_parameters(stage)}
 
 
-def count_parameters(model: AestheticModel) -> tuple[int, int]:
-    """(total, trained in stage 2) parameters of trunk + head, counted on the built model.
-
-    Stage 2 trains the head and the stage-2 layers; the count does not depend on the stage the model is in.
-    """
-    total = sum(p.numel() for p in model.parameters())
-    trained = sum(p.numel() for p in model.head.parameters())
-    trained += sum(p.numel() for i in model.stage2_layers for p in model.features[i].parameters())
-    return total, trained
+def count_parameters(model: AestheticModel) -> dict[str, int]:
+    """Parameters of trunk + head, and those each stage trains (counted on the built model)."""
+    counts = {"total": sum(p.numel() for p in model.parameters())}
+    counts.update({stage: sum(p.numel() for _, p in model.trainable_parameters(stage)) for stage in STAGES})
+    return counts
 
 
 def build_model(backbone_name: str, targets: Sequence[str], weights_file: str | Path | None,
-                hidden: Sequence[int] = (128, 64), dropout: float = 0.35, head_init: str = "torch") -> AestheticModel:
-    """A fresh model: pretrained trunk (or random when `weights_file` is None) and a new head.
-
-    `head_init`: "torch" or "keras" (config `head.init`); the head draws from torch's global generator.
-    """
-    return AestheticModel(build_backbone(backbone_name, weights_file), targets, hidden, dropout, head_init)
-
-
-def parameter_counts(backbone: str, targets: Sequence[str], stage: str = "stage2",
-                     hidden: Sequence[int] = (128, 64), dropout: float = 0.35) -> tuple[int, int]:
-    """(total, trainable) parameters of backbone trunk + head, counted on a built model.
-
-    The trunk is built once per (backbone, stage) and the head for the given number of outputs.
-    """
-    return _counts(backbone, len(targets), stage, tuple(hidden), float(dropout))
-
-
-@functools.lru_cache(maxsize=None)
-def _counts(backbone: str, n_outputs: int, stage: str, hidden: tuple, dropout: float) -> tuple[int, int]:
-    model = build_model(backbone, [f"t{i}" for i in range(n_outputs)], None, hidden, dropout)
-    total, stage2 = count_parameters(model)
-    if stage == "stage2":
-        return total, stage2
-    return total, sum(p.numel() for p in model.head.parameters())
+                head: HeadSpec) -> AestheticModel:
+    """A fresh model: pretrained trunk (or random when `weights_file` is None) and a new head; the head draws
+    from torch's global generator."""
+    return AestheticModel(build_backbone(backbone_name, weights_file), targets, head)

@@ -25,53 +25,12 @@ from tqdm import tqdm
 
 from aesthetic_mtl.errors import DataError, TrainingError
 from aesthetic_mtl.nn.device import autocast
-from aesthetic_mtl.nn.model import AestheticModel
-from aesthetic_mtl.nn.optim import ADAM_VARIANTS, adam
+from aesthetic_mtl.nn.model import AestheticModel, build_model
+from aesthetic_mtl.nn.optim import adam
 from aesthetic_mtl.nn.placement import Inputs, place
+from aesthetic_mtl.specs import STAGES, StageSpec, TrainingSpec
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
-
-
-SCHEDULES = ("staircase", "continuous")
-STAGE_STREAMS = {"stage1": 0, "stage2": 1}
-
-
-@dataclass(frozen=True)
-class StageConfig:
-    """Hyper-parameters of one stage (paper values come from config.yaml).
-
-    `schedule`: how the lr halves every `halve_every_steps` steps: "staircase" (lr0 * 0.5 ** (step // n),
-    PyTorch's StepLR) or "continuous" (lr0 * 0.5 ** (step / n): Keras' ExponentialDecay default,
-    staircase=False). `adam`: "keras" (Keras' update, epsilon added before the bias correction: `optim.KerasAdam`)
-    or "torch" (`torch.optim.Adam`); the two differ most for small gradients, as in stage 2 (`optim`).
-    `adam_eps`: PyTorch's default 1e-8, Keras' 1e-7.
-    `stream`: the random stream of shuffling and dropout (0 stage 1, 1 stage 2), so stage 2 does not
-    replay stage 1's batches and masks.
-    """
-
-    epochs: int
-    lr: float
-    batch_size: int
-    halve_every_steps: int | None = None
-    schedule: str = "staircase"
-    adam_eps: float = 1e-8
-    adam: str = "torch"
-    stream: int = 0
-
-    def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.adam not in ADAM_VARIANTS:
-            raise ValueError(f"adam must be one of {ADAM_VARIANTS}, got {self.adam!r}")
-
-    @classmethod
-    def from_config(cls, training: dict, stage: str) -> "StageConfig":
-        """One stage's settings from the config's `training` section (defaults: PyTorch's)."""
-        own = training[stage]
-        return cls(epochs=own["epochs"], lr=own["lr"], batch_size=training["batch_size"],
-                   halve_every_steps=own.get("halve_every_steps"), schedule=own.get("schedule", "staircase"),
-                   adam=training.get("adam", "torch"), adam_eps=training.get("adam_eps", 1e-8),
-                   stream=STAGE_STREAMS[stage])
 
 
 def stream_seed(seed: int, stream: int) -> int:
@@ -81,7 +40,7 @@ def stream_seed(seed: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def lr_scheduler(optimizer: torch.optim.Optimizer, stage: StageConfig):
+def lr_scheduler(optimizer: torch.optim.Optimizer, stage: StageSpec):
     """Halving every `halve_every_steps` steps, staircase or continuous; None without halving."""
     n = stage.halve_every_steps
     if not n:
@@ -138,7 +97,7 @@ def predict(forward: Forward, inputs: Inputs | np.ndarray, rows: np.ndarray, *, 
 
 
 def fit(model: AestheticModel, forward: Forward, inputs: Inputs | np.ndarray, train: Split, val: Split,
-        stage: StageConfig, *, seed: int, params: list[torch.nn.Parameter], loss_weights: Sequence[float],
+        stage: StageSpec, *, seed: int, params: list[torch.nn.Parameter], loss_weights: Sequence[float],
         device: torch.device = torch.device("cpu"), bf16_cuda: bool = True,
         log: Callable = print, desc: str = "train", on_step: Callable[[str, int], None] | None = None) -> pd.DataFrame:
     """Train `params` with Adam (Keras' or PyTorch's update: `stage.adam`) on MSE; returns the per-epoch
@@ -197,44 +156,6 @@ def evaluate_loss(model: AestheticModel, forward: Forward, inputs: Inputs | np.n
     if not math.isfinite(loss):
         raise TrainingError(f"validation loss is {loss}")
     return loss
-
-
-def stage_params(model: AestheticModel, stage: str) -> list[torch.nn.Parameter]:
-    """What a stage trains: the head (stage 1), plus the stage-2 layers (stage 2)."""
-    model.set_stage(stage)
-    params = list(model.head.parameters())
-    if stage == "stage2":
-        params += [p for i in model.stage2_layers for p in model.features[i].parameters()]
-    return params
-
-
-@dataclass(frozen=True)
-class TrainingSpec:
-    """Everything that decides how a model is trained: the training job's params, nothing more.
-
-    Built from the config sections `head` and `training` (less the seed list, which only says *which*
-    models exist), so the workflow can hand it to a rule as a param and Snakemake reruns exactly the
-    jobs whose spec changed.
-    """
-
-    backbone: str
-    stage1: StageConfig
-    stage2: StageConfig
-    hidden: tuple[int, ...] = (128, 64)
-    dropout: float = 0.35
-    loss_weights: Mapping[str, float] = field(default_factory=dict)
-    head_init: str = "torch"
-    bf16_cuda: bool = False
-
-    @classmethod
-    def from_config(cls, backbone: str, head: Mapping, training: Mapping) -> "TrainingSpec":
-        """The spec of the config sections `head` and `training` (as the workflow passes them)."""
-        return cls(backbone, StageConfig.from_config(training, "stage1"), StageConfig.from_config(training, "stage2"),
-                   tuple(head["hidden"]), float(head["dropout"]), dict(head.get("loss_weights", {})),
-                   head.get("init", "torch"), bool(training.get("bf16_autocast_cuda", False)))
-
-    def stage(self, name: str) -> StageConfig:
-        return {"stage1": self.stage1, "stage2": self.stage2}[name]
 
 
 @dataclass
@@ -328,20 +249,18 @@ def train_and_predict(spec: TrainingSpec, data: CachedDataset, targets: Sequence
     random is seeded from `seed` here, so a model's result does not depend on what ran before it in the
     process: the workflow may train any number of models per job.
     """
-    from aesthetic_mtl.nn.model import build_model
-
     torch.manual_seed(seed)  # head initialisation
-    model = build_model(spec.backbone, targets, weights_file, spec.hidden, spec.dropout, spec.head_init).to(device)
+    model = build_model(spec.backbone, targets, weights_file, spec.head).to(device)
     train, val = data.split("train", targets), data.split("validation", targets)
-    loss_weights = [spec.loss_weights.get(t, 1.0) for t in targets]
+    loss_weights = [spec.head.loss_weights.get(t, 1.0) for t in targets]  # unweighted targets count 1
     log(f"{data.name} {list(targets)} seed {seed}: {len(train.rows)} train / {len(val.rows)} validation images, "
         f"device {device}")
     results = []
-    for stage in ("stage1", "stage2"):
+    for stage in STAGES:
         forward = model.forward_from_pooled if stage == "stage1" else model.forward_from_prefix
         start = time.perf_counter()
         history = fit(model, forward, data.inputs(stage), train, val, spec.stage(stage), seed=seed,
-                      params=stage_params(model, stage), loss_weights=loss_weights, device=device,
+                      params=model.set_stage(stage), loss_weights=loss_weights, device=device,
                       bf16_cuda=spec.bf16_cuda, log=log, desc=stage, on_step=on_step)
         fitted = time.perf_counter()
         history.insert(0, "stage", stage)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Mapping
@@ -15,7 +16,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from aesthetic_mtl.config import display_name  # noqa: E402
+from aesthetic_mtl.data.scaling import from_unit  # noqa: E402
 from aesthetic_mtl.files import atomic_path, read_tsv  # noqa: E402
+from aesthetic_mtl.report.metrics import srcc  # noqa: E402
+from aesthetic_mtl.report.seed_stats import one_backbone, read_metrics, stat  # noqa: E402
 
 TRAIN_COLOR, VAL_COLOR = "#4477aa", "#ee6677"
 SETTING_COLORS = ["#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb"]
@@ -24,8 +28,6 @@ FONTS = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fo
 
 def styled(fn):
     """Run a figure function with the results figures' font sizes (global rcParams untouched)."""
-    import functools
-
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with plt.rc_context(FONTS):
@@ -114,9 +116,6 @@ def prediction_scatter(predictions, ranges: dict, dataset: str, out, overall: st
                        title_suffix: str = "multi-task model, stage 2",
                        names: Mapping[str, str] | None = None) -> None:
     """Predicted vs true value of every target on the test split, on the dataset's raw scale."""
-    from aesthetic_mtl.data.scaling import from_unit
-    from aesthetic_mtl.report.metrics import srcc
-
     pred = read_tsv(predictions)
     targets = [t for t in ranges if f"pred_{t}" in pred and f"true_{t}" in pred]
     if overall in targets:
@@ -160,8 +159,6 @@ def _setting_label(setting: str) -> str:
 def srcc_bars(metrics, dataset: str, targets: list, out, overall: str | None = None, stage: str = "stage2",
               names: Mapping[str, str] | None = None) -> None:
     """SRCC per target: multi-task vs single-task (and named subsets), mean with std error bars over seeds."""
-    from aesthetic_mtl.report.seed_stats import read_metrics, stat
-
     m = read_metrics(metrics) if not isinstance(metrics, pd.DataFrame) else metrics
     own = m[(m["dataset"] == dataset) & (m["train_dataset"] == dataset) & (m["metric"] == "srcc")
             & (m["stage"] == stage)]
@@ -202,8 +199,6 @@ def srcc_bars(metrics, dataset: str, targets: list, out, overall: str | None = N
 @styled
 def cross_heatmap(metrics, datasets: dict, out, stage: str = "stage2", setting: str = "multitask") -> None:
     """Cross-dataset SRCC: overall score for every train x test dataset, and every mapped attribute pair."""
-    from aesthetic_mtl.report.seed_stats import read_metrics, stat
-
     m = read_metrics(metrics) if not isinstance(metrics, pd.DataFrame) else metrics
     names = list(datasets)
     overall = np.full((len(names), len(names)), np.nan)
@@ -260,31 +255,34 @@ def _heat(ax, values: np.ndarray, rows: list, cols: list, xlabel: str, ylabel: s
     return image
 
 
-FIGURE_KINDS = ("training_curves", "prediction_scatter", "srcc_bars", "cross_heatmap")
-
+# --------------------------------------------------------------------------------------------------
+# what the figure rules name: each takes the rule's named inputs, its output and its options
+# --------------------------------------------------------------------------------------------------
 
 def _metrics_of(path, backbone: str | None) -> pd.DataFrame:
     """The metrics of one backbone's models: a figure never averages over several backbones."""
-    from aesthetic_mtl.report.seed_stats import one_backbone, read_metrics
-
     return one_backbone(read_metrics(path), backbone)
 
 
-def draw(kind: str, inputs, out, **options) -> None:
-    """What the workflow calls: one of FIGURE_KINDS from the rule's named inputs and params."""
-    if kind == "training_curves":
-        histories = dict(zip(options["seeds"], zip(inputs["stage1"], inputs["stage2"])))
-        training_curves(histories, options["dataset"], out)
-    elif kind == "prediction_scatter":
-        cfg = options["datasets"][options["dataset"]]
-        prediction_scatter(inputs["predictions"], cfg["attributes"], options["dataset"], out, overall=cfg["overall"],
-                           title_suffix=f"multi-task model, stage 2, seed {options['seed']}",
-                           names=cfg.get("display_names"))
-    elif kind == "srcc_bars":
-        cfg = options["datasets"][options["dataset"]]
-        srcc_bars(_metrics_of(inputs["metrics"], options.get("backbone")), options["dataset"],
-                  list(cfg["attributes"]), out, overall=cfg["overall"], names=cfg.get("display_names"))
-    elif kind == "cross_heatmap":
-        cross_heatmap(_metrics_of(inputs["metrics"], options.get("backbone")), options["datasets"], out)
-    else:
-        raise ValueError(f"unknown figure kind '{kind}'; expected one of {FIGURE_KINDS}")
+def training_curves_figure(inputs: Mapping[str, list], out, *, dataset: str, seeds: list[int]) -> None:
+    """Rule figure_training_curves: the multi-task model's loss curves, every seed, both stages."""
+    training_curves(dict(zip(seeds, zip(inputs["stage1"], inputs["stage2"]))), dataset, out)
+
+
+def scatter_figure(inputs: Mapping[str, str], out, *, dataset: str, datasets: Mapping, seed: int) -> None:
+    """Rule figure_scatter: predicted against true on the test split, one model."""
+    cfg = datasets[dataset]
+    prediction_scatter(inputs["predictions"], cfg["attributes"], dataset, out, overall=cfg["overall"],
+                       title_suffix=f"multi-task model, stage 2, seed {seed}", names=cfg.get("display_names"))
+
+
+def srcc_bars_figure(inputs: Mapping[str, str], out, *, dataset: str, datasets: Mapping, backbone: str) -> None:
+    """Rule figure_srcc_bars: test SRCC per target, multi- vs single-task (one backbone)."""
+    cfg = datasets[dataset]
+    srcc_bars(_metrics_of(inputs["metrics"], backbone), dataset, list(cfg["attributes"]), out,
+              overall=cfg["overall"], names=cfg.get("display_names"))
+
+
+def cross_heatmap_figure(inputs: Mapping[str, str], out, *, datasets: Mapping, backbone: str) -> None:
+    """Rule figure_cross: cross-dataset SRCC of the attribute pairs (one backbone)."""
+    cross_heatmap(_metrics_of(inputs["metrics"], backbone), datasets, out)

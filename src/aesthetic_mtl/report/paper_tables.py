@@ -19,6 +19,7 @@ the overall-score SRCC of the multi-task model on AADB (0.7067) and on EVA (0.69
 from __future__ import annotations
 
 import html
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -302,15 +303,12 @@ def cross_table(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], stage: s
                  pd.DataFrame(data), pd.DataFrame(display), notes)
 
 
-def published_table(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], backbone: str,
-                    hidden: Sequence[int] = (128, 64), dropout: float = 0.35,
+def published_table(metrics: pd.DataFrame, datasets: Mapping[str, Mapping],
+                    parameters: Mapping[tuple[str, str, str], Mapping[str, int]],
                     published: Sequence[Published] = tuple(PUBLISHED), stage: str = "stage2") -> Table:
-    """Overall-score SRCC of our models (one pair of rows per backbone in `metrics`; `backbone` names the
-    trunk of a metrics table without a backbone column) next to the paper's and other published numbers."""
-    from aesthetic_mtl.nn.model import (
-        parameter_counts,  # torch is imported only when a table counts parameters
-    )
-
+    """Overall-score SRCC of our models (one pair of rows per backbone in `metrics`) next to the paper's and
+    other published numbers. `parameters`: (dataset, backbone, setting) -> the parameter counts the training
+    job recorded for that model (parameters.json: total, and what each stage trains)."""
     data, display = [], []
 
     def add(ds, method, source, s: Stat, total, trainable, paper, reported: bool = False):
@@ -329,19 +327,19 @@ def published_table(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], back
     for ds, cfg in datasets.items():
         overall, targets = cfg["overall"], list(cfg["attributes"])
         paper = paper_value(ds, overall, cfg.get("source"))
-        for name in named:  # each backbone's models with its own parameter counts
-            rows, trunk = one_backbone(metrics, name), name or backbone
+        for trunk in named:  # each backbone's models with its own parameter counts
+            rows = one_backbone(metrics, trunk)
             multi = stat(rows, dataset=ds, train_dataset=ds, setting="multitask", stage=stage, target=overall)
             if multi.n:
-                total, trainable = parameter_counts(trunk, targets, stage, hidden, dropout)
+                counts = parameters.get((ds, trunk, "multitask"), {})
                 add(ds, f"ours: multi-task ({trunk}, {len(targets)} outputs)", "this workflow", multi,
-                    total, trainable, paper)
+                    counts.get("total"), counts.get(stage), paper)
             single = stat(rows, dataset=ds, train_dataset=ds, setting=f"single_{overall}", stage=stage,
                           target=overall)
             if single.n:
-                total, trainable = parameter_counts(trunk, [overall], stage, hidden, dropout)
-                add(ds, f"ours: single-task {overall} ({trunk})", "this workflow", single, total, trainable,
-                    math.nan)
+                counts = parameters.get((ds, trunk, f"single_{overall}"), {})
+                add(ds, f"ours: single-task {overall} ({trunk})", "this workflow", single, counts.get("total"),
+                    counts.get(stage), math.nan)
         quoted = paper_value(ds, overall)
         if np.isfinite(quoted):
             add(ds, "Soydaner & Wagemans: multi-task CNN (VGG16)", "arXiv 2305.09373 (2023)", Stat(quoted),
@@ -353,8 +351,9 @@ def published_table(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], back
     notes = [_seed_note(metrics),
              "origin: 'computed here' rows are this workflow's models on this run's data; 'quoted' rows are "
              "numbers copied from the source named in the row (on the real AADB / EVA test sets).",
-             "Our parameter counts are computed by building the model: backbone trunk + head; trained in "
-             "stage 2 = the stage-2 trunk layers and the head. Blank: not reported by the source.",
+             "Our parameter counts are those the training job recorded for the model (parameters.json): backbone "
+             "trunk + head; trained in stage 2 = the stage-2 trunk layers and the head. Blank: not reported by "
+             "the source.",
              _paper_note([ds for ds, cfg in datasets.items() if is_synthetic(cfg.get("source"))])]
     return Table("published", "Overall-score test SRCC against the paper and published methods",
                  pd.DataFrame(data), pd.DataFrame(display), notes)
@@ -364,35 +363,46 @@ def published_table(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], back
 # what the workflow calls
 # --------------------------------------------------------------------------------------------------
 
-TABLE_KINDS = ("stage1_vs_stage2", "multitask_vs_single", "cross_dataset", "published")
+def stage1_vs_stage2(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], *, dataset: str,
+                     comparisons: pd.DataFrame | None = None, **_) -> Table:
+    """Table of rule table_stages: `stage_table` of one dataset, per backbone."""
+    cfg = datasets[dataset]
+    return per_backbone(lambda m: stage_table(m, dataset, list(cfg["attributes"]), cfg["overall"],
+                                              source=cfg["source"], names=cfg.get("display_names"),
+                                              comparisons=comparisons), metrics)
 
 
-def build_table(kind: str, metrics: pd.DataFrame, datasets: Mapping[str, Mapping], *, dataset: str | None = None,
-                backbone: str = "vgg16", head: Mapping | None = None, comparisons: pd.DataFrame | None = None) -> Table:
-    """One of TABLE_KINDS; `dataset` for the per-dataset kinds, which show `comparisons` (comparisons.tsv)."""
-    if kind in ("stage1_vs_stage2", "multitask_vs_single"):
-        if dataset not in datasets:
-            raise ValueError(f"table '{kind}' needs a configured dataset, got {dataset!r}")
-        cfg = datasets[dataset]
-        fn = stage_table if kind == "stage1_vs_stage2" else settings_table
-        return per_backbone(lambda m: fn(m, dataset, list(cfg["attributes"]), cfg["overall"],
-                                         source=cfg.get("source"), names=cfg.get("display_names"),
-                                         comparisons=comparisons), metrics)
-    if kind == "cross_dataset":
-        return per_backbone(lambda m: cross_table(m, datasets), metrics)
-    if kind == "published":
-        head = head or {}
-        return published_table(metrics, datasets, backbone, head.get("hidden", (128, 64)),
-                               head.get("dropout", 0.35))
-    raise ValueError(f"unknown table kind '{kind}'; expected one of {TABLE_KINDS}")
+def multitask_vs_single(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], *, dataset: str,
+                        comparisons: pd.DataFrame | None = None, **_) -> Table:
+    """Table of rule table_settings: `settings_table` of one dataset, per backbone."""
+    cfg = datasets[dataset]
+    return per_backbone(lambda m: settings_table(m, dataset, list(cfg["attributes"]), cfg["overall"],
+                                                 source=cfg["source"], names=cfg.get("display_names"),
+                                                 comparisons=comparisons), metrics)
 
 
-def write_table(kind: str, metrics_path: str | Path, outputs: Mapping[str, str | Path],
-                datasets: Mapping[str, Mapping], *, dataset: str | None = None, backbone: str = "vgg16",
-                head: Mapping | None = None, comparisons_path: str | Path | None = None) -> Table:
-    """Build one table from metrics.tsv (and comparisons.tsv) and write its CSV / Markdown / LaTeX / HTML forms."""
+def cross_dataset(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], **_) -> Table:
+    """Table of rule table_cross: `cross_table`, per backbone."""
+    return per_backbone(lambda m: cross_table(m, datasets), metrics)
+
+
+def published(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], *,
+              parameters: Mapping[tuple[str, str, str], Mapping[str, int]], **_) -> Table:
+    """Table of rule table_published: `published_table`."""
+    return published_table(metrics, datasets, parameters)
+
+
+TableBuilder = Callable[..., Table]
+
+
+def write_table(build: TableBuilder, metrics_path: str | Path, outputs: Mapping[str, str | Path],
+                datasets: Mapping[str, Mapping], *, dataset: str | None = None,
+                comparisons_path: str | Path | None = None,
+                parameters: Mapping[tuple[str, str, str], str | Path] | None = None) -> Table:
+    """Build one table with `build` (the function its rule names) from metrics.tsv, the paired comparisons and
+    the recorded parameter counts, then write its CSV / Markdown / LaTeX / HTML forms."""
     comparisons = read_comparisons(comparisons_path) if comparisons_path else None
-    table = build_table(kind, read_metrics(metrics_path), datasets, dataset=dataset, backbone=backbone, head=head,
-                        comparisons=comparisons)
+    counts = {key: json.loads(Path(path).read_text()) for key, path in (parameters or {}).items()}
+    table = build(read_metrics(metrics_path), datasets, dataset=dataset, comparisons=comparisons, parameters=counts)
     table.write({k: v for k, v in outputs.items() if k in OUTPUT_KINDS})
     return table

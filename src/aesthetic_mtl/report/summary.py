@@ -17,7 +17,7 @@ import pandas as pd
 from aesthetic_mtl.files import read_tsv, write_text
 from aesthetic_mtl.report.comparisons import Paired, paired, read_comparisons
 from aesthetic_mtl.report.paper import PAPER_CITATION, is_synthetic, paper_value
-from aesthetic_mtl.report.paper_tables import Table, build_table
+from aesthetic_mtl.report.paper_tables import Table, cross_dataset, multitask_vs_single, stage1_vs_stage2
 from aesthetic_mtl.report.render import CSS, html_grid
 from aesthetic_mtl.report.seed_stats import (
     Stat,
@@ -200,10 +200,10 @@ def build_summary(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], *,
         blocks += [("h2", "Data"), ("ul", data)]
     tables = []
     for ds, cfg in datasets.items():
-        for kind in ("stage1_vs_stage2", "multitask_vs_single"):
-            tables.append(build_table(kind, metrics, datasets, dataset=ds, comparisons=comparisons))
+        for build in (stage1_vs_stage2, multitask_vs_single):
+            tables.append(build(metrics, datasets, dataset=ds, comparisons=comparisons))
     if (metrics["dataset"] != metrics["train_dataset"]).any():
-        tables.append(build_table("cross_dataset", metrics, datasets))
+        tables.append(cross_dataset(metrics, datasets))
     blocks.append(("h2", "Key tables"))
     blocks += [("table", t) for t in tables]
     return blocks, tables

@@ -9,7 +9,7 @@ Every format module exposes the same small interface (see ARCHITECTURE.md, "Cont
   when the attributes change;
 * `required_files(ds_cfg) -> list[str]` - archive names needed for this dataset config;
 * `extract(archives, raw, ds_cfg)` - unpack the archives into `raw`;
-* `parse(raw, ds_cfg, *, on_bad_image="error") -> DataFrame` - columns `image`, `path`, `split`,
+* `parse(raw, ds_cfg, *, on_bad_image) -> DataFrame` - columns `image`, `path`, `split`,
   then the configured attributes (raw scale, config order); malformed input raises `DataError` naming
   the file, line and text. A labelled image without a file is such an error, unless
   `on_bad_image="skip"`: then its row stays, with the path where the file was expected, and the image

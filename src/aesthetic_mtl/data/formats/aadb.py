@@ -197,7 +197,7 @@ def _resolve(name: str, indexes: list[_ImageIndex]) -> tuple[Path | None, str | 
     return None, None
 
 
-def parse(raw: Path, ds_cfg: dict, *, on_bad_image: str = "error") -> pd.DataFrame:
+def parse(raw: Path, ds_cfg: dict, *, on_bad_image: str) -> pd.DataFrame:
     """Tidy labels: image, path, split (train/validation/test), configured attributes (raw scale).
 
     A listed image without a file stops with a DataError (`on_bad_image="error"`), or keeps its row

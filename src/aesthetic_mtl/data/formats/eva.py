@@ -189,7 +189,7 @@ def _image_index(raw: Path) -> dict[str, Path]:
     return index
 
 
-def parse(raw: Path, ds_cfg: dict, *, on_bad_image: str = "error") -> pd.DataFrame:
+def parse(raw: Path, ds_cfg: dict, *, on_bad_image: str) -> pd.DataFrame:
     """Per-image vote means: image, path, split (""), configured attributes (raw scale).
 
     A voted image without a file stops with a DataError (`on_bad_image="error"`), or keeps its row

@@ -317,7 +317,7 @@ def on_disk(folder: Path, names: list[str]) -> list[str]:
     return out
 
 
-def parse(raw: Path, ds_cfg: dict, *, on_bad_image: str = "error") -> pd.DataFrame:
+def parse(raw: Path, ds_cfg: dict, *, on_bad_image: str) -> pd.DataFrame:
     """Tidy labels: image (relative path), path, split ("" without a split column), attributes (raw).
 
     A row whose image file does not exist stops with a DataError (`on_bad_image="error"`) or keeps its
