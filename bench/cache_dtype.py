@@ -92,8 +92,9 @@ def run(args: argparse.Namespace, backbone: str, weights: str, size: int) -> dic
     srcc: dict = {}
     for dtype in ("float32", "float16"):
         cache = work / "cache" / dtype
-        build_feature_cache(images, cache, cfg["backbone"]["name"], weights_file(cfg), dtype=dtype, threads=1,
-                            log=quiet)
+        build_feature_cache(images, cache, cfg["backbone"]["name"], weights_file(cfg),
+                            batch_size=cfg["backbone"]["cache_batch_size"], dtype=dtype,
+                            bf16_cuda=cfg["backbone"]["cache_bf16_autocast_cuda"], threads=1, log=quiet)
         for seed in args.seeds:
             for key, value in train_and_score(cfg, cache, targets_path, targets, seed).items():
                 srcc[(dtype, seed, *key)] = value

@@ -297,8 +297,9 @@ def train_and_score(cfg: dict, cache: Path, scaled_labels: Path, targets: list[s
     for stage, inputs, forward in (("stage1", pooled, model.forward_from_pooled),
                                    ("stage2", prefix, model.forward_from_prefix)):
         fit(model, forward, inputs, train, val, StageSpec.from_config(cfg["training"], stage), seed=seed,
-            params=model.set_stage(stage), loss_weights=[1.0] * len(targets), log=quiet, desc=stage)
-        pred = predict(forward, inputs, test.rows)
+            params=model.set_stage(stage), loss_weights=[1.0] * len(targets),
+            bf16_cuda=cfg["training"]["bf16_autocast_cuda"], log=quiet, desc=stage)
+        pred = predict(forward, inputs, test.rows, bf16_cuda=cfg["training"]["bf16_autocast_cuda"])
         for j, t in enumerate(targets):
             out[(stage, t)] = srcc(pred[:, j], test.y[:, j])
     return out

@@ -76,7 +76,9 @@ def run(args: argparse.Namespace) -> dict:
         build_from_labels(results / "labels.tsv", images,
                           ImageSpec.from_config({**cfg["images"], "interpolation": interpolation}),
                           on_bad_image="error", workers=1, log=quiet)
-        build_feature_cache(images, cache, backbone, weights_file(cfg), dtype="float32", threads=1, log=quiet)
+        build_feature_cache(images, cache, backbone, weights_file(cfg), batch_size=cfg["backbone"]["cache_batch_size"],
+                            dtype="float32", bf16_cuda=cfg["backbone"]["cache_bf16_autocast_cuda"], threads=1,
+                            log=quiet)
         for seed in args.seeds:
             for (stage, target), value in train_and_score(cfg, cache, scaled, targets, seed).items():
                 srcc[(interpolation, seed, stage, target)] = value

@@ -36,7 +36,7 @@ def built(tmp_path_factory) -> Path:
         rows.append({"image": f"p{i}", "path": str(path)})
     build_image_cache(pd.DataFrame(rows), root / "images_32", image_spec(32), on_bad_image="error", workers=1, log=lambda m: None, progress=False)
     build_feature_cache(root / "images_32", root / "features", "vgg16", None, batch_size=4,
-                        dtype="float32", log=lambda m: None)
+                        dtype="float32", bf16_cuda=False, log=lambda m: None)
     return root
 
 
@@ -160,7 +160,7 @@ def test_feature_cache_build_refuses_an_altered_image_cache(caches, tmp_path):
     del images
     with pytest.raises(DataError, match="rerun rule image_cache"):
         build_feature_cache(images_dir, tmp_path / "new", "vgg16", None, batch_size=4,
-                            dtype="float32", log=lambda m: None)
+                            dtype="float32", bf16_cuda=False, log=lambda m: None)
     assert not (tmp_path / "new" / "index.tsv").exists()
 
 

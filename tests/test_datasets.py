@@ -14,6 +14,7 @@ from PIL import Image
 from aesthetic_mtl.data.formats import aadb, eva, get_format
 from aesthetic_mtl.errors import ConfigError, DataError
 from conftest import image_spec
+from aesthetic_mtl.config import load_config, validate_config
 
 AADB_CFG = {"format": "aadb", "source": "official", "image_source": "original",
             "attributes": {t: list(aadb.RANGES[t]) for t in aadb.ATTRIBUTES}}
@@ -76,7 +77,10 @@ def test_aadb_required_files():
     assert aadb.required_files(AADB_CFG) == [aadb.LABEL_ZIP, aadb.ORIGINAL_ZIP, aadb.NEWTEST_ZIP]
     assert aadb.required_files({**AADB_CFG, "image_source": "warp256"}) == [aadb.LABEL_ZIP,
                                                                             aadb.WARP_ZIP]
-    assert aadb.required_files({"attributes": {}}) == aadb.required_files(AADB_CFG)   # default original
+    config = load_config("config.yaml")                                  # the default comes from the schema
+    del config["datasets"]["AADB"]["image_source"]
+    validate_config(config)
+    assert aadb.required_files(config["datasets"]["AADB"]) == aadb.required_files(AADB_CFG)
     with pytest.raises(ConfigError, match="image_source"):
         aadb.required_files({**AADB_CFG, "image_source": "huge"})
 

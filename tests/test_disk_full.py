@@ -105,7 +105,7 @@ def test_caches_on_a_full_disk_then_identical_after_space_is_freed(tmp_path, mon
     table = _photos(tmp_path / "photos")
     ref_images, ref_features = tmp_path / "ref" / "images_32", tmp_path / "ref" / "features"
     build_image_cache(table, ref_images, image_spec(32), on_bad_image="error", workers=1, log=lambda m: None, progress=False)
-    build_feature_cache(ref_images, ref_features, "vgg16", None, batch_size=2, dtype="float32",
+    build_feature_cache(ref_images, ref_features, "vgg16", None, batch_size=2, dtype="float32", bf16_cuda=False,
                         log=lambda m: None)
 
     real = os.posix_fallocate
@@ -126,12 +126,12 @@ def test_caches_on_a_full_disk_then_identical_after_space_is_freed(tmp_path, mon
     build_image_cache(table, images, image_spec(32), on_bad_image="error", workers=1, log=lambda m: None, progress=False)
     full["on"] = True                                       # ... and the disk fills up again
     with pytest.raises(OutputError, match=rf"^{features / 'prefix.npy'}: not written: no space left"):
-        build_feature_cache(images, features, "vgg16", None, batch_size=2, dtype="float32",
+        build_feature_cache(images, features, "vgg16", None, batch_size=2, dtype="float32", bf16_cuda=False,
                             log=lambda m: None)
     _assert_nothing_under(features, "prefix.npy", "pooled.npy", "index.tsv", "meta.json")
 
     full["on"] = False
-    build_feature_cache(images, features, "vgg16", None, batch_size=2, dtype="float32", log=lambda m: None)
+    build_feature_cache(images, features, "vgg16", None, batch_size=2, dtype="float32", bf16_cuda=False, log=lambda m: None)
     assert _digests(images) == _digests(ref_images)
     assert _digests(features) == _digests(ref_features)
     open_image_cache(images), open_feature_cache(features)

@@ -28,7 +28,7 @@ def image_dir(tmp_path, tiny_images):
 
 def test_float16_cache_rounds_the_float32_one(image_dir, tmp_path):
     for dtype in ("float32", "float16"):
-        build_feature_cache(image_dir, tmp_path / dtype, "vgg16_keras", None, dtype=dtype, log=lambda m: None)
+        build_feature_cache(image_dir, tmp_path / dtype, "vgg16_keras", None, batch_size=32, dtype=dtype, bf16_cuda=False, log=lambda m: None)
     p32, pooled32, _ = open_feature_cache(tmp_path / "float32")
     p16, pooled16, _ = open_feature_cache(tmp_path / "float16")
     assert p16.dtype == np.float16 and p32.dtype == np.float32
@@ -42,5 +42,5 @@ def test_float16_overflow_stops_the_build(image_dir, tmp_path, monkeypatch):
     real = Trunk.prefix
     monkeypatch.setattr(Trunk, "prefix", lambda self, images: real(self, images) * 0 + 1e5)
     with pytest.raises(DataError, match="beyond float16's range .*cache_dtype: float32"):
-        build_feature_cache(image_dir, tmp_path / "f16", "vgg16_keras", None, dtype="float16", log=lambda m: None)
-    build_feature_cache(image_dir, tmp_path / "f32", "vgg16_keras", None, dtype="float32", log=lambda m: None)
+        build_feature_cache(image_dir, tmp_path / "f16", "vgg16_keras", None, batch_size=32, dtype="float16", bf16_cuda=False, log=lambda m: None)
+    build_feature_cache(image_dir, tmp_path / "f32", "vgg16_keras", None, batch_size=32, dtype="float32", bf16_cuda=False, log=lambda m: None)

@@ -371,14 +371,14 @@ def test_cache_unique_in_first_appearance_order(tmp_path, photo_table, workers):
 
 def test_cache_center_crop_matches_loader(tmp_path, photo_table):
     out = tmp_path / "cache"
-    build_image_cache(photo_table, out, image_spec(16, resize="center_crop"), on_bad_image="error", log=lambda m: None, progress=False)
+    build_image_cache(photo_table, out, image_spec(16, resize="center_crop"), on_bad_image="error", workers=1, log=lambda m: None, progress=False)
     arr, index = open_image_cache(out)
     np.testing.assert_array_equal(arr[1], load_image(photo_table["path"][1], image_spec(16, resize="center_crop")))
 
 
 def test_cache_uses_the_interpolation_and_records_it(tmp_path, photo_table):
     out = tmp_path / "cache"
-    build_image_cache(photo_table, out, image_spec(16, interpolation="nearest"), on_bad_image="error", log=lambda m: None, progress=False)
+    build_image_cache(photo_table, out, image_spec(16, interpolation="nearest"), on_bad_image="error", workers=1, log=lambda m: None, progress=False)
     arr, index = open_image_cache(out)
     np.testing.assert_array_equal(arr[2], load_image(photo_table["path"][3], image_spec(16, interpolation="nearest")))
     assert not np.array_equal(arr[2], load_image(photo_table["path"][3], image_spec(16)))
@@ -396,7 +396,7 @@ def _with_bad_images(table: pd.DataFrame, tmp_path: Path) -> pd.DataFrame:
 def test_skip_mode_leaves_bad_images_out(tmp_path, photo_table):
     table = _with_bad_images(photo_table, tmp_path)
     out, messages = tmp_path / "cache", []
-    skipped = build_image_cache(table, out, image_spec(24), on_bad_image="skip", log=messages.append, progress=False)
+    skipped = build_image_cache(table, out, image_spec(24), on_bad_image="skip", workers=1, log=messages.append, progress=False)
     assert list(skipped["image"]) == ["t", "m"]
     on_disk = read_tsv(out / "skipped.tsv")
     assert list(on_disk["image"]) == ["t", "m"]
@@ -420,7 +420,7 @@ def test_error_mode_stops_naming_the_file(tmp_path, photo_table):
 
 def test_interrupted_build_leaves_no_cache(tmp_path, photo_table, monkeypatch):
     out = tmp_path / "cache"
-    build_image_cache(photo_table, out, image_spec(16), on_bad_image="error", log=lambda m: None, progress=False)   # a complete one
+    build_image_cache(photo_table, out, image_spec(16), on_bad_image="error", workers=1, log=lambda m: None, progress=False)   # a complete one
     calls = []
     real = images.load_image
 
@@ -442,7 +442,7 @@ def test_interrupted_build_leaves_no_cache(tmp_path, photo_table, monkeypatch):
 
 def test_rebuild_removes_the_old_index_first(tmp_path, photo_table, monkeypatch):
     out = tmp_path / "cache"
-    build_image_cache(photo_table, out, image_spec(16), on_bad_image="error", log=lambda m: None, progress=False)
+    build_image_cache(photo_table, out, image_spec(16), on_bad_image="error", workers=1, log=lambda m: None, progress=False)
     monkeypatch.setattr(images, "load_image", lambda *a, **k: (_ for _ in ()).throw(RuntimeError))
     with pytest.raises(RuntimeError):
         build_image_cache(photo_table, out, image_spec(16), on_bad_image="error", workers=2, log=lambda m: None, progress=False)
@@ -453,22 +453,22 @@ def test_rebuild_removes_the_old_index_first(tmp_path, photo_table, monkeypatch)
 def test_all_images_bad_or_none_is_an_error(tmp_path):
     bad = pd.DataFrame({"image": ["x"], "path": [str(tmp_path / "gone.jpg")]})
     with pytest.raises(DataError, match="none of the 1 images"):
-        build_image_cache(bad, tmp_path / "cache", image_spec(16), on_bad_image="skip", log=lambda m: None, progress=False)
+        build_image_cache(bad, tmp_path / "cache", image_spec(16), on_bad_image="skip", workers=1, log=lambda m: None, progress=False)
     assert not (tmp_path / "cache" / "index.tsv").exists()
     with pytest.raises(DataError, match="empty"):
-        build_image_cache(bad.iloc[:0], tmp_path / "cache", image_spec(16), on_bad_image="error", progress=False)
+        build_image_cache(bad.iloc[:0], tmp_path / "cache", image_spec(16), on_bad_image="error", workers=1, progress=False)
 
 
 def test_same_image_with_two_paths_is_an_error(tmp_path, photo_table):
     table = photo_table.copy()
     table.loc[2, "path"] = "/elsewhere/b.png"
     with pytest.raises(DataError, match="'b' has different paths"):
-        build_image_cache(table, tmp_path / "cache", image_spec(16), on_bad_image="error", log=lambda m: None, progress=False)
+        build_image_cache(table, tmp_path / "cache", image_spec(16), on_bad_image="error", workers=1, log=lambda m: None, progress=False)
 
 
 def test_open_cache_checks_shapes(tmp_path, photo_table):
     out = tmp_path / "cache"
-    build_image_cache(photo_table, out, image_spec(16), on_bad_image="error", log=lambda m: None, progress=False)
+    build_image_cache(photo_table, out, image_spec(16), on_bad_image="error", workers=1, log=lambda m: None, progress=False)
     arr, index = open_image_cache(out)
     with pytest.raises(ValueError):
         arr[0, 0, 0, 0] = 1          # read-only

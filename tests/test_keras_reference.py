@@ -248,7 +248,7 @@ def our_train(model: AestheticModel, forward, inputs: np.ndarray, y: np.ndarray,
     everything = Split(np.arange(len(y)), y)
     params = [p for p in model.parameters() if p.requires_grad]
     history = fit(model, forward, inputs, everything, everything, stage, seed=0, params=params,
-                  loss_weights=[1.0] * y.shape[1], log=lambda *_: None)
+                  loss_weights=[1.0] * y.shape[1], log=lambda *_: None, bf16_cuda=False)
     return list(history["train_loss"])
 
 

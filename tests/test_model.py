@@ -74,7 +74,7 @@ def test_stage2_changes_nothing_outside_its_layers(vgg, tiny_images):
     y = np.random.default_rng(1).random((16, 12), dtype=np.float32)
     data = Split(np.arange(16), y)
     fit(vgg, vgg.forward, tiny_images, data, Split(np.arange(0), y[:0]), stage_spec(1, 1e-3, 8),
-        seed=0, params=vgg.set_stage("stage2"), loss_weights=[1.0] * 12, log=lambda m: None)
+        seed=0, params=vgg.set_stage("stage2"), loss_weights=[1.0] * 12, log=lambda m: None, bf16_cuda=False)
     after = vgg.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     trained = ("features.19.", "features.21.", "head.")
@@ -258,7 +258,7 @@ def test_format_1_checkpoints_still_load_with_their_overall_target(tmp_path, vgg
     ckpt = read_checkpoint(tmp_path / "old.pt")
     assert ckpt.card.overall == "score" and ckpt.card.targets == tuple(AADB) and ckpt.card.image_size == 32
     assert ckpt.card.images.interpolation == "nearest" and ckpt.card.code_version == "old"
-    assert ckpt.card.training == {"batch_size": 8, "stage1": {"lr": 1e-3}}
+    assert ckpt.card.training == {"stage1": {"batch_size": 8, "lr": 1e-3}}
     loaded, card = load_model(tmp_path / "old.pt")
     vgg.eval()
     x = torch.from_numpy(tiny_images[:4])

@@ -52,8 +52,8 @@ def test_training_does_not_depend_on_the_placement(tiny_images):
         model = build_model("vgg16", TARGETS, None, head_spec())
         inputs = place(prefix, CPU, placement)
         history = fit(model, model.forward_from_prefix, inputs, train, val, stage_spec(2, 1e-4, 4), seed=3,
-                      params=model.set_stage("stage2"), loss_weights=[1.0, 1.0], log=lambda m: None)
-        results[placement] = (history, predict(model.forward_from_prefix, inputs, np.arange(16), batch_size=5))
+                      params=model.set_stage("stage2"), loss_weights=[1.0, 1.0], log=lambda m: None, bf16_cuda=False)
+        results[placement] = (history, predict(model.forward_from_prefix, inputs, np.arange(16), batch_size=5, bf16_cuda=False))
     for placement in ("resident", "streamed"):
         assert results[placement][0].equals(results["memmap"][0]), placement
         np.testing.assert_array_equal(results[placement][1], results["memmap"][1])

@@ -24,7 +24,8 @@ TINY_EVA = {"n_images": 12, "min_votes": 3, "max_votes": 5, "image_size": 48, "s
 def _cfg(fmt: str, params: dict, **extra) -> dict:
     mod = get_format(fmt)
     return {"format": fmt, "source": "synthetic", "synthetic": params,
-            "attributes": {t: list(mod.RANGES[t]) for t in mod.ATTRIBUTES}, **extra}
+            "attributes": {t: list(mod.RANGES[t]) for t in mod.ATTRIBUTES},
+            **({"image_source": "original"} if fmt == "aadb" else {}), **extra}
 
 
 def _files(folder: Path) -> dict[str, bytes]:

@@ -38,7 +38,7 @@ def _caches(model, images):
 def _fit(model, forward, inputs, stage, cfg, seed=3):
     train, val = _data()
     return fit(model, forward, inputs, train, val, cfg, seed=seed, params=model.set_stage(stage),
-               loss_weights=[1.0] * 3, log=lambda m: None)
+               loss_weights=[1.0] * 3, log=lambda m: None, bf16_cuda=False)
 
 
 def test_stage1_cached_equals_end_to_end(tiny_images):
@@ -49,8 +49,8 @@ def test_stage1_cached_equals_end_to_end(tiny_images):
     h2 = _fit(direct, direct.forward, tiny_images, "stage1", cfg)
     np.testing.assert_allclose(h1[["train_loss", "val_loss"]], h2[["train_loss", "val_loss"]], rtol=1e-5)
     rows = np.arange(16)
-    np.testing.assert_allclose(predict(cached.forward_from_pooled, pooled, rows),
-                               predict(direct.forward, tiny_images, rows), atol=1e-5)
+    np.testing.assert_allclose(predict(cached.forward_from_pooled, pooled, rows, bf16_cuda=False),
+                               predict(direct.forward, tiny_images, rows, bf16_cuda=False), atol=1e-5)
 
 
 def test_stage2_cached_equals_end_to_end(tiny_images):
@@ -61,8 +61,8 @@ def test_stage2_cached_equals_end_to_end(tiny_images):
     h2 = _fit(direct, direct.forward, tiny_images, "stage2", cfg)
     np.testing.assert_allclose(h1[["train_loss", "val_loss"]], h2[["train_loss", "val_loss"]], rtol=1e-4)
     rows = np.arange(16)
-    np.testing.assert_allclose(predict(cached.forward_from_prefix, prefix, rows),
-                               predict(direct.forward, tiny_images, rows), atol=1e-4)
+    np.testing.assert_allclose(predict(cached.forward_from_prefix, prefix, rows, bf16_cuda=False),
+                               predict(direct.forward, tiny_images, rows, bf16_cuda=False), atol=1e-4)
     for i in (19, 21):
         torch.testing.assert_close(cached.features[i].weight, direct.features[i].weight, atol=1e-5, rtol=1e-4)
 
@@ -74,7 +74,7 @@ def test_same_seed_same_result_different_seed_different(tiny_images):
         model = _fresh(model_seed)
         _, pooled = _caches(model, tiny_images)
         _fit(model, model.forward_from_pooled, pooled, "stage1", cfg, seed=seed)
-        runs.append(predict(model.forward_from_pooled, pooled, np.arange(16)))
+        runs.append(predict(model.forward_from_pooled, pooled, np.arange(16), bf16_cuda=False))
     assert np.array_equal(runs[0], runs[1])
     assert not np.array_equal(runs[0], runs[2])
 
@@ -96,7 +96,7 @@ def test_nan_loss_stops_with_a_clear_error(tiny_images):
     train.y[0, 0] = np.nan
     with pytest.raises(TrainingError, match="loss is nan at epoch 1"):
         fit(model, model.forward_from_pooled, pooled, train, val, stage_spec(1, 1e-3, 4), seed=0,
-            params=model.set_stage("stage1"), loss_weights=[1.0] * 3, log=lambda m: None)
+            params=model.set_stage("stage1"), loss_weights=[1.0] * 3, log=lambda m: None, bf16_cuda=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -183,5 +183,5 @@ def test_head_loss_and_predictions_are_float32_under_bf16_autocast(tiny_images, 
     with torch.no_grad(), train.autocast(torch.device("cpu")):
         out = model.forward_from_prefix(torch.from_numpy(prefix[:8]))
     assert out.dtype == torch.float32
-    pred = predict(model.forward_from_prefix, prefix, np.arange(16))
+    pred = predict(model.forward_from_prefix, prefix, np.arange(16), bf16_cuda=False)
     assert pred.dtype == np.float32 and len(np.unique(pred[:, 0])) == 16   # no bf16 ties

@@ -289,7 +289,7 @@ def checkpoint_info(path: str | os.PathLike) -> dict:
         "config": {
             "datasets": [card.dataset] if card.dataset else [],
             "images": card.plain()["images"],
-            "batch_size": (training.get("stage1") or {}).get("batch_size", training.get("batch_size")),
+            "batch_size": training["stage1"]["batch_size"] if "stage1" in training else None,
             "stage1": training.get("stage1"),
             "stage2": training.get("stage2"),
             "seeds": [card.seed] if card.seed is not None else None,

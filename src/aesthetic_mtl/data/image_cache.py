@@ -58,7 +58,7 @@ def build_from_labels(labels_path, out_dir: Path, spec: ImageSpec, *, on_bad_ima
 
 
 def build_image_cache(table: pd.DataFrame, out_dir: str | os.PathLike, spec: ImageSpec, *, on_bad_image: str,
-                      workers: int = 2, log: Callable[[str], object] = print, progress: bool = True) -> pd.DataFrame:
+                      workers: int, log: Callable[[str], object] = print, progress: bool = True) -> pd.DataFrame:
     """Decode every unique image of `table` once into `out_dir/images.npy` + `out_dir/index.tsv`.
 
     `table` has columns `image` and `path`; an image listed in several splits is cached once, rows in

@@ -219,7 +219,8 @@ def _card_of_format_1(ckpt: dict, path: str | Path) -> ModelCard:
                      "init": ckpt["head"].get("init", "torch"), "loss_weights": {}},
             "bf16": bool(training.get("bf16_autocast_cuda", False)), "dataset": config.get("dataset"),
             "setting": config.get("setting"), "seed": config.get("seed"), "weights": ckpt["weights"],
-            "training": {k: training[k] for k in ("batch_size", *STAGES) if k in training}}
+            "training": {stage: {"batch_size": training.get("batch_size"), **training[stage]}
+                         for stage in STAGES if stage in training}}
     return ModelCard.from_plain(data, path)
 
 

@@ -40,8 +40,8 @@ from aesthetic_mtl.nn.model import Trunk
 
 
 def build_feature_cache(image_dir: Path, out_dir: Path, backbone_name: str, weights_file: Path | None, *,
-                        batch_size: int = 32, dtype: str = "float32", threads: int | None = None,
-                        bf16_cuda: bool = True, meta: dict | None = None, log: Callable = print,
+                        batch_size: int, dtype: str, bf16_cuda: bool, threads: int | None = None,
+                        meta: dict | None = None, log: Callable = print,
                         on_step: Callable[[str, int], None] | None = None) -> None:
     """Run the frozen trunk once over every cached image and store prefix activations + pooled features;
     `on_step("feature_cache", k)` is called after batch k is stored."""

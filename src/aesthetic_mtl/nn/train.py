@@ -84,8 +84,8 @@ def _row_batches(rows: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [rows[start:start + batch_size] for start in range(0, len(rows), batch_size)]
 
 
-def predict(forward: Forward, inputs: Inputs | np.ndarray, rows: np.ndarray, *, batch_size: int = 64,
-            device: torch.device = torch.device("cpu"), bf16_cuda: bool = True) -> np.ndarray:
+def predict(forward: Forward, inputs: Inputs | np.ndarray, rows: np.ndarray, *, bf16_cuda: bool, batch_size: int = 64,
+            device: torch.device = torch.device("cpu")) -> np.ndarray:
     """Model outputs in [0, 1] for `rows` of `inputs`, in order."""
     outputs = []
     with torch.inference_mode(), autocast(device, bf16_cuda):  # the trunk only: the head leaves autocast
@@ -98,7 +98,7 @@ def predict(forward: Forward, inputs: Inputs | np.ndarray, rows: np.ndarray, *, 
 
 def fit(model: AestheticModel, forward: Forward, inputs: Inputs | np.ndarray, train: Split, val: Split,
         stage: StageSpec, *, seed: int, params: list[torch.nn.Parameter], loss_weights: Sequence[float],
-        device: torch.device = torch.device("cpu"), bf16_cuda: bool = True,
+        bf16_cuda: bool, device: torch.device = torch.device("cpu"),
         log: Callable = print, desc: str = "train", on_step: Callable[[str, int], None] | None = None) -> pd.DataFrame:
     """Train `params` with Adam (Keras' or PyTorch's update: `stage.adam`) on MSE; returns the per-epoch
     history (train and validation loss). `on_step(desc, k)` is called after optimisation step k."""
@@ -219,7 +219,7 @@ class StageResult:
 
 
 def prediction_table(model: AestheticModel, stage: str, test: CachedDataset, test_attributes: Sequence[str], *,
-                     device: torch.device, bf16_cuda: bool = True) -> pd.DataFrame:
+                     device: torch.device, bf16_cuda: bool) -> pd.DataFrame:
     """The model's predictions for the test split of `test`, beside the truth (both on [0, 1]).
 
     A stage-1 model has the pretrained trunk, so the pooled features give its output; a stage-2 model

@@ -30,8 +30,8 @@ def target_pairs(model_targets: Iterable[str], train: str, test: str, cross: Map
     return [(src, dst, f"{src}->{dst}") for src, dst in mapping.items() if src in model_targets]
 
 
-def score_predictions(pred: pd.DataFrame, meta: Mapping, cross: Mapping, bootstrap: int = 1000,
-                      seed: int = 0) -> list[dict]:
+def score_predictions(pred: pd.DataFrame, meta: Mapping, cross: Mapping, bootstrap: int,
+                      seed: int) -> list[dict]:
     """Long-format metric rows for one predictions table."""
     from aesthetic_mtl.report.metrics import (
         all_metrics,  # scipy: imported only by the job that scores
@@ -46,8 +46,8 @@ def score_predictions(pred: pd.DataFrame, meta: Mapping, cross: Mapping, bootstr
     return rows
 
 
-def metrics_table(predictions: Iterable[tuple[Mapping, pd.DataFrame]], cross: Mapping, bootstrap: int = 1000,
-                  seed: int = 0) -> pd.DataFrame:
+def metrics_table(predictions: Iterable[tuple[Mapping, pd.DataFrame]], cross: Mapping, bootstrap: int,
+                  seed: int) -> pd.DataFrame:
     """Score every predictions table; `predictions` yields (meta with the keys of MODEL_COLUMNS, table)."""
     rows = []
     for meta, table in predictions:
@@ -56,7 +56,7 @@ def metrics_table(predictions: Iterable[tuple[Mapping, pd.DataFrame]], cross: Ma
 
 
 def write_metrics(out: Path, comparisons_out: Path, predictions: Iterable[tuple[Mapping, Path]], cross: Mapping,
-                  bootstrap: int = 1000, seed: int = 0) -> None:
+                  bootstrap: int, seed: int) -> None:
     """metrics.tsv (every metric of every predictions file) and comparisons.tsv (the paired comparisons of
     models scored on the same test images), each predictions file read once."""
     from aesthetic_mtl.report.comparisons import comparisons_table

@@ -64,7 +64,7 @@ def bootstrap_srcc_ci(pred: np.ndarray, true: np.ndarray, n: int = 1000, seed: i
     return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
 
 
-def all_metrics(pred: np.ndarray, true: np.ndarray, bootstrap: int = 1000, seed: int = 0) -> dict[str, float]:
+def all_metrics(pred: np.ndarray, true: np.ndarray, bootstrap: int, seed: int) -> dict[str, float]:
     """Every reported metric for one target, on the [0, 1] scale."""
     pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
     mse = float(np.mean((pred - true) ** 2)) if len(pred) else math.nan

@@ -80,7 +80,8 @@ def label_file_name(split: str, target: str) -> str:
 
 
 def image_source(ds_cfg: dict) -> str:
-    source = ds_cfg.get("image_source", "original")
+    """Which image archives: `ds_cfg["image_source"]` (validation fills in the schema's default)."""
+    source = ds_cfg["image_source"]
     if source not in IMAGE_ZIPS:
         raise ConfigError(f"AADB image_source must be one of {sorted(IMAGE_ZIPS)}, got {source!r}")
     return source

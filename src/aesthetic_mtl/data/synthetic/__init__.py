@@ -143,7 +143,7 @@ def _generate_aadb(archives: Path, p: dict) -> None:
     if overlap > min(n_val, n_test):
         raise ConfigError(f"synthetic.overlap ({overlap}) cannot exceed n_validation ({n_val}) or "
                           f"n_test ({n_test})")
-    source = p.get("image_source", "original")
+    source = p["image_source"]
     if source not in fmt.IMAGE_ZIPS:
         raise ConfigError(f"image_source must be one of {sorted(fmt.IMAGE_ZIPS)}, got {source!r}")
 
