@@ -43,8 +43,8 @@ Deployed as a module (`snakedeploy deploy-workflow`, docs/deploy.md), the workfl
 A value that is not the paper's carries a `# ours:` comment in `config.yaml`. Before any job runs,
 the merged config is checked against the schema and against the rules a schema cannot express (a
 subset naming an unknown target, a cross-dataset pair of unknown datasets, ...); a mistake stops the
-run with one line naming the key. The README's "Your own rated photos" section has a complete example
-of the `table` format.
+run with one line naming the key. [docs/own-photos.md](../docs/own-photos.md) has a complete example
+of the `table` format (your own rated photos).
 
 In the tables, `<...>` stands for a name you choose, `*` marks a required key, and `a | b` lists the
 allowed values.

@@ -1,6 +1,6 @@
 """Release formats: one module per dataset release, looked up by the config's `format:` key.
 
-Every format module exposes the same small interface (see ARCHITECTURE.md, "Contracts"):
+Every format module exposes the same small interface:
 
 * `ATTRIBUTES` - the release's attribute names in their default order, `RANGES` - their raw ranges;
   `LABEL_NAMES` - every name the release can provide as an attribute (the config check refuses others;
