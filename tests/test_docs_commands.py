@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, copy_repo, job_counts, run_snakemake
+from conftest import REPO, copy_repo, job_counts
 from test_readme_scoring import scoring_blocks
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
