@@ -28,15 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    RESULTS,
-    ReportSection,
-    aadb_design,
-    prepare_dataset,
-    quiet,
-    train_and_score,
-    weights_file,
-)
+from common import RESULTS, ReportSection, aadb_design, prepare_dataset, quiet, train_and_score, weights_file  # noqa: E402
 
 THRESHOLD = 0.002
 SECTION = ReportSection("cache_dtype")
