@@ -31,11 +31,10 @@ from aesthetic_mtl.report.summary import (
     write_summary,
 )
 
-DATASETS = {
+DATASETS = {  # as the summary gets them (the table rules' also carry display_names)
     "AADB": {"attributes": {"Light": [-1, 1], "Content": [-1, 1], "score": [0, 1]}, "overall": "score",
-             "source": "official", "display_names": {}},
-    "EVA": {"attributes": {"score": [0, 10], "visual": [1, 4]}, "overall": "score", "source": "official",
-            "display_names": {}},
+             "source": "official"},
+    "EVA": {"attributes": {"score": [0, 10], "visual": [1, 4]}, "overall": "score", "source": "official"},
 }
 CROSS = {"AADB->EVA": {"score": "score", "Light": "visual"}, "EVA->AADB": {"score": "score", "visual": "Light"}}
 SEEDS = [1, 2, 3]

@@ -378,9 +378,10 @@ def multitask_vs_single(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], 
 
 def _per_backbone_of(table: Callable[..., Table], metrics: pd.DataFrame, cfg: Mapping, dataset: str,
                      comparisons: pd.DataFrame | None) -> Table:
-    """`table` (stage_table or settings_table) of one dataset for each backbone of `metrics`."""
+    """`table` (stage_table or settings_table) of one dataset for each backbone of `metrics`; `cfg` without
+    display names (the summary's) keeps the column names."""
     return per_backbone(lambda m: table(m, dataset, list(cfg["attributes"]), cfg["overall"], source=cfg["source"],
-                                        names=cfg["display_names"], comparisons=comparisons), metrics)
+                                        names=cfg.get("display_names"), comparisons=comparisons), metrics)
 
 
 def cross_dataset(metrics: pd.DataFrame, datasets: Mapping[str, Mapping], **_) -> Table:
