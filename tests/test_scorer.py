@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -279,3 +280,31 @@ def test_models_lists_a_runs_checkpoints_best_first(tmp_path):
     assert text.splitlines()[1].split()[:2] == ["0.6800", "score"]
     best = aesthetic_mtl.load(listed[0]["checkpoint"])
     assert best.test_srcc == pytest.approx(0.68) and best.seed == 2
+
+
+def test_workers_reach_the_scorer_and_do_not_change_the_scores(checkpoint, photos, tmp_path, monkeypatch):
+    from aesthetic_mtl.scorer import Scorer
+
+    seen, real = [], Scorer.predict
+
+    def spy(self, images, **kwargs):
+        seen.append(kwargs["workers"])
+        return real(self, images, **kwargs)
+
+    monkeypatch.setattr(Scorer, "predict", spy)
+    tables = [_cli_scores(checkpoint, photos, tmp_path, "--batch-size", "1", *extra)
+              for extra in ((), ("--workers", "0"), ("--workers", "2"))]
+    assert seen == [None, 0, 2]                 # None: one decoding thread per core
+    for table in tables[1:]:
+        pd.testing.assert_frame_equal(table, tables[0])
+
+
+def test_predict_lets_openmp_threads_sleep_unless_told_otherwise(monkeypatch):
+    """Spinning OpenMP threads starved predict's decoding threads (bench/results.md section 8): the command sets
+    OMP_WAIT_POLICY=PASSIVE before torch loads, and keeps a policy the user set."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert CliRunner().invoke(main, ["backbones"]).exit_code == 0
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert CliRunner().invoke(main, ["backbones"]).exit_code == 0
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
