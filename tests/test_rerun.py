@@ -18,7 +18,7 @@ from conftest import TINY, job_counts, run_snakemake
 pytestmark = pytest.mark.slow
 
 TRAIN = {"train_AADB": 1, "train_EVA": 1}  # tiny config: every setting of a dataset in one job per seed
-TABLES = {"table_dataset": 4, "table_cross": 1, "table_published": 1}
+TABLES = {"table_stages": 2, "table_settings": 2, "table_cross": 1, "table_published": 1}
 FROM_METRICS = {"metrics": 1, **TABLES, "figure_srcc_bars": 2, "figure_cross": 1, "summary": 1}
 FROM_MODELS = {**TRAIN, **FROM_METRICS, "figure_training_curves": 2, "figure_scatter": 2, "gradcam": 2}
 
@@ -51,7 +51,7 @@ RERUNS = {
     "download limits": ({"download": {"min_rate_kib_s": 1, "slow_for_s": 5, "deadline_min": 7}}, {}),
     # display names relabel what EVA's tables and figures show; no model retrains
     "EVA display names": ({"datasets": {"EVA": {"display_names": {"visual": "light & colour"}}}},
-                          {"label_figure": 1, "table_dataset": 2, "table_cross": 1, "figure_scatter": 1,
+                          {"label_figure": 1, "table_stages": 1, "table_settings": 1, "table_cross": 1, "figure_scatter": 1,
                            "figure_srcc_bars": 1, "figure_cross": 1}),
 }
 

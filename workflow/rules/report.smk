@@ -19,7 +19,7 @@ rule table_stages:
         tex=f"{R}/tables/{{dataset}}_stage1_vs_stage2.tex",
         html=report(
             f"{R}/tables/{{dataset}}_stage1_vs_stage2.html",
-            caption="../report/table_dataset.rst",
+            caption="../report/table_stages.rst",
             category="Tables",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "table": "stage1_vs_stage2"},
@@ -43,7 +43,7 @@ use rule table_stages as table_settings with:
         tex=f"{R}/tables/{{dataset}}_multitask_vs_single.tex",
         html=report(
             f"{R}/tables/{{dataset}}_multitask_vs_single.html",
-            caption="../report/table_dataset.rst",
+            caption="../report/table_settings.rst",
             category="Tables",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "table": "multitask_vs_single"},
