@@ -168,7 +168,9 @@ def test_outputs_record_code_version_packages_and_config(crashed_run, tiny_confi
     assert f"# aesthetic-mtl {record['code_version']} " in (workdir / "logs" / "metrics" / "metrics.log").read_text()
     ckpt = torch.load(next((workdir / "results" / "models").rglob("stage2.pt")), weights_only=True)
     assert ckpt["provenance"]["code_version"]
-    # a checkpoint records what its training job was given: the head and training sections, less the seed list
-    assert ckpt["config"]["head"] == tiny_config["head"]
-    assert ckpt["config"]["training"]["stage2"] == tiny_config["training"]["stage2"]
-    assert "seeds" not in ckpt["config"]["training"] and ckpt["config"]["seed"] in tiny_config["training"]["seeds"]
+    # its card records what its training job was given: the head, each stage's hyper-parameters, its one seed
+    card = ckpt["card"]
+    assert {k: card["head"][k] for k in tiny_config["head"]} == tiny_config["head"]
+    stage2 = {**tiny_config["training"]["stage2"], "batch_size": tiny_config["training"]["batch_size"]}
+    assert {k: card["training"]["stage2"][k] for k in stage2} == stage2
+    assert card["seed"] in tiny_config["training"]["seeds"]

@@ -9,6 +9,7 @@ metrics.
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -64,6 +65,18 @@ def planned_jobs(workdir, overlay: dict, tmp_path) -> dict[str, int]:
     jobs = job_counts(proc.stdout + proc.stderr)
     jobs.pop("all", None)
     return jobs
+
+
+def test_snakemake_records_the_spec_params(tiny_run):
+    """Snakemake keeps a param's repr in each output's record and compares it on the next run; an object it
+    cannot represent (a dataclass) is silently left out and never triggers a rerun. The specs travel as plain
+    data, so the records hold them."""
+    records = [json.loads(p.read_text()) for p in (tiny_run / ".snakemake" / "metadata").iterdir()]
+    by_rule = {}
+    for record in records:
+        by_rule.setdefault(record["rule"], []).append(" ".join(record["params"]))
+    assert by_rule["train_AADB"] and all("'stage2'" in p and "'halve_every_steps'" in p for p in by_rule["train_AADB"])
+    assert all("'interpolation'" in p for p in by_rule["image_cache"])
 
 
 @pytest.mark.parametrize("key", list(RERUNS))

@@ -9,7 +9,8 @@ what it leaves out, from the same schema.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -20,13 +21,22 @@ STAGE_STREAMS = {"stage1": 0, "stage2": 1}
 """The random stream of each stage's shuffling and dropout, so stage 2 does not replay stage 1's batches."""
 
 
+class Plain:
+    """A spec as plain data and back. Rules pass specs as plain data: Snakemake compares a param's repr to
+    decide reruns and ignores objects it cannot represent, so a dataclass param would never trigger one."""
+
+    def plain(self) -> dict:
+        """Lists, dicts, numbers and strings only (paths as strings)."""
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
 def _section(name: str, given: Mapping) -> dict:
     """A config section with the schema's defaults under what it gives."""
     return {**schema_defaults(name), **given}
 
 
 @dataclass(frozen=True)
-class ImageSpec:
+class ImageSpec(Plain):
     """How every photo becomes the network's input (`images.*`): one decode, one resize, the same for the
     image cache, Grad-CAM and scoring."""
 
@@ -40,9 +50,13 @@ class ImageSpec:
         images = _section("images", images)
         return cls(int(images["size"]), images["resize"], images["interpolation"], images["max_pixels"])
 
+    @classmethod
+    def from_plain(cls, data: Mapping) -> "ImageSpec":
+        return cls(**data)
+
 
 @dataclass(frozen=True)
-class StageSpec:
+class StageSpec(Plain):
     """Hyper-parameters of one training stage (`training.*`, `training.<stage>.*`).
 
     `schedule`: how the lr halves every `halve_every_steps` steps: "staircase" (lr0 * 0.5 ** (step // n),
@@ -68,9 +82,13 @@ class StageSpec:
                    halve_every_steps=own["halve_every_steps"], schedule=own["schedule"],
                    adam_eps=training["adam_eps"], adam=training["adam"], stream=STAGE_STREAMS[stage])
 
+    @classmethod
+    def from_plain(cls, data: Mapping) -> "StageSpec":
+        return cls(**data)
+
 
 @dataclass(frozen=True)
-class HeadSpec:
+class HeadSpec(Plain):
     """The paper's head (`head.*`): hidden widths, dropout, initialisation, per-target loss weights."""
 
     hidden: tuple[int, ...]
@@ -83,9 +101,13 @@ class HeadSpec:
         head = _section("head", head)
         return cls(tuple(head["hidden"]), float(head["dropout"]), head["init"], dict(head["loss_weights"]))
 
+    @classmethod
+    def from_plain(cls, data: Mapping) -> "HeadSpec":
+        return cls(**{**data, "hidden": tuple(data["hidden"])})
+
 
 @dataclass(frozen=True)
-class TrainingSpec:
+class TrainingSpec(Plain):
     """Everything that decides how a model is trained, nothing more: the backbone, the head, both stages and
     the trunk's precision on a GPU (the seed list only says *which* models exist; where the caches live
     while a job trains, `training.cache_placement`, changes no result)."""
@@ -105,9 +127,14 @@ class TrainingSpec:
     def stage(self, name: str) -> StageSpec:
         return {"stage1": self.stage1, "stage2": self.stage2}[name]
 
+    @classmethod
+    def from_plain(cls, data: Mapping) -> "TrainingSpec":
+        return cls(data["backbone"], HeadSpec.from_plain(data["head"]), StageSpec.from_plain(data["stage1"]),
+                   StageSpec.from_plain(data["stage2"]), data["bf16_cuda"])
+
 
 @dataclass(frozen=True)
-class DatasetInfo:
+class DatasetInfo(Plain):
     """What models and reports need of a dataset: its attributes with their raw ranges, its overall score,
     where its data come from (synthetic data are never compared with the paper) and display names."""
 
@@ -122,9 +149,13 @@ class DatasetInfo:
         return cls(name, {t: tuple(r) for t, r in ds["attributes"].items()}, ds["overall"], ds["source"],
                    dict(ds.get("display_names") or {}) if display_names else {})
 
+    @classmethod
+    def from_plain(cls, data: Mapping) -> "DatasetInfo":
+        return cls(**{**data, "attributes": {t: tuple(r) for t, r in data["attributes"].items()}})
+
 
 @dataclass(frozen=True)
-class TestSet:
+class TestSet(Plain):
     """A dataset a training job predicts on, with the files it reads: the feature cache folder, the scaled
     labels and the image cache's list of skipped images."""
 
@@ -134,9 +165,14 @@ class TestSet:
     scaled_labels: Path
     skipped: Path
 
+    @classmethod
+    def from_plain(cls, data: Mapping) -> "TestSet":
+        return cls(data["dataset"], tuple(data["attributes"]), Path(data["cache"]), Path(data["scaled_labels"]),
+                   Path(data["skipped"]))
+
 
 @dataclass(frozen=True)
-class TrainingJob:
+class TrainingJob(Plain):
     """One training job of the workflow: the models of one dataset, backbone and seed (setting -> targets),
     how they train, the test sets they predict on, the trunk weights and the input images' spec. The rule
     passes it as a param (a rerun trigger) and takes its inputs from `inputs()`, so the two cannot disagree."""
@@ -161,6 +197,13 @@ class TrainingJob:
         if self.weights_file is not None:
             files["weights"] = str(self.weights_file)
         return files
+
+    @classmethod
+    def from_plain(cls, data: Mapping) -> "TrainingJob":
+        return cls(DatasetInfo.from_plain(data["info"]), data["backbone"], data["seed"],
+                   {s: tuple(t) for s, t in data["models"].items()}, TrainingSpec.from_plain(data["spec"]),
+                   ImageSpec.from_plain(data["images"]), tuple(TestSet.from_plain(t) for t in data["test_sets"]),
+                   data["weights_spec"], Path(data["weights_file"]) if data["weights_file"] else None)
 
 
 def training_job(config: Mapping, dataset: str, chunk: Sequence[str], backbone: str, seed: int, *,

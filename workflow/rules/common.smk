@@ -68,8 +68,9 @@ DATASET_INFO = {ds: {**MODEL_INFO[ds], "display_names": config["datasets"][ds]["
 
 
 def image_spec(wildcards):
-    """How photos become the input at the wildcard's size."""
-    return ImageSpec.from_config({**config["images"], "size": int(wildcards.size)})
+    """How photos become the input at the wildcard's size (as plain data: every param is, so that Snakemake,
+    which compares params by their repr, reruns the job when it changes)."""
+    return ImageSpec.from_config({**config["images"], "size": int(wildcards.size)}).plain()
 
 
 def download_limits():
@@ -128,28 +129,29 @@ TRAINING_JOBS = [
 ]
 
 
+def training_job_of(dataset, chunk, wildcards):
+    """The typed description of one training job (nn/job.py runs it): the rule's param (`job_of`) and its
+    input files (`job_inputs`) come from it, so the two cannot disagree."""
+    return training_job(
+        config,
+        dataset,
+        chunk,
+        wildcards.backbone,
+        int(wildcards.seed),
+        results=R,
+        weights_file=trunk_weights(wildcards.backbone) or None,
+    )
+
+
 def job_of(dataset, chunk):
-    """The typed description of one training job (nn/job.py runs it): the rule's param and, through
-    `inputs()`, its input files, so the two cannot disagree."""
-
-    def job(wildcards):
-        return training_job(
-            config,
-            dataset,
-            chunk,
-            wildcards.backbone,
-            int(wildcards.seed),
-            results=R,
-            weights_file=trunk_weights(wildcards.backbone) or None,
-        )
-
-    return job
+    """The training job as the rule's param: plain data (Snakemake reruns a job when a param's repr changes,
+    and ignores objects it cannot represent)."""
+    return lambda wildcards: training_job_of(dataset, chunk, wildcards).plain()
 
 
 def job_inputs(dataset, chunk):
     """The input files of a training job, by name (each test set's caches and tables, the trunk weights)."""
-    job = job_of(dataset, chunk)
-    return lambda wildcards: job(wildcards).inputs()
+    return lambda wildcards: training_job_of(dataset, chunk, wildcards).inputs()
 
 
 # --------------------------------------------------------------------------------------------------

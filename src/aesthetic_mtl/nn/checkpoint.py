@@ -79,8 +79,8 @@ class ModelCard:
     def from_plain(cls, data: Mapping, path: str | Path) -> "ModelCard":
         """The card of `plain()`'s data; anything else is a CheckpointError naming what is wrong."""
         try:
-            card = cls(**{**data, "targets": tuple(data["targets"]), "images": ImageSpec(**data["images"]),
-                          "head": HeadSpec(**{**data["head"], "hidden": tuple(data["head"]["hidden"])}),
+            card = cls(**{**data, "targets": tuple(data["targets"]), "images": ImageSpec.from_plain(data["images"]),
+                          "head": HeadSpec.from_plain(data["head"]),
                           "ranges": {t: tuple(r) for t, r in data["ranges"].items()}})
         except (TypeError, KeyError, AttributeError) as e:
             raise CheckpointError(path, f"its model card does not fit this aesthetic-mtl ({e})") from None
