@@ -67,10 +67,15 @@ MODEL_INFO = {ds: model_info(ds) for ds in DATASETS}
 DATASET_INFO = {ds: {**MODEL_INFO[ds], "display_names": config["datasets"][ds]["display_names"]} for ds in DATASETS}
 
 
+def image_spec_of(wildcards):
+    """How photos become the input at the wildcard's size."""
+    return ImageSpec.from_config({**config["images"], "size": int(wildcards.size)})
+
+
 def image_spec(wildcards):
-    """How photos become the input at the wildcard's size (as plain data: every param is, so that Snakemake,
-    which compares params by their repr, reruns the job when it changes)."""
-    return ImageSpec.from_config({**config["images"], "size": int(wildcards.size)}).plain()
+    """`image_spec_of` as plain data, the rule's param: Snakemake reruns a job when a param's repr changes
+    and ignores objects it cannot represent."""
+    return image_spec_of(wildcards).plain()
 
 
 def download_limits():

@@ -80,7 +80,7 @@ rule image_cache:
         CONDA_ENV
     threads: 2
     resources:
-        mem_mb=lambda wc, threads: image_cache_memory_mb(image_spec(wc), threads),  # grows with images.max_pixels
+        mem_mb=lambda wc, threads: image_cache_memory_mb(image_spec_of(wc), threads),  # grows with images.max_pixels
     params:
         images=image_spec,
         on_bad_image=config["on_bad_image"],
