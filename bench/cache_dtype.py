@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ReportSection, aadb_design, prepare_dataset, quiet, train_and_score, weights_file  # noqa: E402
+from common import ReportSection, aadb_design, prepare_dataset, quiet, train_and_score, weights_file  # noqa: E402
 
 THRESHOLD = 0.002
 SECTION = ReportSection("cache_dtype")
@@ -149,12 +149,7 @@ def render(args: argparse.Namespace, runs: list[dict]) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     runs = [run(args, *spec) for spec in args.runs]
-    section = render(args, runs)
-    print(section)
-    if args.write:
-        SECTION.write(section)
-        print(f"wrote {RESULTS}")
-    return 0
+    return SECTION.publish(render(args, runs), args.write)
 
 
 if __name__ == "__main__":

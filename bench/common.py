@@ -201,6 +201,14 @@ class ReportSection:
         match = self.pattern.search(Path(path).read_text() if Path(path).exists() else "")
         return match.group(0) if match else None
 
+    def publish(self, section: str, write: bool) -> int:
+        """A script's ending: print the section and, with --write, put it in bench/results.md; exit status 0."""
+        print(section)
+        if write:
+            self.write(section)
+            print(f"wrote {RESULTS}")
+        return 0
+
     def write(self, section: str, path: Path = RESULTS) -> None:
         """Replace the section (or add it before "## Reproduce"), leaving the rest of the file untouched."""
         text = path.read_text() if path.exists() else ""

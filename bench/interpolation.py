@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ReportSection, aadb_design, prepare_dataset, quiet, train_and_score, weights_file  # noqa: E402
+from common import ReportSection, aadb_design, prepare_dataset, quiet, train_and_score, weights_file  # noqa: E402
 
 SECTION = ReportSection("interpolation")
 REFERENCE = "bicubic_fast"
@@ -124,12 +124,7 @@ def render(args: argparse.Namespace, r: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    section = render(args, run(args))
-    print(section)
-    if args.write:
-        SECTION.write(section)
-        print(f"wrote {RESULTS}")
-    return 0
+    return SECTION.publish(render(args, run(args)), args.write)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the `aesthetic-mtl` co
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     REPO,
-    RESULTS,
     ReportSection,
     ShareMeter,
     interleaved,
@@ -191,12 +190,7 @@ def render(r: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    section = render(run(args))
-    print(section)
-    if args.write:
-        SECTION.write(section)
-        print(f"wrote {RESULTS}")
-    return 0
+    return SECTION.publish(render(run(args)), args.write)
 
 
 if __name__ == "__main__":
