@@ -30,7 +30,7 @@ from aesthetic_mtl.data.images import load_image, pixels_of
 from aesthetic_mtl.data.scaling import from_unit
 from aesthetic_mtl.errors import DataError
 from aesthetic_mtl.nn.checkpoint import ModelCard, open_model
-from aesthetic_mtl.nn.device import autocast
+from aesthetic_mtl.nn.device import autocast, named_device
 from aesthetic_mtl.nn.model import AestheticModel
 from aesthetic_mtl.report.seed_stats import read_metrics
 
@@ -168,8 +168,7 @@ def load(path: str | os.PathLike, *, weights: str | os.PathLike | None = None,
     model, card = open_model(path, weights)
     if card.test_srcc is None:
         card = replace(card, test_srcc=recorded_test_srcc(Path(path), card))
-    device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-    return Scorer(model, card, device=device)
+    return Scorer(model, card, device=named_device(device))
 
 
 def recorded_test_srcc(checkpoint: Path, card: ModelCard) -> float | None:

@@ -28,7 +28,7 @@ from aesthetic_mtl.errors import CheckpointError, DataError, DownloadError
 from aesthetic_mtl.files import atomic_path
 from aesthetic_mtl.nn.model import AestheticModel, build_model
 from aesthetic_mtl.nn.weights import fetch_weights, write_torch
-from aesthetic_mtl.specs import STAGES, HeadSpec, ImageSpec
+from aesthetic_mtl.specs import STAGES, HeadSpec, ImageSpec, Plain
 
 CHECKPOINT_FORMAT = 2
 """Layout version written into every checkpoint (`format`): 2 stores a ModelCard; 1 (before) is still read."""
@@ -41,7 +41,7 @@ _OPTIONAL = {1: {"config": dict, "provenance": dict}, 2: {}}
 
 
 @dataclass(frozen=True)
-class ModelCard:
+class ModelCard(Plain):
     """Every fact about a trained model that scoring and reports need, once.
 
     `targets` keeps the network's output order and `ranges` each target's original scale; `overall` is the
@@ -70,10 +70,6 @@ class ModelCard:
     @property
     def image_size(self) -> int:
         return self.images.size
-
-    def plain(self) -> dict:
-        """The card as plain data (lists, dicts, numbers, strings): what checkpoints and exports store."""
-        return json.loads(json.dumps(asdict(self)))
 
     @classmethod
     def from_plain(cls, data: Mapping, path: str | Path) -> "ModelCard":

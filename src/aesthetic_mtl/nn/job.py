@@ -41,10 +41,11 @@ def run_training_job(job: TrainingJob, outputs: Mapping[str, str], *, placement:
     weights = {"spec": job.weights_spec, "file": str(job.weights_file) if job.weights_file else None,
                "sha256": sha256_file(job.weights_file) if job.weights_file else None}
     test_sets = {t.dataset: (opened[t.dataset], t.attributes) for t in job.test_sets}
+    produced_by = provenance()    # once per job: the code version runs `git describe`
     for setting, targets in job.models.items():
         def write(result: StageResult, setting: str = setting, targets: tuple = targets) -> None:
             save_checkpoint(outputs[output_key(setting, "checkpoint", result.stage)], result.model,
-                            card(job, setting, targets, result.stage, weights), provenance=provenance())
+                            card(job, setting, targets, result.stage, weights), provenance=produced_by)
             write_tsv(outputs[output_key(setting, "history", result.stage)], result.history)
             for test, table in result.predictions.items():
                 write_tsv(outputs[output_key(setting, "predictions", result.stage, test)], table)
